@@ -1,0 +1,469 @@
+"""Campaign configuration: one YAML file, validated by pydantic.
+
+``load_config(path)`` reads and validates a campaign file; every problem (malformed YAML, an
+unknown key, an unknown element, an impossible range) becomes a :class:`ConfigError` whose
+message is one paragraph naming the file, the field path and the fix. Nothing is written.
+
+Units: energies in eV/atom, band gap in eV, density in g/cm³, ionic conductivity in S/cm
+(log10 where ``log10`` is set), lengths in Å, angles in degrees, time budgets in seconds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestration.errors import UserError
+
+TargetName = Literal["formation_energy_per_atom", "e_above_hull", "band_gap", "density", "ionic_conductivity"]
+Goal = Literal["minimize", "maximize", "target"]
+LatticeSystem = Literal[
+    "triclinic",
+    "monoclinic",
+    "orthorhombic",
+    "tetragonal",
+    "trigonal-rhombohedral",
+    "trigonal-hexagonal",
+    "hexagonal",
+    "cubic",
+]
+
+_RHOMBOHEDRAL = (146, 148, 155, 160, 161, 166, 167)
+LATTICE_SYSTEM_GROUPS: dict[str, tuple[int, ...]] = {
+    "triclinic": tuple(range(1, 3)),
+    "monoclinic": tuple(range(3, 16)),
+    "orthorhombic": tuple(range(16, 75)),
+    "tetragonal": tuple(range(75, 143)),
+    "trigonal-rhombohedral": _RHOMBOHEDRAL,
+    "trigonal-hexagonal": tuple(g for g in range(143, 168) if g not in _RHOMBOHEDRAL),
+    "hexagonal": tuple(range(168, 195)),
+    "cubic": tuple(range(195, 231)),
+}
+# Fields that say where/how a campaign runs, not what it computes: left out of the config hash.
+OPERATIONAL_FIELDS = frozenset({"store_url", "tracking", "runner", "campaign_dir"})
+
+
+class ConfigError(UserError):
+    """A campaign config that cannot be used; the message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Strict):
+    """One property to optimise; several targets are combined as a weighted sum of their rewards."""
+
+    name: TargetName
+    goal: Goal = "minimize"
+    value: float | None = Field(default=None, description="desired value when goal is 'target'")
+    weight: float = Field(default=1.0, gt=0)
+    source: Literal["oracle", "seed_proxy"] = Field(
+        default="oracle",
+        description="'oracle': labelled by the oracle each round; 'seed_proxy': predicted by a proxy fit once on the seed data",
+    )
+
+    @model_validator(mode="after")
+    def _value_matches_goal(self) -> Target:
+        if self.goal == "target" and self.value is None:
+            raise ValueError(f"target {self.name!r} has goal 'target' but no value; add e.g. `value: 1.34`")
+        if self.goal != "target" and self.value is not None:
+            raise ValueError(f"target {self.name!r} has a value but goal {self.goal!r}; set `goal: target` or remove `value`")
+        return self
+
+
+class SearchSpaceConfig(_Strict):
+    elements: tuple[str, ...] = Field(min_length=1)
+    min_elements: int = Field(default=2, ge=1)
+    max_elements: int = Field(default=5, ge=1)
+    max_atoms_per_element: int = Field(default=16, ge=1)
+    max_atoms: int = Field(default=80, ge=1)
+    space_groups: tuple[int | LatticeSystem, ...] | None = Field(
+        default=None, description="space-group numbers 1–230 and/or crystal-lattice system names; null = all"
+    )
+    length_range: tuple[float, float] = (0.9, 100.0)
+    angle_range: tuple[float, float] = (50.0, 150.0)
+
+    @field_validator("elements")
+    @classmethod
+    def _known_elements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from pymatgen.core.periodic_table import Element
+
+        unknown = [e for e in value if not Element.is_valid_symbol(e)]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))} is not a chemical element symbol; use symbols from the periodic table "
+                "with the usual capitalisation, e.g. 'Li', 'O', 'Cl'"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("an element is listed twice; list each element once")
+        return value
+
+    @field_validator("space_groups")
+    @classmethod
+    def _groups_in_range(cls, value: tuple[int | str, ...] | None) -> tuple[int | str, ...] | None:
+        if value is None:
+            return None
+        bad = [g for g in value if isinstance(g, int) and not 1 <= g <= 230]
+        if bad:
+            raise ValueError(f"space group(s) {bad} outside 1–230; use international numbers 1–230 or lattice-system names")
+        if not value:
+            raise ValueError("empty list of space groups; remove the key to allow all 230")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchSpaceConfig:
+        n = len(self.elements)
+        if self.min_elements > self.max_elements:
+            raise ValueError(f"min_elements ({self.min_elements}) > max_elements ({self.max_elements}); lower min_elements")
+        if self.min_elements > n:
+            raise ValueError(f"min_elements ({self.min_elements}) exceeds the {n} listed elements; add elements or lower min_elements")
+        if self.max_atoms < self.min_elements:
+            raise ValueError(f"max_atoms ({self.max_atoms}) cannot hold min_elements ({self.min_elements}) distinct elements; raise max_atoms")
+        for label, (lo, hi), bounds in (("length_range", self.length_range, (0.0, 1000.0)), ("angle_range", self.angle_range, (0.0, 180.0))):
+            if not bounds[0] < lo < hi <= bounds[1]:
+                raise ValueError(f"{label} {[lo, hi]} must satisfy {bounds[0]} < low < high <= {bounds[1]}; fix the two numbers")
+        return self
+
+    def space_group_numbers(self) -> tuple[int, ...] | None:
+        """The allowed space groups as sorted numbers (lattice-system names expanded), or None for all."""
+        if self.space_groups is None:
+            return None
+        out: set[int] = set()
+        for g in self.space_groups:
+            out.update(LATTICE_SYSTEM_GROUPS[g] if isinstance(g, str) else (g,))
+        return tuple(sorted(out))
+
+
+class SeedData(_Strict):
+    """Labelled data the first proxy is fit on: a dataset name known to ``discovery.datasets`` or a crystal table."""
+
+    dataset: str | None = None
+    path: Path | None = None
+    max_rows: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SeedData:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of `dataset` (a dataset name) or `path` (a crystal table with labels)")
+        return self
+
+
+class ProxyConfig(_Strict):
+    model: Literal["ensemble"] = "ensemble"
+    members: int = Field(default=5, ge=1)
+    hidden: int = Field(default=256, ge=1)
+    layers: int = Field(default=3, ge=1)
+    epochs: int = Field(default=100, ge=1)
+    learning_rate: float = Field(default=1.5e-3, gt=0)
+    batch_size: int = Field(default=256, ge=1)
+    validation_fraction: float = Field(default=0.1, ge=0, lt=1)
+    warm_start: bool = True
+
+
+class AcquisitionConfig(_Strict):
+    kind: Literal["greedy", "ucb", "ei"] = "ucb"
+    kappa: float = Field(default=1.0, ge=0, description="UCB exploration weight (standard deviations)")
+    temperature: float = Field(default=1.0, gt=0, description="reward = exp(acquisition / temperature)")
+    xi: float = Field(default=0.0, ge=0, description="EI improvement margin")
+
+
+class GeneratorConfig(_Strict):
+    iterations_first_round: int = Field(default=2000, ge=0)
+    iterations_per_round: int = Field(default=500, ge=0, description="fine-tuning iterations in later rounds (warm start)")
+    device: Literal["cpu", "cuda"] = "cpu"
+    hyper: dict[str, float | int | str | bool] = Field(default_factory=dict, description="passed to CrystalGFN(**hyper)")
+
+
+class SelectionConfig(_Strict):
+    method: Literal["mmr", "k_center", "greedy"] = "mmr"
+    diversity: float = Field(default=0.5, ge=0, le=1, description="0 = pure score, 1 = pure diversity")
+
+
+class OracleConfig(_Strict):
+    name: str = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    retries: int = Field(default=2, ge=0)
+    retry_delay_s: float = Field(default=5.0, ge=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class StoppingConfig(_Strict):
+    max_oracle_calls: int | None = Field(default=None, ge=1)
+    target_hits: int | None = Field(default=None, ge=1, description="stop once this many unique hits are found")
+    patience_rounds: int | None = Field(default=None, ge=1, description="stop after this many rounds without a better best value")
+
+
+class SuccessCriterion(_Strict):
+    """A candidate is a hit when ``metric`` is within [at_least, at_most]; default E_hull ≤ 0.1 eV/atom."""
+
+    metric: TargetName = "e_above_hull"
+    at_most: float | None = None
+    at_least: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_bound(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("at_most") is None and data.get("at_least") is None:
+            if data.get("metric", "e_above_hull") != "e_above_hull":
+                raise ValueError("give `at_most` and/or `at_least` for the success metric")
+            data = {**data, "at_most": 0.1}
+        return data
+
+    def is_hit(self, targets: Mapping[str, float | None]) -> bool:
+        v = targets.get(self.metric)
+        if v is None or v != v:  # missing or NaN
+            return False
+        return (self.at_most is None or v <= self.at_most) and (self.at_least is None or v >= self.at_least)
+
+
+class TrackingConfig(_Strict):
+    enabled: bool = True
+    uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite under the campaign dir")
+    experiment: str | None = Field(default=None, description="default: matloop/<campaign name>")
+    register_models: bool = True
+
+
+class LocalClusterSettings(_Strict):
+    type: Literal["local"] = "local"
+    n_workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    memory_limit: str | None = None
+
+
+class AddressSettings(_Strict):
+    type: Literal["address"] = "address"
+    address: str = Field(min_length=1, description="scheduler address, e.g. tcp://127.0.0.1:8786")
+
+
+class SlurmClusterSettings(_Strict):
+    type: Literal["slurm"] = "slurm"
+    queue: str | None = None
+    account: str | None = None
+    cores: int = Field(default=1, ge=1)
+    memory: str = "4GB"
+    walltime: str = "01:00:00"
+    jobs: int = Field(default=1, ge=1)
+    job_extra_directives: tuple[str, ...] = ()
+
+
+class LocalRunner(_Strict):
+    kind: Literal["local"] = "local"
+    max_workers: int = Field(default=1, ge=1, description="concurrent oracle tasks (threads)")
+
+
+class DaskRunner(_Strict):
+    kind: Literal["dask"] = "dask"
+    cluster: Annotated[LocalClusterSettings | AddressSettings | SlurmClusterSettings, Field(discriminator="type")] = Field(
+        default_factory=LocalClusterSettings
+    )
+
+
+class CampaignConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, _ . - (≤ 64)")
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    targets: tuple[Target, ...] = Field(min_length=1)
+    search_space: SearchSpaceConfig
+    seed_data: SeedData
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    acquisition: AcquisitionConfig = Field(default_factory=AcquisitionConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    candidates_per_round: int = Field(ge=1, description="N crystals sampled from the generator per round")
+    batch_size: int = Field(ge=1, description="B candidates sent to the oracle per round")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    oracle: OracleConfig
+    rounds: int = Field(ge=1)
+    stopping: StoppingConfig = Field(default_factory=StoppingConfig)
+    success: SuccessCriterion = Field(default_factory=SuccessCriterion)
+    campaign_dir: Path | None = Field(default=None, description="default: runs/<name>")
+    store_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<campaign_dir>/store.db")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    runner: Annotated[LocalRunner | DaskRunner, Field(discriminator="kind")] = Field(default_factory=LocalRunner)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CampaignConfig:
+        if self.batch_size > self.candidates_per_round:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) exceeds candidates_per_round ({self.candidates_per_round}); "
+                "sample at least as many candidates as the oracle batch"
+            )
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError("a target is listed twice; list each target once")
+        return self
+
+    # -- resolved locations -------------------------------------------------------------------
+    def resolved_dir(self) -> Path:
+        return (self.campaign_dir or Path("runs") / self.name).resolve()
+
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.resolved_dir() / 'store.db'}"
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{self.resolved_dir() / 'mlflow.db'}"
+
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or f"matloop/{self.name}"
+
+    def science(self) -> dict[str, Any]:
+        """The config without operational fields (store, tracking, runner, directory), as JSON data."""
+        return self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
+
+
+def config_hash(config: CampaignConfig) -> str:
+    """SHA-256 (first 16 hex digits) of the config's scientific content; unchanged by where it runs."""
+    text = json.dumps(config.science(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- loading and error messages -----------------------------------------------------------------
+
+
+def parse_config(data: object, *, source: str = "<config>", base_dir: Path | None = None) -> CampaignConfig:
+    """Validate already-parsed YAML data; relative paths are taken relative to ``base_dir``."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{source} is {kind}, not a mapping of campaign settings; start from configs/demo.yaml.")
+    try:
+        cfg = CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=source)) from None
+    if base_dir is not None:
+        updates: dict[str, Any] = {}
+        if cfg.seed_data.path is not None and not cfg.seed_data.path.is_absolute():
+            updates["seed_data"] = cfg.seed_data.model_copy(update={"path": (base_dir / cfg.seed_data.path).resolve()})
+        if updates:
+            cfg = cfg.model_copy(update=updates)
+    return cfg
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign YAML file; raises :class:`ConfigError` with a one-paragraph message."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"campaign config {p} does not exist; check the path (shipped configs are in configs/).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read campaign config {p}: {exc}; check the file and its permissions.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_message(exc, p)) from None
+    return parse_config(data, source=str(p), base_dir=p.parent)
+
+
+def _yaml_message(exc: yaml.YAMLError, path: Path) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    detail = f"{problem} ({context})" if context else problem
+    return (
+        f"{path} is not valid YAML{where}: {detail}; check the indentation, colons and quoting near that line "
+        "(YAML needs spaces, not tabs, and `key: value` pairs)."
+    )
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("local", "address", "slurm", "dask"):
+            continue  # discriminator tags add nothing for the reader
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the field at ``loc`` (for listing allowed keys)."""
+    tagged: dict[str, dict[str, type[BaseModel]]] = {
+        "runner": {"local": LocalRunner, "dask": DaskRunner},
+        "cluster": {"local": LocalClusterSettings, "address": AddressSettings, "slurm": SlurmClusterSettings},
+    }
+    model: type[BaseModel] | None = CampaignConfig
+    prev: int | str = ""
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        if str(prev) in tagged and part in tagged[str(prev)]:
+            model, prev = tagged[str(prev)][part], part
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model, prev = _submodel(field.annotation), part
+    return model
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(exc: ValidationError, *, source: str) -> str:
+    """One paragraph: which file, which field path, what is wrong and how to fix it."""
+    parts: list[str] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = _field_path(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            model = _model_at(loc)
+            allowed = sorted(model.model_fields) if model else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            parts.append(f"`{path}` is not a known setting; {hint}remove it or use one of: {', '.join(allowed)}")
+        elif kind == "missing":
+            parts.append(f"`{path}` is required; add it")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+            parts.append(f"`{path}`: {msg}{shown}")
+    n = len(parts)
+    head = f"{source} is not a valid campaign config ({n} problem{'s' if n > 1 else ''}): "
+    return head + "; ".join(parts) + ". Fix the file and run again; configs/demo.yaml shows every section."
+
+
+def build_search_space(config: CampaignConfig) -> Any:
+    """The generator's ``discovery.gfn.SearchSpace`` for this config.
+
+    The generator validates the space itself (e.g. elements that no allowed space group can host);
+    its ``ValueError`` becomes a :class:`ConfigError` naming ``search_space``.
+    """
+    from discovery.gfn import SearchSpace  # type: ignore[attr-defined]  # lands with the Crystal-GFN
+
+    s = config.search_space
+    try:
+        return SearchSpace(
+            elements=s.elements,
+            max_elements=s.max_elements,
+            min_elements=s.min_elements,
+            max_atoms_per_element=s.max_atoms_per_element,
+            max_atoms=s.max_atoms,
+            space_groups=s.space_group_numbers(),
+            length_range=s.length_range,
+            angle_range=s.angle_range,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"campaign {config.name!r}: `search_space` is impossible: {exc}. Widen the elements, atom limits or space groups."
+        ) from None

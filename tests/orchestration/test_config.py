@@ -1,0 +1,144 @@
+"""Campaign config: every shipped config loads; bad input gives one paragraph naming the field and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestration.config import (
+    LATTICE_SYSTEM_GROUPS,
+    CampaignConfig,
+    ConfigError,
+    config_hash,
+    load_config,
+    parse_config,
+)
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+def _minimal(**over: object) -> dict:
+    data: dict = {
+        "name": "t",
+        "targets": [{"name": "formation_energy_per_atom"}],
+        "search_space": {"elements": ["Na", "Cl"]},
+        "seed_data": {"dataset": "mp20"},
+        "candidates_per_round": 10,
+        "batch_size": 2,
+        "oracle": {"name": "density"},
+        "rounds": 2,
+    }
+    data.update(over)
+    return data
+
+
+def _error(data: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="c.yaml")
+    msg = str(info.value)
+    assert "\n" not in msg, "the message is one paragraph"
+    return msg
+
+
+def test_shipped_configs_load() -> None:
+    names = {p.stem for p in CONFIGS}
+    assert {"demo", "formation_energy_paper", "band_gap", "li_conductor", "density"} <= names
+    for path in CONFIGS:
+        cfg = load_config(path)
+        assert cfg.batch_size <= cfg.candidates_per_round
+    demo = load_config(CONFIGS[[p.stem for p in CONFIGS].index("demo")])
+    assert demo.rounds == 3 and demo.oracle.name == "chgnet" and demo.search_space.max_atoms <= 12
+    paper = load_config(CONFIGS[[p.stem for p in CONFIGS].index("formation_energy_paper")])
+    assert len(paper.search_space.elements) == 22 and paper.search_space.max_atoms == 80
+    band = load_config(CONFIGS[[p.stem for p in CONFIGS].index("band_gap")])
+    assert band.targets[0].value == 1.34
+
+
+def test_defaults_and_resolved_locations(tmp_path: Path) -> None:
+    cfg = parse_config(_minimal(campaign_dir=str(tmp_path / "c")))
+    assert cfg.resolved_store_url() == f"sqlite:///{tmp_path / 'c' / 'store.db'}"
+    assert cfg.resolved_tracking_uri().startswith("sqlite:///") and cfg.experiment_name() == "matloop/t"
+    assert cfg.success.metric == "e_above_hull" and cfg.success.at_most == 0.1
+    assert cfg.success.is_hit({"e_above_hull": 0.05}) and not cfg.success.is_hit({"e_above_hull": 0.2})
+    assert not cfg.success.is_hit({"e_above_hull": float("nan")}) and not cfg.success.is_hit({})
+    assert cfg.runner.kind == "local"
+
+
+def test_hash_ignores_operational_fields_only() -> None:
+    a = parse_config(_minimal())
+    b = parse_config(_minimal(store_url="postgresql://u@127.0.0.1/x", runner={"kind": "dask"}))
+    c = parse_config(_minimal(seed=1))
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_space_groups_accept_lattice_system_names() -> None:
+    cfg = parse_config(_minimal(search_space={"elements": ["Na", "Cl"], "space_groups": ["cubic", 2, 225]}))
+    groups = cfg.search_space.space_group_numbers()
+    assert groups is not None and set(LATTICE_SYSTEM_GROUPS["cubic"]) | {2} == set(groups)
+    assert sum(len(v) for v in LATTICE_SYSTEM_GROUPS.values()) == 230
+
+
+def test_dask_runner_variants() -> None:
+    cfg = parse_config(_minimal(runner={"kind": "dask", "cluster": {"type": "slurm", "cores": 4, "queue": "cpu"}}))
+    assert cfg.runner.kind == "dask" and cfg.runner.cluster.type == "slurm"
+    msg = _error(_minimal(runner={"kind": "dask", "cluster": {"type": "slurm", "cpus": 4}}))
+    assert "`runner.cluster.cpus` is not a known setting" in msg and "cores" in msg
+
+
+def test_unknown_key_names_path_and_suggests() -> None:
+    msg = _error(_minimal(acquisition={"kind": "ucb", "kapa": 2}))
+    assert "c.yaml" in msg and "`acquisition.kapa`" in msg and "did you mean `kappa`" in msg
+    assert "`colour`" in _error(_minimal(colour="red"))
+
+
+def test_unknown_element() -> None:
+    msg = _error(_minimal(search_space={"elements": ["Na", "Xx"]}))
+    assert "`search_space.elements`" in msg and "'Xx' is not a chemical element" in msg
+
+
+@pytest.mark.parametrize(
+    ("over", "needle"),
+    [
+        ({"batch_size": 20}, "batch_size (20) exceeds candidates_per_round"),
+        ({"search_space": {"elements": ["Na"], "min_elements": 2}}, "min_elements (2) exceeds"),
+        ({"search_space": {"elements": ["Na", "Cl"], "space_groups": [231]}}, "outside 1–230"),
+        ({"search_space": {"elements": ["Na", "Cl"], "space_groups": ["cubik"]}}, "search_space.space_groups[0]"),
+        ({"search_space": {"elements": ["Na", "Cl"], "length_range": [5, 2]}}, "length_range"),
+        ({"targets": [{"name": "band_gap", "goal": "target"}]}, "add e.g. `value: 1.34`"),
+        ({"acquisition": {"kind": "thompson"}}, "`acquisition.kind`"),
+        ({"seed_data": {}}, "exactly one of `dataset`"),
+        ({"name": "bad name/x"}, "`name`"),
+        ({"rounds": 0}, "`rounds`"),
+    ],
+)
+def test_invalid_values_name_the_field(over: dict, needle: str) -> None:
+    assert needle in _error(_minimal(**over))
+
+
+def test_missing_field_and_non_mapping() -> None:
+    data = _minimal()
+    del data["oracle"]
+    assert "`oracle` is required" in _error(data)
+    assert "not a mapping" in _error([1, 2])
+
+
+def test_malformed_yaml_reports_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsearch_space:\n  elements: [Na, Cl\nrounds: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    msg = str(info.value)
+    assert str(bad) in msg and "line 4" in msg and "column" in msg
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_relative_seed_path_resolved_against_config_dir(tmp_path: Path) -> None:
+    import yaml
+
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(_minimal(seed_data={"path": "seed.csv"})))
+    cfg = load_config(f)
+    assert cfg.seed_data.path == tmp_path / "seed.csv"
+    assert isinstance(cfg, CampaignConfig)
