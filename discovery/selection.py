@@ -1,0 +1,195 @@
+"""Batch selection: remove duplicates, then choose a diverse batch from scored candidates.
+
+Pure functions over :class:`~discovery.crystal.Crystal` lists and numpy arrays; no prefect/mlflow.
+
+* Dedupe key: (reduced formula, space group). A candidate is a duplicate when its key was already
+  proposed or labelled (``known``) or appeared earlier in the same list.
+* Distance between two crystals, in [0, 1], a weighted sum of three parts each in [0, 1]:
+  composition (half the L1 distance between atomic-fraction vectors), space group (0 same group,
+  ``same_system`` same crystal-lattice system, 1 otherwise) and lattice (mean |Δ log length| and
+  |Δ angle|/90°, squashed by ``x / (1 + x)``).
+* ``select_batch``: ``"mmr"`` greedy maximal marginal relevance,
+  ``(1 - diversity) * score01 + diversity * min distance to the batch``; ``"k_center"`` farthest-first
+  over the best-scored pool (size ``pool_factor * B``) starting from the best score; ``"greedy"``
+  the top-B scores. Ties are broken by a seeded random order, so results are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from discovery.crystal import Crystal
+
+DedupeKey = tuple[str, int]
+SelectionMethod = Literal["mmr", "k_center", "greedy"]
+
+_SYSTEM_BOUNDS = (2, 15, 74, 142, 167, 194, 230)  # last space group of each crystal system
+
+
+def dedupe_key(crystal: Crystal) -> DedupeKey:
+    """(reduced formula, space group): two crystals with the same key count as the same candidate."""
+    return (crystal.reduced_formula(), int(crystal.space_group))
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeResult:
+    kept: list[int]  # indices into the input, in input order
+    n_known: int  # dropped because the key was already known
+    n_repeated: int  # dropped because the key appeared earlier in the input
+
+
+def dedupe(crystals: Sequence[Crystal], *, known: Collection[DedupeKey] = ()) -> DedupeResult:
+    """Indices of the first occurrence of each key not in ``known``."""
+    seen = set(known)
+    in_batch: set[DedupeKey] = set()
+    kept: list[int] = []
+    n_known = n_rep = 0
+    for i, c in enumerate(crystals):
+        key = dedupe_key(c)
+        if key in in_batch:
+            n_rep += 1
+        elif key in seen:
+            n_known += 1
+        else:
+            kept.append(i)
+        in_batch.add(key)
+    return DedupeResult(kept, n_known, n_rep)
+
+
+@dataclass(frozen=True, slots=True)
+class DistanceWeights:
+    composition: float = 0.5
+    space_group: float = 0.3
+    lattice: float = 0.2
+    same_system: float = 0.5  # space-group distance for two groups of the same crystal system
+
+    def __post_init__(self) -> None:
+        parts = (self.composition, self.space_group, self.lattice)
+        if min(parts) < 0 or sum(parts) <= 0:
+            raise ValueError(f"distance weights must be >= 0 with a positive sum, got {parts}")
+        if not 0 <= self.same_system <= 1:
+            raise ValueError(f"same_system must be in [0, 1], got {self.same_system}")
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """Per-crystal arrays the distance is computed from (n rows)."""
+
+    fractions: np.ndarray  # (n, k) atomic fractions over ``elements``
+    space_group: np.ndarray  # (n,) int
+    system: np.ndarray  # (n,) int, crystal-lattice system index 0..6
+    lattice: np.ndarray  # (n, 6): log a, log b, log c, α/90, β/90, γ/90
+    elements: tuple[str, ...]
+
+
+def featurize(crystals: Sequence[Crystal]) -> Features:
+    elements = tuple(sorted({el for c in crystals for el in c.counts}))
+    col = {el: j for j, el in enumerate(elements)}
+    frac = np.zeros((len(crystals), len(elements)))
+    for i, c in enumerate(crystals):
+        total = float(sum(c.counts.values())) or 1.0
+        for el, n in c.counts.items():
+            frac[i, col[el]] = n / total
+    sg = np.array([int(c.space_group) for c in crystals], dtype=int)
+    lat = np.array([c.lattice for c in crystals], dtype=float).reshape(-1, 6)
+    lat = np.concatenate([np.log(np.maximum(lat[:, :3], 1e-6)), lat[:, 3:] / 90.0], axis=1)
+    return Features(frac, sg, np.searchsorted(_SYSTEM_BOUNDS, sg), lat, elements)
+
+
+def distances_to(features: Features, i: int, *, weights: DistanceWeights = DistanceWeights()) -> np.ndarray:
+    """Distances in [0, 1] from crystal ``i`` to every crystal, shape (n,)."""
+    w = weights
+    comp = 0.5 * np.abs(features.fractions - features.fractions[i]).sum(axis=1)
+    sg = np.where(
+        features.space_group == features.space_group[i],
+        0.0,
+        np.where(features.system == features.system[i], w.same_system, 1.0),
+    )
+    x = np.abs(features.lattice - features.lattice[i]).mean(axis=1)
+    lat = x / (1.0 + x)
+    total = w.composition + w.space_group + w.lattice
+    return np.asarray((w.composition * comp + w.space_group * sg + w.lattice * lat) / total)
+
+
+def pairwise_distances(crystals: Sequence[Crystal], *, weights: DistanceWeights = DistanceWeights()) -> np.ndarray:
+    """(n, n) distance matrix; O(n²) memory, meant for tests and small sets."""
+    f = featurize(crystals)
+    return np.stack([distances_to(f, i, weights=weights) for i in range(len(crystals))]) if crystals else np.zeros((0, 0))
+
+
+def select_batch(
+    crystals: Sequence[Crystal],
+    scores: Sequence[float] | np.ndarray,
+    *,
+    batch_size: int,
+    method: SelectionMethod = "mmr",
+    diversity: float = 0.5,
+    seed: int = 0,
+    weights: DistanceWeights = DistanceWeights(),
+    pool_factor: int = 5,
+) -> list[int]:
+    """Indices of ``batch_size`` candidates (higher score is better), in selection order.
+
+    Candidates with a non-finite score are chosen only when nothing else is left. Fewer than
+    ``batch_size`` indices are returned only when there are fewer candidates.
+    """
+    s = np.asarray(scores, dtype=float).reshape(-1)
+    n = len(crystals)
+    if s.shape[0] != n:
+        raise ValueError(f"{n} crystals but {s.shape[0]} scores")
+    if batch_size < 0 or not 0 <= diversity <= 1:
+        raise ValueError(f"need batch_size >= 0 and diversity in [0, 1], got {batch_size}, {diversity}")
+    if method not in ("mmr", "k_center", "greedy"):
+        raise ValueError(f"unknown selection method {method!r}; use 'mmr', 'k_center' or 'greedy'")
+    b = min(batch_size, n)
+    if b == 0:
+        return []
+    tiebreak = np.random.default_rng(seed).permutation(n)  # lower wins among equal objectives
+    score01 = _normalise(s)
+    if method == "greedy":
+        return [int(i) for i in np.lexsort((tiebreak, -score01))[:b]]
+    allowed = np.ones(n, dtype=bool)
+    if method == "k_center":
+        pool = np.lexsort((tiebreak, -score01))[: max(b, pool_factor * b)]
+        allowed[:] = False
+        allowed[pool] = True
+    feats = featurize(crystals)
+    chosen: list[int] = []
+    min_dist = np.full(n, 1.0)
+    taken = np.zeros(n, dtype=bool)
+    for _ in range(b):
+        if method == "mmr":
+            objective = (1.0 - diversity) * score01 + diversity * min_dist
+        else:  # k_center: first the best score, then farthest-first
+            objective = score01 if not chosen else min_dist
+        objective = np.where(taken | ~allowed, -np.inf, objective)
+        best = np.max(objective)
+        ties = np.flatnonzero(objective >= best - 1e-12) if np.isfinite(best) else np.flatnonzero(~taken & allowed)
+        i = int(ties[np.argmin(tiebreak[ties])])
+        chosen.append(i)
+        taken[i] = True
+        min_dist = np.minimum(min_dist, distances_to(feats, i, weights=weights))
+    return chosen
+
+
+def _normalise(scores: np.ndarray) -> np.ndarray:
+    """Scores rescaled to [0, 1] (min → 0, max → 1); non-finite → -1 so they rank last."""
+    out = np.full(scores.shape, -1.0)
+    ok = np.isfinite(scores)
+    if ok.any():
+        lo, hi = scores[ok].min(), scores[ok].max()
+        out[ok] = (scores[ok] - lo) / (hi - lo) if hi > lo else 1.0
+    return out
+
+
+def diversity_summary(crystals: Sequence[Crystal]) -> dict[str, int]:
+    """Counts for tracking: distinct space groups, elements and reduced compositions."""
+    return {
+        "distinct_space_groups": len({c.space_group for c in crystals}),
+        "distinct_elements": len({el for c in crystals for el in c.counts}),
+        "distinct_compositions": len({c.reduced_formula() for c in crystals}),
+    }
