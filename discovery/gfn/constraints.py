@@ -1,0 +1,291 @@
+"""Exact look-ahead masks for the composition subspace.
+
+Hard constraints (every terminal composition satisfies all of them):
+
+* SMACT validity with ICSD24 oxidation states and the Pauling test — exactly
+  ``smact_validity(composition, include_alloys=False)``;
+* exact Wyckoff compatibility with the chosen space group (:mod:`discovery.symmetry`);
+* limits: distinct elements in ``[min_elements, max_elements]``, atoms per element in
+  ``[1, max_per_element]``, total atoms ``≤ max_atoms``.
+
+Elements are added in a canonical order (Pauling electronegativity ascending, see
+:func:`discovery.chemistry.canonical_order`), each at most once, with a count. In that order the
+Pauling test becomes a cut — cations first, then anions — so a small dynamic programme over
+(element index, phase, elements left, Wyckoff resource state, charge) tells, for every partial
+composition, the fewest atoms any valid completion needs. An action is allowed only if the state
+it leads to has a completion within the budget, so **no trajectory can get stuck** and **every
+valid composition stays reachable** (by adding its elements in canonical order).
+
+Phases: ``C0`` (cation phase, no cation chosen yet in the current electronegativity group),
+``C1`` (cation phase, a cation chosen in the current group: an anion of equal electronegativity
+would fail the strict Pauling test), ``A`` (anion phase).
+
+Shapes: ``Q = 2 * q_max + 1`` charge bins (index ``q + q_max``), ``R`` Wyckoff resource states,
+``J = max_elements + 1`` counts of additional elements, ``N`` elements, ``C = max_per_element``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from discovery.chemistry import canonical_order, element_chem
+from discovery.symmetry import WyckoffAlgebra, wyckoff_algebra
+
+C0, C1, A = 0, 1, 2
+INF = np.int16(10_000)
+NONE = 255  # "no completion" in the uint8 tables
+
+
+@dataclass(frozen=True)
+class CompositionRules:
+    """Limits of the composition subspace; ``elements`` is stored in canonical order."""
+
+    elements: tuple[str, ...]
+    max_elements: int = 5
+    min_elements: int = 2
+    max_per_element: int = 16
+    max_atoms: int = 80
+
+    def __post_init__(self) -> None:
+        if not self.elements:
+            raise ValueError("elements: at least one element is needed")
+        object.__setattr__(self, "elements", canonical_order(self.elements))
+        if not 1 <= self.min_elements <= self.max_elements:
+            raise ValueError(f"min_elements={self.min_elements} must be in 1..max_elements={self.max_elements}")
+        if not 1 <= self.max_per_element <= 64:
+            raise ValueError(f"max_atoms_per_element={self.max_per_element} must be in 1..64")
+        if not 1 <= self.max_atoms <= 250:
+            raise ValueError(f"max_atoms={self.max_atoms} must be in 1..250")
+
+
+@dataclass
+class PrefixState:
+    """A partial composition: ``triples`` is an (T, 3) int array of (phase, resource state, charge)."""
+
+    last: int  # canonical index of the last element added, -1 at the start
+    n_elements: int
+    atoms: int
+    triples: np.ndarray
+    unary_ok: bool = False  # a single element is valid on its own (when min_elements == 1)
+    counts: tuple[tuple[int, int], ...] = field(default=())  # (element index, count)
+
+    def key(self) -> tuple[tuple[int, int], ...]:
+        return self.counts
+
+
+class _ElementTables:
+    """Per-element data in canonical order (shared by all space groups)."""
+
+    def __init__(self, rules: CompositionRules) -> None:
+        chem = [element_chem(s) for s in rules.elements]
+        self.n = len(chem)
+        self.cation = [c.cation_states for c in chem]
+        self.anion = [c.anion_states for c in chem]
+        en = [c.electronegativity for c in chem]
+        self.group = np.zeros(self.n, dtype=np.int64)
+        for i in range(1, self.n):
+            self.group[i] = self.group[i - 1] + (en[i] != en[i - 1])
+        self.new_group = np.ones(self.n + 1, dtype=bool)
+        for i in range(1, self.n):
+            self.new_group[i] = self.group[i] != self.group[i - 1]
+        max_state = max(max(abs(s) for s in c.oxidation_states) for c in chem)
+        self.q_max = int(max_state * rules.max_per_element * max(1, rules.max_elements - 1))
+
+
+class SpaceGroupConstraints:
+    """Look-ahead tables for one Wyckoff algebra (shared by space groups with equal algebra)."""
+
+    def __init__(self, rules: CompositionRules, algebra: WyckoffAlgebra, elements: _ElementTables) -> None:
+        self.rules, self.alg, self.el = rules, algebra, elements
+        self.R = algebra.n_states
+        self.Q = 2 * elements.q_max + 1
+        self.J = rules.max_elements  # a completion adds at most max_elements - 1 elements
+        C = rules.max_per_element
+        # successor table padded with a dummy state R whose values are INF: (C + 1, R, S)
+        width = max(1, max((len(t) for n in range(1, C + 1) for t in algebra.transitions[n]), default=1))
+        self.succ = np.full((C + 1, self.R, width), self.R, dtype=np.int64)
+        for n in range(1, C + 1):
+            for r, nxt in enumerate(algebra.transitions[n]):
+                self.succ[n, r, : len(nxt)] = nxt
+        S = self._suffix_tables()
+        # M[k - 1][i, phase, r, q] (uint8, 255 = none): fewest atoms of a completion of a composition
+        # that has k elements, using elements with canonical index ≥ i. S itself is not kept.
+        self.M = np.stack([self._completion_min(S, k) for k in range(1, rules.max_elements + 1)])
+        self._row_cache: dict[tuple[int, int, int, int, int], np.ndarray] = {}
+
+    # -- dynamic programme ----------------------------------------------------------------------
+    def _shift(self, x: np.ndarray, delta: int) -> np.ndarray:
+        """out[..., q] = x[..., q - delta] along the last (charge) axis, INF where undefined."""
+        out = np.full_like(x, INF)
+        if abs(delta) >= self.Q:
+            return out
+        if delta >= 0:
+            out[..., delta:] = x[..., : self.Q - delta]
+        else:
+            out[..., :delta] = x[..., -delta:]
+        return out
+
+    def _wyckoff_min(self, y: np.ndarray, n: int) -> np.ndarray:
+        """y: (J, R, Q) values at successor states → (J, R, Q) min over successors of each state."""
+        pad = np.concatenate([y, np.full_like(y[:, :1], INF)], axis=1)
+        return np.asarray(pad[:, self.succ[n], :].min(axis=2))
+
+    def _suffix_tables(self) -> np.ndarray:
+        """S[i, phase, j, r, q]: fewest atoms of exactly ``j`` more elements with canonical index ≥ i,
+        entered in ``phase``, from resource state ``r``, adding charge ``q - q_max``; INF if none."""
+        el, J, R, Q = self.el, self.J, self.R, self.Q
+        S = np.full((el.n + 1, 3, J, R, Q), INF, dtype=np.int16)
+        S[el.n, :, 0, :, el.q_max] = 0
+        for i in range(el.n - 1, -1, -1):
+            nxt = S[i + 1]
+            cur = nxt.copy()  # skip element i
+            for n in range(1, self.rules.max_per_element + 1):
+                for phase_after, states in ((C1, el.cation[i]), (A, el.anion[i])):
+                    if not states:
+                        continue
+                    y = np.full((J, R, Q), INF, dtype=np.int16)
+                    y[1:] = nxt[phase_after, :-1]
+                    best = np.full_like(y, INF)
+                    for s in states:
+                        np.minimum(best, self._shift(y, n * s), out=best)
+                    best = np.minimum(self._wyckoff_min(best, n) + np.int16(n), INF)
+                    if phase_after == C1:  # a cation: allowed from C0 and C1
+                        np.minimum(cur[C0], best, out=cur[C0])
+                        np.minimum(cur[C1], best, out=cur[C1])
+                    else:  # an anion: allowed from C0 and A (C1 of the same group fails Pauling)
+                        np.minimum(cur[C0], best, out=cur[C0])
+                        np.minimum(cur[A], best, out=cur[A])
+            if el.new_group[i]:
+                cur[C1] = cur[C0]
+            S[i] = cur
+        return S
+
+    # -- queries ----------------------------------------------------------------------------------
+    def _completion_min(self, S: np.ndarray, n_after: int) -> np.ndarray:
+        lo = max(0, self.rules.min_elements - n_after)
+        hi = self.rules.max_elements - n_after
+        if hi < lo:
+            return np.full(S[:, :, 0].shape, NONE, dtype=np.uint8)
+        return np.minimum(S[:, :, lo : hi + 1].min(axis=2), NONE).astype(np.uint8)
+
+    def completion_min(self, n_after: int) -> np.ndarray:
+        """(N + 1, 3, R, Q) uint8 fewest atoms of a completion of a composition with ``n_after``
+        elements, using elements with index ≥ i; 255 if none."""
+        return self.M[n_after - 1]
+
+    def row(self, n_elements: int, phase: int, r: int, q: int, last_group: int) -> np.ndarray:
+        """(N, C) fewest total atoms (this element included) of a valid completion after adding element
+        e with count n from prefix triple (phase, r, q); INF where the action leads nowhere."""
+        key = (n_elements, phase, r, q, last_group if phase == C1 else -1)
+        out = self._row_cache.get(key)
+        if out is not None:
+            return out
+        el, C, qm = self.el, self.rules.max_per_element, self.el.q_max
+        counts = np.arange(1, C + 1)
+        succ = self.succ[1:, r]  # (C, S)
+        out = np.full((el.n, C), INF, dtype=np.int16)
+        if n_elements < self.rules.max_elements:
+            M = self.completion_min(n_elements + 1)
+            for e in range(el.n):
+                options = []
+                if phase in (C0, C1):
+                    options += [(C1, s) for s in el.cation[e]]
+                if phase in (C0, A) or (phase == C1 and el.group[e] != last_group):
+                    options += [(A, s) for s in el.anion[e]]
+                Mpad = np.concatenate([M[e + 1], np.full_like(M[e + 1][:, :1], NONE)], axis=1)  # (3, R+1, Q)
+                best = np.full(C, INF, dtype=np.int16)
+                for ph_after, s in options:
+                    qi = qm - (q + counts * s)  # completion must add charge -(q + n s)
+                    ok = (qi >= 0) & (qi < self.Q)
+                    vals = Mpad[ph_after][succ, np.clip(qi, 0, self.Q - 1)[:, None]]  # (C, S)
+                    vals = np.where(ok[:, None], vals, INF).min(axis=1).astype(np.int16)
+                    np.minimum(best, vals, out=best)
+                out[e] = np.minimum(best + counts.astype(np.int16), INF)
+        self._row_cache[key] = out
+        return out
+
+
+class CompositionConstraints:
+    """Masks and transitions of the composition subspace for any space group."""
+
+    def __init__(self, rules: CompositionRules) -> None:
+        self.rules = rules
+        self.el = _ElementTables(rules)
+        self._by_key: dict[tuple[object, ...], SpaceGroupConstraints] = {}
+        self._sg_key: dict[int, tuple[object, ...]] = {}
+
+    @property
+    def n_elements(self) -> int:
+        return self.el.n
+
+    def for_space_group(self, sg: int) -> SpaceGroupConstraints:
+        key = self._sg_key.get(sg)
+        if key is None:
+            key = wyckoff_algebra(sg, self.rules.max_per_element).key
+            self._sg_key[sg] = key
+        tables = self._by_key.get(key)
+        if tables is None:
+            tables = SpaceGroupConstraints(self.rules, wyckoff_algebra(sg, self.rules.max_per_element), self.el)
+            self._by_key[key] = tables
+        return tables
+
+    def initial(self, sg: int) -> PrefixState:
+        t = self.for_space_group(sg)
+        return PrefixState(-1, 0, 0, np.array([[C0, t.alg.start, 0]], dtype=np.int64))
+
+    def action_mask(self, sg: int, state: PrefixState) -> tuple[np.ndarray, bool]:
+        """(N, C) bool mask of allowed (element, count) actions, and whether ending here is allowed."""
+        t = self.for_space_group(sg)
+        rules = self.rules
+        budget = rules.max_atoms - state.atoms
+        last_group = int(self.el.group[state.last]) if state.last >= 0 else -1
+        best = np.full((self.el.n, rules.max_per_element), INF, dtype=np.int16)
+        for ph, r, q in state.triples:
+            np.minimum(best, t.row(state.n_elements, int(ph), int(r), int(q), last_group), out=best)
+        mask = best <= budget
+        mask[: state.last + 1] = False
+        if state.n_elements == 0 and rules.min_elements <= 1:
+            # a single element is SMACT-valid on its own: allowed when its count fits the Wyckoff positions
+            for n in range(1, min(rules.max_per_element, rules.max_atoms) + 1):
+                if len(t.alg.successors(t.alg.start, n)):
+                    mask[:, n - 1] = True
+        can_end = state.n_elements >= rules.min_elements and bool((state.triples[:, 2] == 0).any())
+        can_end = can_end or state.unary_ok
+        return mask, can_end
+
+    def step(self, sg: int, state: PrefixState, element: int, count: int) -> PrefixState:
+        """The state after adding ``count`` atoms of canonical element ``element``; keeps only the
+        (phase, resource, charge) triples from which a valid completion exists."""
+        t = self.for_space_group(sg)
+        el, rules = self.el, self.rules
+        if element <= state.last or not 1 <= count <= rules.max_per_element:
+            raise ValueError(f"action (element {element}, count {count}) is not allowed from this state")
+        n_after = state.n_elements + 1
+        atoms = state.atoms + count
+        M = t.completion_min(n_after)[element + 1]
+        last_group = int(el.group[state.last]) if state.last >= 0 else -1
+        new: set[tuple[int, int, int]] = set()
+        for ph, r, q in state.triples:
+            ph = int(ph)
+            if ph == C1 and el.group[element] != last_group:
+                ph = C0
+            opts = ([(C1, s) for s in el.cation[element]] if ph in (C0, C1) else []) + (
+                [(A, s) for s in el.anion[element]] if ph in (C0, A) else []
+            )
+            for r2 in t.alg.successors(int(r), count):
+                for ph2, s in opts:
+                    q2 = int(q) + count * s
+                    qi = el.q_max - q2
+                    if 0 <= qi < t.Q and M[ph2, r2, qi] <= rules.max_atoms - atoms:
+                        new.add((ph2, r2, q2))
+        unary_ok = state.n_elements == 0 and rules.min_elements <= 1 and bool(t.alg.successors(t.alg.start, count))
+        triples = np.array(sorted(new), dtype=np.int64).reshape(-1, 3)
+        if not len(triples) and not unary_ok:
+            raise ValueError(f"action (element {element}, count {count}) leads to a dead end")
+        return PrefixState(element, n_after, atoms, triples, unary_ok, (*state.counts, (element, count)))
+
+    def space_group_feasible(self, sg: int) -> bool:
+        mask, can_end = self.action_mask(sg, self.initial(sg))
+        return bool(mask.any()) or can_end
