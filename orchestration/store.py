@@ -1,0 +1,646 @@
+"""The campaign store: the source of truth for campaigns, rounds, candidates, oracle jobs and results.
+
+SQLite file by default, PostgreSQL by URL. Every public method of :class:`Store` is one
+transaction; writes of candidates, oracle jobs and results are idempotent, keyed by
+(campaign, candidate id), so a step re-run after a crash neither duplicates rows nor overwrites
+a stored oracle result. Rounds move through :data:`ROUND_STATES` one step at a time; setting the
+current state again is a no-op, so a resumed flow can replay its last step. Methods return plain
+frozen dataclasses, never ORM objects.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from discovery.crystal import Crystal, parse_composition
+from orchestration.errors import UserError
+
+RoundState = Literal[
+    "started", "proxy_fitted", "generator_trained", "sampled", "selected", "evaluating", "evaluated", "logged", "completed"
+]
+ROUND_STATES: tuple[RoundState, ...] = (
+    "started", "proxy_fitted", "generator_trained", "sampled", "selected", "evaluating", "evaluated", "logged", "completed",
+)
+CampaignStatus = Literal["running", "completed", "stopped", "failed"]
+ResultStatus = Literal["ok", "failed", "unconverged", "invalid", "timeout"]
+ModelKind = Literal["proxy", "generator"]
+
+
+class StoreError(UserError):
+    """The store cannot be used (unreachable, wrong campaign, illegal state change); the message says why."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CampaignRow(Base):
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    config_json: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    code_version: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class RoundRow(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("campaign_id", "index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(24), default="started")
+    seed: Mapped[int] = mapped_column(Integer)
+    code_version: Mapped[str] = mapped_column(String(128))
+    proxy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    generator_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metrics_json: Mapped[str] = mapped_column(Text, default="{}")
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CandidateRow(Base):
+    __tablename__ = "candidates"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[str] = mapped_column(String(128))
+    round_index: Mapped[int] = mapped_column(Integer)
+    space_group: Mapped[int] = mapped_column(Integer)
+    composition: Mapped[str] = mapped_column(String(512))
+    reduced_formula: Mapped[str] = mapped_column(String(256))
+    a: Mapped[float] = mapped_column(Float)
+    b: Mapped[float] = mapped_column(Float)
+    c: Mapped[float] = mapped_column(Float)
+    alpha: Mapped[float] = mapped_column(Float)
+    beta: Mapped[float] = mapped_column(Float)
+    gamma: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prediction_json: Mapped[str] = mapped_column(Text, default="{}")
+    selected: Mapped[bool] = mapped_column(Boolean, default=False)
+    batch_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class OracleJobRow(Base):
+    __tablename__ = "oracle_jobs"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[str] = mapped_column(String(128))
+    round_index: Mapped[int] = mapped_column(Integer)
+    oracle: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | running | done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class OracleResultRow(Base):
+    __tablename__ = "oracle_results"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[str] = mapped_column(String(128))
+    round_index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    targets_json: Mapped[str] = mapped_column(Text, default="{}")
+    relaxed_cif: Mapped[str | None] = mapped_column(Text, nullable=True)
+    provenance_json: Mapped[str] = mapped_column(Text, default="{}")
+    wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("campaign_id", "kind", "version"), UniqueConstraint("campaign_id", "kind", "round_index"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    round_index: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    mlflow_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+# -- records returned to callers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecord:
+    name: str
+    config_hash: str
+    config: dict[str, Any]
+    seed: int
+    code_version: str
+    status: str
+    mlflow_run_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    index: int
+    state: str
+    seed: int
+    code_version: str
+    proxy_version: int | None
+    generator_version: int | None
+    metrics: dict[str, float]
+    mlflow_run_id: str | None
+
+    @property
+    def completed(self) -> bool:
+        return self.state == "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    candidate_id: str
+    round_index: int
+    status: str
+    targets: dict[str, float]
+    relaxed_cif: str | None
+    provenance: dict[str, Any]
+    wall_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    kind: str
+    version: int
+    round_index: int
+    path: str
+    mlflow_uri: str | None
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the source tree, else the installed package version."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+        return f"git:{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"matloop=={version('matloop')}"
+        except PackageNotFoundError:
+            return "unknown"
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable URL>"
+
+
+class Store:
+    """Repository over one database; safe to share between campaigns (rows are keyed by campaign)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True, connect_timeout_s: int = 10) -> Store:
+        """Connect (creating tables when ``create``); :class:`StoreError` naming the URL if it cannot."""
+        shown = safe_url(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError(f"store URL {url!r} is not a database URL; use e.g. sqlite:///runs/x/store.db or postgresql://user@host/db") from None
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                try:
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the directory for the store {shown}: {exc.strerror}; choose a writable path") from None
+            connect_args = {"timeout": 30}
+        elif parsed.get_backend_name() == "postgresql":
+            connect_args = {"connect_timeout": connect_timeout_s}
+            if "+" not in parsed.drivername and not _has_module("psycopg"):
+                parsed = parsed.set(drivername="postgresql+psycopg2")  # SQLAlchemy 2.1 defaults to psycopg 3
+        try:
+            engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise StoreError(f"cannot use store URL {shown}: {exc}; use a sqlite:/// or postgresql:// URL") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            if create:
+                Base.metadata.create_all(engine)
+        except OperationalError as exc:
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(
+                f"cannot reach the campaign store at {shown} ({reason}); check that the server is running and "
+                "the URL, user and database are right (passwords come from the URL or PGPASSWORD)."
+            ) from None
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- campaigns --------------------------------------------------------------------------------
+    def create_campaign(self, name: str, *, config: Mapping[str, Any], config_hash: str, seed: int, code_version: str) -> CampaignRecord:
+        """Create the campaign, or return it if it exists with the same config hash (resume)."""
+        with self._session.begin() as s:
+            row = s.scalar(select(CampaignRow).where(CampaignRow.name == name))
+            if row is None:
+                row = CampaignRow(name=name, config_hash=config_hash, config_json=json.dumps(dict(config), sort_keys=True),
+                                  seed=seed, code_version=code_version, status="running")
+                s.add(row)
+                s.flush()
+            elif row.config_hash != config_hash:
+                raise StoreError(
+                    f"campaign {name!r} already exists in this store with config hash {row.config_hash}, not {config_hash}; "
+                    "the config changed: give the campaign a new name or restore the original config."
+                )
+            return _campaign_record(row)
+
+    def get_campaign(self, name: str) -> CampaignRecord:
+        with self._session() as s:
+            return _campaign_record(self._campaign(s, name))
+
+    def campaigns(self) -> list[str]:
+        with self._session() as s:
+            return list(s.scalars(select(CampaignRow.name).order_by(CampaignRow.id)))
+
+    def set_campaign(self, name: str, *, status: CampaignStatus | None = None, mlflow_run_id: str | None = None) -> None:
+        with self._session.begin() as s:
+            row = self._campaign(s, name)
+            if status is not None:
+                row.status = status
+            if mlflow_run_id is not None:
+                row.mlflow_run_id = mlflow_run_id
+
+    # -- rounds -----------------------------------------------------------------------------------
+    def start_round(self, name: str, index: int, *, seed: int, code_version: str) -> RoundRecord:
+        """Create round ``index`` in state ``started``, or return it unchanged if it exists."""
+        with self._session.begin() as s:
+            cid = self._campaign(s, name).id
+            row = s.scalar(select(RoundRow).where(RoundRow.campaign_id == cid, RoundRow.index == index))
+            if row is None:
+                previous = s.scalar(select(func.max(RoundRow.index)).where(RoundRow.campaign_id == cid))
+                if previous is not None:
+                    prev_state = s.scalar(select(RoundRow.state).where(RoundRow.campaign_id == cid, RoundRow.index == previous))
+                    if index != previous + 1 or prev_state != "completed":
+                        raise StoreError(f"campaign {name!r}: cannot start round {index}; round {previous} is {prev_state}")
+                elif index != 0:
+                    raise StoreError(f"campaign {name!r}: the first round is 0, not {index}")
+                row = RoundRow(campaign_id=cid, index=index, state="started", seed=seed, code_version=code_version)
+                s.add(row)
+                s.flush()
+            return _round_record(row)
+
+    def advance_round(
+        self,
+        name: str,
+        index: int,
+        state: RoundState,
+        *,
+        proxy_version: int | None = None,
+        generator_version: int | None = None,
+        metrics: Mapping[str, float] | None = None,
+        mlflow_run_id: str | None = None,
+    ) -> RoundRecord:
+        """Move the round to ``state`` (the next state, or the current one again) with its provenance."""
+        if state not in ROUND_STATES:
+            raise StoreError(f"unknown round state {state!r}; states are {', '.join(ROUND_STATES)}")
+        with self._session.begin() as s:
+            row = self._round(s, name, index)
+            cur, new = ROUND_STATES.index(row.state), ROUND_STATES.index(state)  # type: ignore[arg-type]
+            if new not in (cur, cur + 1):
+                raise StoreError(f"campaign {name!r} round {index}: cannot go from {row.state!r} to {state!r}")
+            row.state = state
+            if proxy_version is not None:
+                row.proxy_version = proxy_version
+            if generator_version is not None:
+                row.generator_version = generator_version
+            if metrics:
+                row.metrics_json = json.dumps({**json.loads(row.metrics_json), **{k: float(v) for k, v in metrics.items()}})
+            if mlflow_run_id is not None:
+                row.mlflow_run_id = mlflow_run_id
+            if state == "completed" and row.completed_at is None:
+                row.completed_at = _now()
+            return _round_record(row)
+
+    def get_round(self, name: str, index: int) -> RoundRecord:
+        with self._session() as s:
+            return _round_record(self._round(s, name, index))
+
+    def rounds(self, name: str) -> list[RoundRecord]:
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            return [_round_record(r) for r in s.scalars(select(RoundRow).where(RoundRow.campaign_id == cid).order_by(RoundRow.index))]
+
+    # -- candidates -------------------------------------------------------------------------------
+    def add_candidates(
+        self,
+        name: str,
+        round_index: int,
+        crystals: Sequence[Crystal],
+        *,
+        scores: Sequence[float] | None = None,
+        predictions: Sequence[Mapping[str, float]] | None = None,
+    ) -> int:
+        """Insert candidates keyed by ``crystal.id``; existing ids are left alone. Returns how many were new."""
+        if any(not c.id for c in crystals):
+            raise ValueError("every candidate needs a non-empty id (the idempotency key)")
+        rows = [
+            {
+                "candidate_id": c.id, "round_index": round_index, "space_group": int(c.space_group),
+                "composition": c.formula, "reduced_formula": c.reduced_formula(),
+                "a": c.a, "b": c.b, "c": c.c, "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma,
+                "score": None if scores is None else float(scores[i]),
+                "prediction_json": json.dumps(dict(predictions[i]) if predictions is not None else {}),
+                "selected": False, "created_at": _now(),
+            }
+            for i, c in enumerate(crystals)
+        ]
+        with self._session.begin() as s:
+            cid = self._campaign(s, name).id
+            return self._insert_ignore(s, CandidateRow, [{**r, "campaign_id": cid} for r in rows])
+
+    def select_batch(self, name: str, round_index: int, candidate_ids: Sequence[str], *, oracle: str) -> None:
+        """Mark the round's batch (rank = position) and create one pending oracle job per candidate."""
+        with self._session.begin() as s:
+            cid = self._campaign(s, name).id
+            for rank, cand in enumerate(candidate_ids):
+                res = s.execute(
+                    update(CandidateRow)
+                    .where(CandidateRow.campaign_id == cid, CandidateRow.candidate_id == cand)
+                    .values(selected=True, batch_rank=rank)
+                )
+                if res.rowcount != 1:  # type: ignore[attr-defined]
+                    raise StoreError(f"campaign {name!r}: candidate {cand!r} was never added; add_candidates first")
+            self._insert_ignore(s, OracleJobRow, [
+                {"campaign_id": cid, "candidate_id": c, "round_index": round_index, "oracle": oracle,
+                 "status": "pending", "attempts": 0, "updated_at": _now()}
+                for c in candidate_ids
+            ])
+
+    def batch(self, name: str, round_index: int) -> list[str]:
+        """The round's selected candidate ids in rank order."""
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            q = (select(CandidateRow.candidate_id)
+                 .where(CandidateRow.campaign_id == cid, CandidateRow.round_index == round_index, CandidateRow.selected)
+                 .order_by(CandidateRow.batch_rank))
+            return list(s.scalars(q))
+
+    def pending(self, name: str, round_index: int | None = None) -> list[str]:
+        """Selected candidates still lacking an oracle result (to evaluate on resume), in round/rank order."""
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            done = select(OracleResultRow.candidate_id).where(OracleResultRow.campaign_id == cid)
+            q = select(CandidateRow.candidate_id).where(
+                CandidateRow.campaign_id == cid, CandidateRow.selected, CandidateRow.candidate_id.not_in(done)
+            )
+            if round_index is not None:
+                q = q.where(CandidateRow.round_index == round_index)
+            return list(s.scalars(q.order_by(CandidateRow.round_index, CandidateRow.batch_rank)))
+
+    def crystals(self, name: str, candidate_ids: Iterable[str] | None = None) -> list[Crystal]:
+        """Stored candidates as crystals (``extra`` holds round, score, selected), in the order asked."""
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            q = select(CandidateRow).where(CandidateRow.campaign_id == cid)
+            ids = None if candidate_ids is None else list(candidate_ids)
+            if ids is not None:
+                q = q.where(CandidateRow.candidate_id.in_(ids))
+            rows = {r.candidate_id: r for r in s.scalars(q.order_by(CandidateRow.id))}
+        order = list(rows) if ids is None else ids
+        missing = [i for i in order if i not in rows]
+        if missing:
+            raise StoreError(f"campaign {name!r}: unknown candidate id(s) {missing[:5]}")
+        return [_crystal(rows[i]) for i in order]
+
+    def known_keys(self, name: str) -> set[tuple[str, int]]:
+        """(reduced formula, space group) of every candidate proposed so far in the campaign."""
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            q = select(CandidateRow.reduced_formula, CandidateRow.space_group).where(CandidateRow.campaign_id == cid)
+            return {(f, int(g)) for f, g in s.execute(q)}
+
+    # -- oracle jobs and results ------------------------------------------------------------------
+    def start_job(self, name: str, candidate_id: str) -> int:
+        """Mark the job running and count the attempt; returns the attempt number."""
+        with self._session.begin() as s:
+            cid = self._campaign(s, name).id
+            job = s.scalar(select(OracleJobRow).where(OracleJobRow.campaign_id == cid, OracleJobRow.candidate_id == candidate_id))
+            if job is None:
+                raise StoreError(f"campaign {name!r}: no oracle job for {candidate_id!r}; select it into a batch first")
+            job.attempts += 1
+            job.status = "running"
+            return job.attempts
+
+    def record_result(
+        self,
+        name: str,
+        candidate_id: str,
+        *,
+        status: ResultStatus,
+        targets: Mapping[str, float | None],
+        relaxed_cif: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        wall_s: float | None = None,
+    ) -> bool:
+        """Store the oracle result once; a second call for the same candidate changes nothing. True if new."""
+        with self._session.begin() as s:
+            cid = self._campaign(s, name).id
+            job = s.scalar(select(OracleJobRow).where(OracleJobRow.campaign_id == cid, OracleJobRow.candidate_id == candidate_id))
+            if job is None:
+                raise StoreError(f"campaign {name!r}: no oracle job for {candidate_id!r}; select it into a batch first")
+            clean = {k: (None if v is None else float(v)) for k, v in targets.items()}
+            new = self._insert_ignore(s, OracleResultRow, [{
+                "campaign_id": cid, "candidate_id": candidate_id, "round_index": job.round_index, "status": status,
+                "targets_json": json.dumps(clean), "relaxed_cif": relaxed_cif,
+                "provenance_json": json.dumps(dict(provenance or {}), default=str), "wall_s": wall_s, "created_at": _now(),
+            }])
+            job.status = "done"
+            return new == 1
+
+    def results(self, name: str, round_index: int | None = None) -> list[ResultRecord]:
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            q = select(OracleResultRow).where(OracleResultRow.campaign_id == cid)
+            if round_index is not None:
+                q = q.where(OracleResultRow.round_index == round_index)
+            return [_result_record(r) for r in s.scalars(q.order_by(OracleResultRow.id))]
+
+    def job_attempts(self, name: str) -> dict[str, int]:
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            q = select(OracleJobRow.candidate_id, OracleJobRow.attempts).where(OracleJobRow.campaign_id == cid)
+            return {str(c): int(n) for c, n in s.execute(q)}
+
+    # -- model versions ---------------------------------------------------------------------------
+    def add_model(self, name: str, kind: ModelKind, *, round_index: int, path: str | Path, mlflow_uri: str | None = None) -> ModelRecord:
+        """Record the model trained in ``round_index`` (idempotent per round); versions count 1, 2, ..."""
+        with self._session.begin() as s:
+            cid = self._campaign(s, name).id
+            row = s.scalar(select(ModelVersionRow).where(
+                ModelVersionRow.campaign_id == cid, ModelVersionRow.kind == kind, ModelVersionRow.round_index == round_index))
+            if row is None:
+                last = s.scalar(select(func.max(ModelVersionRow.version)).where(
+                    ModelVersionRow.campaign_id == cid, ModelVersionRow.kind == kind)) or 0
+                row = ModelVersionRow(campaign_id=cid, kind=kind, version=last + 1, round_index=round_index,
+                                      path=str(path), mlflow_uri=mlflow_uri)
+                s.add(row)
+                s.flush()
+            elif mlflow_uri is not None:
+                row.mlflow_uri = mlflow_uri
+            return ModelRecord(row.kind, row.version, row.round_index, row.path, row.mlflow_uri)
+
+    def latest_model(self, name: str, kind: ModelKind) -> ModelRecord | None:
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            row = s.scalar(select(ModelVersionRow).where(ModelVersionRow.campaign_id == cid, ModelVersionRow.kind == kind)
+                           .order_by(ModelVersionRow.version.desc()).limit(1))
+            return None if row is None else ModelRecord(row.kind, row.version, row.round_index, row.path, row.mlflow_uri)
+
+    # -- summary ----------------------------------------------------------------------------------
+    def summary(self, name: str) -> dict[str, Any]:
+        """JSON-ready status of one campaign (for ``matloop status --json``)."""
+        camp = self.get_campaign(name)
+        rounds = self.rounds(name)
+        results = self.results(name)
+        per_round = {r.index: len(self.batch(name, r.index)) for r in rounds}
+        return {
+            "name": camp.name, "status": camp.status, "config_hash": camp.config_hash, "seed": camp.seed,
+            "code_version": camp.code_version, "mlflow_run_id": camp.mlflow_run_id,
+            "rounds": [
+                {"index": r.index, "state": r.state, "batch": per_round[r.index],
+                 "results": sum(1 for x in results if x.round_index == r.index),
+                 "proxy_version": r.proxy_version, "generator_version": r.generator_version,
+                 "metrics": r.metrics, "mlflow_run_id": r.mlflow_run_id}
+                for r in rounds
+            ],
+            "completed_rounds": sum(r.completed for r in rounds),
+            "oracle_results": len(results),
+            "pending": self.pending(name),
+        }
+
+    # -- internals --------------------------------------------------------------------------------
+    def _campaign(self, s: Session, name: str) -> CampaignRow:
+        row = s.scalar(select(CampaignRow).where(CampaignRow.name == name))
+        if row is None:
+            known = ", ".join(s.scalars(select(CampaignRow.name))) or "none"
+            raise StoreError(f"no campaign named {name!r} in the store (known: {known}); check the name or the store URL")
+        return row
+
+    def _round(self, s: Session, name: str, index: int) -> RoundRow:
+        cid = self._campaign(s, name).id
+        row = s.scalar(select(RoundRow).where(RoundRow.campaign_id == cid, RoundRow.index == index))
+        if row is None:
+            raise StoreError(f"campaign {name!r} has no round {index}; start it first")
+        return row
+
+    def _insert_ignore(self, s: Session, model: Any, rows: list[dict[str, Any]]) -> int:
+        """INSERT ... ON CONFLICT DO NOTHING on the unique keys; returns how many rows were new.
+
+        All rows belong to one campaign; the count is the campaign's row count after minus before,
+        exact for one writer per campaign (the design: one flow run drives a campaign).
+        """
+        if not rows:
+            return 0
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            stmt: Any = postgresql.insert(model).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(model).on_conflict_do_nothing()
+        else:  # pragma: no cover
+            raise StoreError(f"store backend {dialect!r} is not supported; use sqlite or postgresql")
+        count = select(func.count()).select_from(model).where(model.campaign_id == rows[0]["campaign_id"])
+        before = s.scalar(count) or 0
+        for i in range(0, len(rows), 1000):
+            s.execute(stmt, rows[i : i + 1000])
+        return (s.scalar(count) or 0) - before
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _campaign_record(r: CampaignRow) -> CampaignRecord:
+    return CampaignRecord(r.name, r.config_hash, json.loads(r.config_json), r.seed, r.code_version, r.status, r.mlflow_run_id)
+
+
+def _round_record(r: RoundRow) -> RoundRecord:
+    return RoundRecord(r.index, r.state, r.seed, r.code_version, r.proxy_version, r.generator_version,
+                       json.loads(r.metrics_json), r.mlflow_run_id)
+
+
+def _result_record(r: OracleResultRow) -> ResultRecord:
+    return ResultRecord(r.candidate_id, r.round_index, r.status, json.loads(r.targets_json), r.relaxed_cif,
+                        json.loads(r.provenance_json), r.wall_s)
+
+
+def _crystal(r: CandidateRow) -> Crystal:
+    return Crystal(
+        space_group=r.space_group, counts=parse_composition(r.composition), a=r.a, b=r.b, c=r.c,
+        alpha=r.alpha, beta=r.beta, gamma=r.gamma, id=r.candidate_id,
+        extra={"round": r.round_index, "score": r.score, "selected": r.selected, "batch_rank": r.batch_rank,
+               "prediction": json.loads(r.prediction_json)},
+    )

@@ -1,0 +1,75 @@
+"""Shared fixtures: real services on 127.0.0.1, started once per session and only when a test asks.
+
+* ``postgres`` — a PostgreSQL server (initdb into a temp dir; as the ``postgres`` user when root);
+  ``postgres_url`` gives a fresh database per test. Skips when the binaries are absent.
+* ``prefect_api_url`` — a ``prefect server start`` (UI off) with its own ``PREFECT_HOME``.
+* ``mlflow_server_uri`` — an ``mlflow server`` (one worker, job execution off) on a temp SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    from orchestration.servers import postgres_bin_dir, postgres_server
+
+    if postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found: install postgresql or set PG_BIN")
+    os_user = None
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no `postgres` system user to run the server as")
+        os_user = "postgres"
+    root = Path(tempfile.mkdtemp(prefix="matloop-pg-"))  # outside pytest's root-only tmp dirs
+    try:
+        if os_user:
+            shutil.chown(root, user=os_user)
+        with postgres_server(root / "data", fast=True, os_user=os_user) as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres: object) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    from orchestration.servers import PostgresServer
+
+    assert isinstance(postgres, PostgresServer)
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from orchestration.servers import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect-home"), ui=False) as service:
+        yield service.url
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from orchestration.servers import mlflow_server
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts") as service:
+        yield service.url
