@@ -99,7 +99,9 @@ def load_obelix(*, path: str | Path = OBELIX_CSV,
         if censored:
             report.notes["censored conductivity (<bound) used as the bound"] += 1
         counts = {str(k): max(1, round(v)) for k, v in amounts.items()}
-        crystals.append(Crystal(sg, counts, *lattice, id=rid, extra=extra))
+        a, b, c, alpha, beta, gamma = lattice
+        crystals.append(Crystal(space_group=sg, counts=counts, a=a, b=b, c=c, alpha=alpha, beta=beta, gamma=gamma,
+                                id=rid, extra=extra))
         y.append(logc)
     report.n_kept = len(crystals)
     return Loaded(LabeledSet(crystals, np.array(y).reshape(-1, 1), (OBELIX_TARGET,)), report)
