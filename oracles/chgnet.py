@@ -1,0 +1,365 @@
+"""The CHGNet oracle (default): decode → relax with CHGNet → MP2020 formation energy → hull distance.
+
+Candidates may be crystal-table rows (decoded to 3-D with pyxtal first, see :mod:`oracles.decode`)
+or pymatgen structures (relaxed as given). Targets, all per atom:
+
+* ``energy_per_atom`` (eV/atom): raw CHGNet energy of the relaxed structure (MPtrj scale);
+* ``corrected_energy_per_atom`` (eV/atom): after ``MaterialsProject2020Compatibility``;
+* ``formation_energy_per_atom`` (eV/atom): against MP elemental references (MP2020 scale);
+* ``e_above_hull`` (eV/atom, signed) against the reference hull (see :mod:`oracles.reference`);
+* ``density`` (g/cm³) and ``volume_per_atom`` (Å³/atom) of the relaxed structure.
+
+Parallelism: ``workers=0`` evaluates in the calling process (torch limited to ``threads`` threads
+while it runs); ``workers=N ≥ 1`` keeps a pool of N spawned processes, each with one torch thread and
+its own model, alive across ``evaluate`` calls (call :meth:`CHGNetOracle.close` or use ``with``).
+Tasks are submitted largest-first so that a batch finishes evenly. ``device='cuda'`` loads the model
+on the GPU (use ``workers=0`` or 1 there).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Structure
+
+from discovery.crystal import Crystal
+from oracles.base import Candidate, OracleResult, ProgressCallback, failed, library_versions, structure_to_cif
+from oracles.decode import DecodeError, DecodeSettings, decode_crystal
+from oracles.reference import ReferenceName, corrected_energy, load_reference
+from oracles.relax import RelaxFault, RelaxSettings, load_chgnet_calculator, relax_structure, static_energies
+
+ORACLE_VERSION = "1"
+CalculatorFactory = Callable[[str], Any]
+"""``factory(device) -> ASE calculator`` with ``model_time_s``, ``reset()`` and (for static mode) ``model``.
+Must be importable by name (a module-level function or class) when ``workers ≥ 1``."""
+
+
+class CHGNetSettings(BaseModel):
+    """Settings of the CHGNet oracle (all keyword arguments of ``get_oracle('chgnet', ...)``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["relax", "static"] = "relax"
+    fmax: float = Field(0.1, gt=0, description="force convergence criterion, eV/Å")
+    steps: int = Field(200, ge=0, description="optimizer step cap per structure")
+    timeout_s: float = Field(300.0, gt=0, description="wall-time limit per structure (decode + relax), s")
+    relax_cell: bool = True
+    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
+    max_volume_change: float = Field(4.0, gt=1, description="volume factor beyond which a cell exploded/collapsed")
+    workers: int = Field(0, ge=0, description="0: in-process; N: pool of N processes, one torch thread each")
+    threads: int = Field(1, ge=1, description="torch threads for in-process evaluation")
+    device: Literal["cpu", "cuda"] = "cpu"
+    batch_size: int = Field(16, ge=1, description="structures per batch in static mode")
+    reference: ReferenceName = "mp20+li-fe-o"
+    mp20_dir: str | None = Field(None, description="MP-20 tables for the hull (default: discovery/data/mp20)")
+    decode_attempts: int = Field(8, ge=1)
+    min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
+    rescale_volume: bool = True
+    start_method: Literal["spawn", "forkserver"] = "spawn"
+
+    def relax_settings(self) -> RelaxSettings:
+        return RelaxSettings(fmax=self.fmax, steps=self.steps, relax_cell=self.relax_cell, optimizer=self.optimizer,
+                             max_volume_change=self.max_volume_change)
+
+    def decode_settings(self) -> DecodeSettings:
+        return DecodeSettings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
+                              rescale_volume=self.rescale_volume)
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    index: int
+    id: str
+    seed: int
+    crystal: Crystal | None
+    structure: Structure | None
+
+
+# --- per-process state (worker processes, or the calling process when workers=0) -------------
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(settings: CHGNetSettings, factory: CalculatorFactory | None) -> None:
+    """Pool initializer: one torch thread, load the model and the hull reference once."""
+    import torch
+
+    torch.set_num_threads(1)
+    _limit_blas_threads(1)
+    _setup_state(settings, factory)
+
+
+def _limit_blas_threads(n: int) -> Any:
+    """Limit OpenBLAS/OpenMP threads (scipy's 3×3 LAPACK calls in the cell filter ran 7× slower with 2
+    threads on a loaded 2-core box). Returns the threadpoolctl limiter (a context manager) or None."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn/pymatgen stacks
+        return None
+    return threadpool_limits(limits=n)
+
+
+def _setup_state(settings: CHGNetSettings, factory: CalculatorFactory | None) -> None:
+    _STATE["calculator"] = (factory or load_chgnet_calculator)(settings.device)
+    _STATE["reference"] = load_reference(settings.reference, **_mp20_kw(settings))
+    _STATE["settings"] = settings
+    _warm_compatibility()
+
+
+def _warm_compatibility() -> None:
+    """Load pymatgen's oxidation-state tables once (≈0.7 s) so no candidate pays for it."""
+    from pymatgen.core import Lattice
+
+    corrected_energy(Structure(Lattice.cubic(4.2), ["Fe", "O"], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]), -15.0)
+
+
+def _mp20_kw(settings: CHGNetSettings) -> dict[str, Any]:
+    return {"mp20_dir": Path(settings.mp20_dir)} if settings.mp20_dir else {}
+
+
+def _to_structure(task: _Task, settings: CHGNetSettings) -> tuple[Structure, dict[str, Any]]:
+    if task.structure is not None:
+        return task.structure, {"input": "structure"}
+    assert task.crystal is not None
+    dec = decode_crystal(task.crystal, seed=task.seed, settings=settings.decode_settings())
+    return dec.structure, {"input": "crystal", "decode_seed": task.seed, "decode_attempt": dec.attempt,
+                           "decode_volume_scale": round(dec.volume_scale, 6)}
+
+
+def _targets(structure: Structure, energy_total: float, reference: Any) -> dict[str, float]:
+    comp = structure.composition
+    corrected, correction = corrected_energy(structure, energy_total)
+    e_form = reference.formation_energy_per_atom(comp, corrected)
+    return {"energy_per_atom": energy_total / len(structure), "corrected_energy_per_atom": corrected / len(structure),
+            "mp2020_correction_per_atom": correction / len(structure), "formation_energy_per_atom": e_form,
+            "e_above_hull": reference.e_above_hull(comp, e_form), "density": float(structure.density),
+            "volume_per_atom": float(structure.volume / len(structure))}
+
+
+def _run_task(task: _Task) -> OracleResult:
+    """Evaluate one candidate in this process; every failure becomes a result."""
+    t0 = time.perf_counter()
+    settings: CHGNetSettings = _STATE["settings"]
+    calc = _STATE["calculator"]
+    model_t0 = float(getattr(calc, "model_time_s", 0.0))
+    deadline = time.monotonic() + settings.timeout_s
+    info: dict[str, Any] = {}
+    structure: Structure | None = None
+
+    def finish(result: OracleResult) -> OracleResult:
+        result.wall_time_s = time.perf_counter() - t0
+        result.provenance.update(info)
+        result.provenance["model_time_s"] = float(getattr(calc, "model_time_s", 0.0)) - model_t0
+        result.provenance["model_version"] = _chgnet_model_version()
+        return result
+
+    try:
+        structure, info = _to_structure(task, settings)
+        out = relax_structure(structure, calculator=calc, settings=settings.relax_settings(), deadline=deadline)
+        targets = _targets(out.structure, out.energy_total, _STATE["reference"])
+        return finish(OracleResult(candidate_id=task.id, status=out.status, message=out.message, targets=targets,
+                                   structure_cif=structure_to_cif(out.structure), energies=out.energies_per_atom,
+                                   n_steps=out.n_steps))
+    except DecodeError as exc:
+        return finish(failed(task.id, "invalid" if exc.impossible else "failed", f"decoding failed: {exc}"))
+    except RelaxFault as exc:
+        cif = structure_to_cif(structure) if structure is not None else None
+        return finish(failed(task.id, exc.status, str(exc), structure_cif=cif))
+    except Exception as exc:  # the model or a library raised: record, never lose the batch
+        cif = structure_to_cif(structure) if structure is not None else None
+        return finish(failed(task.id, "failed", f"{type(exc).__name__}: {exc}", structure_cif=cif))
+
+
+def _run_chunk(tasks: list[_Task]) -> list[OracleResult]:
+    """Relax mode: each task on its own. Static mode: decode all, one batched CHGNet call; if the batch
+    fails, each structure is retried alone so that one bad structure cannot fail the others."""
+    settings: CHGNetSettings = _STATE["settings"]
+    if settings.mode == "relax":
+        return [_run_task(t) for t in tasks]
+    t0 = time.perf_counter()
+    calc, reference = _STATE["calculator"], _STATE["reference"]
+    results: dict[int, OracleResult] = {}
+    ready: list[tuple[_Task, Structure, dict[str, Any]]] = []
+    for t in tasks:
+        try:
+            structure, info = _to_structure(t, settings)
+            ready.append((t, structure, info))
+        except DecodeError as exc:
+            results[t.index] = failed(t.id, "invalid" if exc.impossible else "failed", f"decoding failed: {exc}")
+    try:
+        energies = static_energies([s for _, s, _ in ready], calculator=calc, batch_size=settings.batch_size)
+    except Exception:
+        energies = []
+        for _, structure, _ in ready:
+            try:
+                energies.append(static_energies([structure], calculator=calc, batch_size=1)[0])
+            except Exception:
+                energies.append(math.nan)
+    for (t, structure, info), energy in zip(ready, energies, strict=True):
+        try:
+            if not math.isfinite(energy):
+                raise RelaxFault("failed", f"the model returned a non-finite energy or failed ({energy})")
+            res = OracleResult(candidate_id=t.id, status="ok", targets=_targets(structure, energy, reference),
+                               structure_cif=structure_to_cif(structure), energies=[energy / len(structure)])
+        except RelaxFault as exc:
+            res = failed(t.id, exc.status, str(exc), structure_cif=structure_to_cif(structure))
+        except Exception as exc:
+            res = failed(t.id, "failed", f"{type(exc).__name__}: {exc}", structure_cif=structure_to_cif(structure))
+        res.provenance.update(info)
+        results[t.index] = res
+    share = (time.perf_counter() - t0) / max(len(tasks), 1)
+    for r in results.values():
+        r.wall_time_s = share
+        r.provenance["model_version"] = _chgnet_model_version()
+    return [results[t.index] for t in tasks]
+
+
+class CHGNetOracle:
+    """Relaxes candidates with CHGNet and labels formation energy and hull distance (see module docs).
+
+    Example::
+
+        with CHGNetOracle(workers=2, fmax=0.1, steps=200) as oracle:
+            results = oracle.evaluate([Candidate.from_crystal(c) for c in crystals], seed=0)
+    """
+
+    name = "chgnet"
+
+    def __init__(self, *, calculator_factory: CalculatorFactory | None = None, **settings: Any) -> None:
+        self.settings = CHGNetSettings(**settings)
+        self._factory = calculator_factory
+        self._pool: ProcessPoolExecutor | None = None
+        self._local_ready = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> CHGNetOracle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Shut the worker pool down (a later ``evaluate`` starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def warm_up(self) -> None:
+        """Start the workers (or load the model in-process) now rather than on the first batch."""
+        if self.settings.workers == 0:
+            self._ensure_local()
+        else:
+            pool = self._ensure_pool()
+            list(pool.map(_noop, range(self.settings.workers)))
+
+    def _ensure_local(self) -> None:
+        if not self._local_ready or _STATE.get("settings") != self.settings:
+            _setup_state(self.settings, self._factory)
+            self._local_ready = True
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            ctx = multiprocessing.get_context(self.settings.start_method)
+            self._pool = ProcessPoolExecutor(max_workers=self.settings.workers, mp_context=ctx,
+                                             initializer=_init_worker, initargs=(self.settings, self._factory))
+        return self._pool
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def provenance(self) -> dict[str, Any]:
+        ref = load_reference(self.settings.reference, **_mp20_kw(self.settings))
+        return {"oracle": self.name, "oracle_version": ORACLE_VERSION, "model": "CHGNet",
+                "model_version": _chgnet_model_version(), "settings": self.settings.model_dump(),
+                **ref.provenance(), "versions": library_versions()}
+
+    def evaluate(self, candidates: Sequence[Candidate], *, seed: int = 0,
+                 progress: ProgressCallback | None = None) -> list[OracleResult]:
+        """One result per candidate, in order; see :mod:`oracles.base` for the contract."""
+        tasks = [_Task(i, c.id, c.candidate_seed(seed), c.crystal, c.structure) for i, c in enumerate(candidates)]
+        results: list[OracleResult | None] = [None] * len(tasks)
+        try:
+            prov = self.provenance()
+        except Exception as exc:  # missing reference data: every result says so
+            return [failed(t.id, "failed", f"oracle setup failed: {exc}") for t in tasks]
+        order = sorted(tasks, key=_cost, reverse=True)
+        size = self.settings.batch_size if self.settings.mode == "static" else 1
+        chunks = [order[i:i + size] for i in range(0, len(order), size)]
+        done = 0
+        if self.settings.workers == 0:
+            results = self._evaluate_local(chunks, results, progress)
+        else:
+            from concurrent.futures import as_completed
+
+            pool = self._ensure_pool()
+            futures: dict[Future[list[OracleResult]], list[_Task]] = {pool.submit(_run_chunk, c): c for c in chunks}
+            for fut in as_completed(futures):
+                chunk = futures[fut]
+                try:
+                    for task, res in zip(chunk, fut.result(), strict=True):
+                        results[task.index] = res
+                except BrokenProcessPool:
+                    for task in chunk:
+                        results[task.index] = failed(task.id, "failed", "the worker process died (crash or out of memory)")
+                    self._pool = None
+                except Exception as exc:
+                    for task in chunk:
+                        results[task.index] = failed(task.id, "failed", f"{type(exc).__name__}: {exc}")
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(tasks))
+        out: list[OracleResult] = []
+        for task, maybe in zip(tasks, results, strict=True):
+            res = maybe or failed(task.id, "failed", "no result returned")
+            res.provenance = {**prov, **res.provenance}
+            out.append(res)
+        return out
+
+    def _evaluate_local(self, chunks: list[list[_Task]], results: list[OracleResult | None],
+                        progress: ProgressCallback | None) -> list[OracleResult | None]:
+        import torch
+
+        try:
+            self._ensure_local()
+        except Exception as exc:
+            tasks = sorted((t for c in chunks for t in c), key=lambda t: t.index)
+            return [failed(t.id, "failed", f"model could not be loaded: {exc}") for t in tasks]
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.settings.threads)
+        limiter = _limit_blas_threads(self.settings.threads)
+        try:
+            total, done = sum(len(c) for c in chunks), 0
+            for chunk in chunks:
+                for task, res in zip(chunk, _run_chunk(chunk), strict=True):
+                    results[task.index] = res
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            torch.set_num_threads(previous)
+            if limiter is not None:
+                limiter.restore_original_limits()
+        return results
+
+
+def _noop(_: int) -> None:
+    return None
+
+
+def _cost(task: _Task) -> int:
+    if task.structure is not None:
+        return len(task.structure)
+    assert task.crystal is not None
+    return task.crystal.n_atoms
+
+
+def _chgnet_model_version() -> str:
+    calc = _STATE.get("calculator")
+    version = getattr(getattr(calc, "model", None), "version", None)
+    return str(version) if version else "0.3.0 (weights shipped in the chgnet wheel)"
