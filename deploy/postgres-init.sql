@@ -1,0 +1,3 @@
+-- Extra databases on first start of the compose PostgreSQL (the `matloop` store database is POSTGRES_DB).
+CREATE DATABASE prefect;
+CREATE DATABASE mlflow;
