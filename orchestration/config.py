@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -295,6 +297,12 @@ class CampaignConfig(_Strict):
                 f"batch_size ({self.batch_size}) exceeds candidates_per_round ({self.candidates_per_round}); "
                 "sample at least as many candidates as the oracle batch"
             )
+        for label, url in (("store_url", self.store_url), ("tracking.uri", self.tracking.uri)):
+            if url and re.match(r"^[\w+.-]+://[^/@:]*:[^/@]*@", url):
+                raise ValueError(
+                    f"{label} contains a password; remove it from the file and pass it in the environment "
+                    "(PGPASSWORD for PostgreSQL, MLFLOW_TRACKING_PASSWORD for MLflow)"
+                )
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ValueError("a target is listed twice; list each target once")
@@ -305,10 +313,12 @@ class CampaignConfig(_Strict):
         return (self.campaign_dir or Path("runs") / self.name).resolve()
 
     def resolved_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{self.resolved_dir() / 'store.db'}"
+        """``store_url``, else ``$MATLOOP_STORE_URL``, else SQLite in the campaign dir."""
+        return self.store_url or os.environ.get("MATLOOP_STORE_URL") or f"sqlite:///{self.resolved_dir() / 'store.db'}"
 
     def resolved_tracking_uri(self) -> str:
-        return self.tracking.uri or f"sqlite:///{self.resolved_dir() / 'mlflow.db'}"
+        """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the campaign dir."""
+        return self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.resolved_dir() / 'mlflow.db'}"
 
     def experiment_name(self) -> str:
         return self.tracking.experiment or f"matloop/{self.name}"

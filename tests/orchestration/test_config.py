@@ -55,7 +55,9 @@ def test_shipped_configs_load() -> None:
     assert band.targets[0].value == 1.34
 
 
-def test_defaults_and_resolved_locations(tmp_path: Path) -> None:
+def test_defaults_and_resolved_locations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MATLOOP_STORE_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = parse_config(_minimal(campaign_dir=str(tmp_path / "c")))
     assert cfg.resolved_store_url() == f"sqlite:///{tmp_path / 'c' / 'store.db'}"
     assert cfg.resolved_tracking_uri().startswith("sqlite:///") and cfg.experiment_name() == "matloop/t"
@@ -63,6 +65,9 @@ def test_defaults_and_resolved_locations(tmp_path: Path) -> None:
     assert cfg.success.is_hit({"e_above_hull": 0.05}) and not cfg.success.is_hit({"e_above_hull": 0.2})
     assert not cfg.success.is_hit({"e_above_hull": float("nan")}) and not cfg.success.is_hit({})
     assert cfg.runner.kind == "local"
+    monkeypatch.setenv("MATLOOP_STORE_URL", "postgresql://u@h/db")
+    assert cfg.resolved_store_url() == "postgresql://u@h/db"
+    assert parse_config(_minimal(store_url="sqlite:///x.db")).resolved_store_url() == "sqlite:///x.db"
 
 
 def test_hash_ignores_operational_fields_only() -> None:
@@ -110,6 +115,7 @@ def test_unknown_element() -> None:
         ({"seed_data": {}}, "exactly one of `dataset`"),
         ({"name": "bad name/x"}, "`name`"),
         ({"rounds": 0}, "`rounds`"),
+        ({"store_url": "postgresql://u:secret@127.0.0.1/db"}, "store_url contains a password"),
     ],
 )
 def test_invalid_values_name_the_field(over: dict, needle: str) -> None:
