@@ -107,17 +107,18 @@ def load_obelix(*, path: str | Path = OBELIX_CSV,
     return Loaded(LabeledSet(crystals, np.array(y).reshape(-1, 1), (OBELIX_TARGET,)), report)
 
 
-def load_composition_only(name: CompositionOnlyName, *,
-                          exclude_formulas: Iterable[str] = ()) -> LoadedCompositions:
+def load_composition_only(name: CompositionOnlyName, *, exclude_formulas: Iterable[str] = (),
+                          max_rows: int | None = None) -> LoadedCompositions:
     """A composition-only MatBench set (``e_form`` in eV/atom, or ``gap`` in eV), by formula.
 
     ``exclude_formulas`` (any formula; compared by reduced formula) are removed and counted in the
     report — pass the evaluation formulas so that pre-training does not memorise them.
+    ``max_rows`` reads only the first rows of the file (for quick checks).
     """
     if name not in COMPOSITION_ONLY_FILES:
         raise ValueError(f"composition-only set {name!r} is not one of {', '.join(COMPOSITION_ONLY_FILES)}")
     fname, target = COMPOSITION_ONLY_FILES[name]
-    frame = pd.read_csv(DATA_DIR / "composition_only" / fname)
+    frame = pd.read_csv(DATA_DIR / "composition_only" / fname, nrows=max_rows)
     excluded = {Composition(f).reduced_formula for f in exclude_formulas}
     report = SkipReport(source=f"composition_only/{name}", n_read=len(frame))
     formulas: list[str] = []
