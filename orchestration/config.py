@@ -17,12 +17,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestration.errors import UserError
+
+if TYPE_CHECKING:
+    from discovery.gfn import SearchSpace
 
 TargetName = Literal["formation_energy_per_atom", "e_above_hull", "band_gap", "density", "ionic_conductivity"]
 Goal = Literal["minimize", "maximize", "target"]
@@ -453,17 +456,17 @@ def format_validation_error(exc: ValidationError, *, source: str) -> str:
     return head + "; ".join(parts) + ". Fix the file and run again; configs/demo.yaml shows every section."
 
 
-def build_search_space(config: CampaignConfig) -> Any:
+def build_search_space(config: CampaignConfig) -> SearchSpace:
     """The generator's ``discovery.gfn.SearchSpace`` for this config.
 
     The generator validates the space itself (e.g. elements that no allowed space group can host);
     its ``ValueError`` becomes a :class:`ConfigError` naming ``search_space``.
     """
-    from discovery.gfn import SearchSpace  # type: ignore[attr-defined]  # lands with the Crystal-GFN
+    from discovery.gfn import SearchSpace
 
     s = config.search_space
     try:
-        return SearchSpace(
+        space = SearchSpace(
             elements=s.elements,
             max_elements=s.max_elements,
             min_elements=s.min_elements,
@@ -473,7 +476,10 @@ def build_search_space(config: CampaignConfig) -> Any:
             length_range=s.length_range,
             angle_range=s.angle_range,
         )
+        if hasattr(space, "check_feasible"):
+            space.check_feasible()  # e.g. elements that no allowed space group can host
+        return space
     except ValueError as exc:
-        raise ConfigError(
-            f"campaign {config.name!r}: `search_space` is impossible: {exc}. Widen the elements, atom limits or space groups."
-        ) from None
+        text = str(exc).rstrip(".")
+        hint = "" if "allow" in text or ";" in text else "; widen the elements, atom limits or space groups"
+        raise ConfigError(f"campaign {config.name!r}: `search_space` cannot be used: {text}{hint}.") from None

@@ -10,6 +10,7 @@ from orchestration.config import (
     LATTICE_SYSTEM_GROUPS,
     CampaignConfig,
     ConfigError,
+    build_search_space,
     config_hash,
     load_config,
     parse_config,
@@ -148,3 +149,22 @@ def test_relative_seed_path_resolved_against_config_dir(tmp_path: Path) -> None:
     cfg = load_config(f)
     assert cfg.seed_data.path == tmp_path / "seed.csv"
     assert isinstance(cfg, CampaignConfig)
+
+
+def test_search_space_for_the_generator() -> None:
+    for path in CONFIGS:  # every shipped search space is feasible for the generator
+        build_search_space(load_config(path))
+    demo = load_config(CONFIGS[[p.stem for p in CONFIGS].index("demo")])
+    space = build_search_space(demo)
+    assert set(space.elements) == set(demo.search_space.elements) and space.max_atoms == 12
+    cubic = build_search_space(parse_config(_minimal(search_space={"elements": ["Na", "Cl"], "space_groups": ["cubic"]})))
+    assert cubic.space_groups == LATTICE_SYSTEM_GROUPS["cubic"]
+
+
+def test_impossible_search_space_is_a_config_error() -> None:
+    cfg = parse_config(_minimal(search_space={"elements": ["Na", "Cl"], "space_groups": [230],
+                                              "max_atoms_per_element": 8, "max_atoms": 16}))
+    with pytest.raises(ConfigError) as info:
+        build_search_space(cfg)
+    msg = str(info.value)
+    assert "`search_space`" in msg and "230" in msg and "\n" not in msg
