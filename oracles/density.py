@@ -36,7 +36,7 @@ class DensityOracle:
 
     def evaluate(self, candidates: Sequence[Candidate], *, seed: int = 0,
                  progress: ProgressCallback | None = None) -> list[OracleResult]:
-        prov = {"oracle": self.name, "oracle_version": ORACLE_VERSION, "settings": self.settings.model_dump(),
+        prov = {"oracle": self.name, "oracle_version": ORACLE_VERSION, "settings": self.settings.model_dump(mode="json"),
                 "versions": library_versions()}
         out: list[OracleResult] = []
         for i, cand in enumerate(candidates, start=1):

@@ -2,13 +2,14 @@
 
 Formation energy of a predicted entry (eV/atom)::
 
-    E_form = (E_total + ΔE_MP2020 − Σ_i n_i · μ_i) / N
+    E_form = (E_MP2020 − Σ_i n_i · μ_i) / N
 
-``E_total`` is the model's total energy (eV), ``ΔE_MP2020`` the correction from pymatgen's
-``MaterialsProject2020Compatibility`` (anion corrections and the GGA/GGA+U mixing correction; the
-entry is declared GGA+U with MP's U values whenever MP would have used +U for that chemistry), and
-``μ_i`` the Materials Project GGA ground-state elemental reference energies (eV/atom, file
-``2023-02-07-mp-elemental-reference-entries.json.gz``).
+``E_MP2020`` is the total energy (eV) on the MP2020 scale: either the model's energy when the model
+learned that scale (CHGNet, see :mod:`oracles.chgnet`), or the raw GGA(+U)-like energy plus the
+correction from pymatgen's ``MaterialsProject2020Compatibility`` (:func:`corrected_energy`: anion
+corrections and the GGA/GGA+U mixing correction; the entry is declared GGA+U with MP's U values
+whenever MP would have used +U for that chemistry). ``μ_i`` are the Materials Project GGA ground-state
+elemental reference energies (eV/atom, file ``2023-02-07-mp-elemental-reference-entries.json.gz``).
 
 Reference hulls (``reference=``):
 
@@ -48,7 +49,9 @@ ReferenceName = Literal["mp20+li-fe-o", "li-fe-o", "elements"]
 DATA_DIR = Path(__file__).resolve().parent.parent / "discovery" / "data"
 ELEMENTAL_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
 LIFEO_FILE = "Li-Fe-O.json.gz"
-CORRECTION_SCHEME = "pymatgen MaterialsProject2020Compatibility(compat_type='Advanced', check_potcar=False)"
+CORRECTION_SCHEME = ("reference entries on the MP2020 scale: Li-Fe-O with pymatgen "
+                     "MaterialsProject2020Compatibility(compat_type='Advanced') applied here; MP-20 formation "
+                     "energies as published (MP2020-corrected)")
 
 
 class ReferenceDataError(RuntimeError):

@@ -10,6 +10,9 @@ interrupted; a single CHGNet step takes 0.03–0.3 s on one CPU core).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -52,16 +55,20 @@ class TimedCHGNetCalculator(CHGNetCalculator):  # type: ignore[misc,valid-type]
             self.n_calls += 1
 
 
-def load_chgnet_calculator(device: str = "cpu") -> TimedCHGNetCalculator:
-    """The CHGNet calculator with the weights shipped in the ``chgnet`` wheel (no network)."""
-    import contextlib
-    import io
-
+@functools.cache
+def load_chgnet_model(device: str = "cpu") -> Any:
+    """The CHGNet model with the weights shipped in the ``chgnet`` wheel (no network), once per process."""
     from chgnet.model import CHGNet
 
     with contextlib.redirect_stdout(io.StringIO()):  # CHGNet.load prints a banner
-        model = CHGNet.load(verbose=False, use_device=device)
-    return TimedCHGNetCalculator(model=model, use_device=device)
+        return CHGNet.load(verbose=False, use_device=device)
+
+
+def load_chgnet_calculator(device: str = "cpu", *, cls: type[TimedCHGNetCalculator] | None = None,
+                           **kwargs: Any) -> TimedCHGNetCalculator:
+    """A fresh timed calculator (``cls``, default :class:`TimedCHGNetCalculator`) around the cached model."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return (cls or TimedCHGNetCalculator)(model=load_chgnet_model(device), use_device=device, **kwargs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

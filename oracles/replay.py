@@ -93,7 +93,7 @@ class ReplayOracle:
 
     def evaluate(self, candidates: Sequence[Candidate], *, seed: int = 0,
                  progress: ProgressCallback | None = None) -> list[OracleResult]:
-        prov = {"oracle": self.name, "oracle_version": ORACLE_VERSION, "settings": self.settings.model_dump(),
+        prov = {"oracle": self.name, "oracle_version": ORACLE_VERSION, "settings": self.settings.model_dump(mode="json"),
                 "dataset": self.dataset_path, "versions": library_versions()}
         try:
             data = load_dataset(self.dataset_path)

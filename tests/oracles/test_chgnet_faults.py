@@ -1,0 +1,69 @@
+"""CHGNet oracle fault handling: each fault becomes a result with the right status while the rest of
+the batch completes. Faults are injected into the real CHGNet calculator (see helpers.FaultyCalculator)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from oracles.base import Candidate
+from oracles.chgnet import CHGNetOracle
+from tests.oracles.helpers import FaultFactory, impossible_crystal, small_structures
+
+FAULTS = {"MgO": "raise", "LiF": "nan", "KCl": "explode", "NaF": "collapse", "Si": "slow"}
+EXPECTED = {
+    "NaCl": ("ok", ""),
+    "MgO": ("failed", "RuntimeError: injected model failure"),
+    "LiF": ("failed", "non-finite energy"),
+    "KCl": ("failed", "structure exploded"),
+    "NaF": ("failed", "structure collapsed"),
+    "Si": ("timeout", "timed out"),
+    "impossible": ("invalid", "not compatible with the Wyckoff positions of space group 225"),
+}
+
+
+def _batch() -> list[Candidate]:
+    cands = [Candidate.from_structure(s, id=k) for k, s in small_structures().items()]
+    return [*cands, Candidate.from_crystal(impossible_crystal())]
+
+
+def _check(results: list) -> None:
+    assert [r.candidate_id for r in results] == [c.id for c in _batch()]
+    for r in results:
+        status, fragment = EXPECTED[r.candidate_id]
+        assert r.status == status, (r.candidate_id, r.message)
+        assert fragment in r.message, (r.candidate_id, r.message)
+    ok = next(r for r in results if r.candidate_id == "NaCl")
+    assert ok.targets["formation_energy_per_atom"] is not None and math.isfinite(ok.targets["formation_energy_per_atom"])
+    assert ok.structure_cif and ok.provenance["reference"] and ok.provenance["model_version"]
+
+
+def test_faults_become_results_in_process(mp20_dir: Path) -> None:
+    oracle = CHGNetOracle(calculator_factory=FaultFactory(FAULTS), workers=0, steps=60, timeout_s=3.0,
+                          mp20_dir=str(mp20_dir))
+    _check(oracle.evaluate(_batch()))
+
+
+@pytest.mark.slow
+def test_faults_become_results_in_worker_processes(mp20_dir: Path) -> None:
+    with CHGNetOracle(calculator_factory=FaultFactory(FAULTS), workers=2, steps=60, timeout_s=3.0,
+                      mp20_dir=str(mp20_dir)) as oracle:
+        _check(oracle.evaluate(_batch()))
+
+
+def test_unconverged_relaxation_is_reported(chgnet_fast: CHGNetOracle, mp20_dir: Path) -> None:
+    s = small_structures()["NaCl"].copy()
+    s.perturb(0.3, 0.2)
+    oracle = CHGNetOracle(workers=0, steps=2, fmax=0.001, mp20_dir=str(mp20_dir))
+    res = oracle.evaluate([Candidate.from_structure(s, id="rattled")])[0]
+    assert res.status == "unconverged" and "not converged" in res.message and res.n_steps == 2
+    assert res.targets["energy_per_atom"] is not None  # last-step energy is kept
+
+
+def test_missing_reference_data_fails_every_result_cleanly(tmp_path: Path) -> None:
+    oracle = CHGNetOracle(workers=0, mp20_dir=str(tmp_path))
+    results = oracle.evaluate(_batch()[:2])
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert "MP-20 reference entries not found" in results[0].message
