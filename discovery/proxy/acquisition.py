@@ -55,7 +55,7 @@ def expected_improvement(post: Posterior, *, best: float, target: int | str = 0,
     gain = (mu - best - xi) if maximize else (best - xi - mu)
     z = gain / sd
     normal = torch.distributions.Normal(torch.zeros_like(z), torch.ones_like(z))
-    return gain * normal.cdf(z) + sd * normal.log_prob(z).exp()
+    return (gain * normal.cdf(z) + sd * normal.log_prob(z).exp()).clamp_min(0.0)
 
 
 def target_value(post: Posterior, *, value: float, target: int | str = 0, kappa: float = 0.0) -> Tensor:

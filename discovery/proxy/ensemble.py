@@ -41,7 +41,7 @@ class EnsembleConfig(BaseModel):
     n_members: int = Field(default=5, ge=1)
     hidden: int = Field(default=256, ge=8)
     n_layers: int = Field(default=3, ge=1)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
     epochs: int = Field(default=150, ge=1)
     warm_epochs: int = Field(default=40, ge=1, description="epochs when warm-starting from a previous fit")
     batch_size: int = Field(default=128, ge=8)
@@ -49,6 +49,7 @@ class EnsembleConfig(BaseModel):
     warm_lr: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     nll_weight: float = Field(default=0.2, ge=0, description="weight of the variance head's Gaussian NLL")
+    bootstrap: bool = Field(default=False, description="each member trains on its own bootstrap resample")
     use_encoder: bool = True
     calibration_level: float = Field(default=0.9, gt=0, lt=1)
     calibration_fraction: float = Field(default=0.1, ge=0, lt=0.5,
@@ -154,9 +155,11 @@ class EnsembleProxy:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                     pct_start=0.05 if warm else 0.15)
         frac, sg = feats.fractions, feats.space_group
+        rows = (torch.randint(0, n, (e, n), generator=gen) if c.bootstrap
+                else torch.arange(n).expand(e, n))  # (E, n) rows each member trains on
         net.train()
         for epoch in range(epochs):
-            order = torch.argsort(torch.rand(e, n, generator=gen), dim=1)
+            order = rows.gather(1, torch.argsort(torch.rand(e, n, generator=gen), dim=1))
             for s in range(steps_per_epoch):
                 idx = order[:, s * bs:(s + 1) * bs]  # (E, B): each member its own batch
                 mu, logvar = net(frac[idx], sg[idx], lattice[idx], dense[idx])

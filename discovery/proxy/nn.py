@@ -65,7 +65,9 @@ class EnsembleNet(nn.Module):
         d_in = d_z + d_period + d_group + d_props + d_sg + d_lattice + n_dense
         layers: list[nn.Module] = []
         for i in range(n_layers):
-            layers += [BatchedLinear(e, d_in if i == 0 else hidden, hidden), nn.SiLU(), nn.Dropout(dropout)]
+            layers += [BatchedLinear(e, d_in if i == 0 else hidden, hidden), nn.SiLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
         self.body = nn.Sequential(*layers)
         self.out = BatchedLinear(e, hidden, 2 * n_targets)
         self.n_members, self.n_targets = e, n_targets
