@@ -268,6 +268,9 @@ class Store:
             raise StoreError(f"cannot use store URL {shown}: {exc}; use a sqlite:/// or postgresql:// URL") from None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            # Take the write lock when a transaction begins (waiting up to the busy timeout), so that
+            # concurrent writers (parallel oracle tasks) queue instead of failing on a stale snapshot.
+            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
@@ -588,11 +591,7 @@ class Store:
         return row
 
     def _insert_ignore(self, s: Session, model: Any, rows: list[dict[str, Any]]) -> int:
-        """INSERT ... ON CONFLICT DO NOTHING on the unique keys; returns how many rows were new.
-
-        All rows belong to one campaign; the count is the campaign's row count after minus before,
-        exact for one writer per campaign (the design: one flow run drives a campaign).
-        """
+        """INSERT ... ON CONFLICT DO NOTHING on the unique keys; returns how many rows were new."""
         if not rows:
             return 0
         dialect = self.engine.dialect.name
@@ -602,11 +601,10 @@ class Store:
             stmt = sqlite.insert(model).on_conflict_do_nothing()
         else:  # pragma: no cover
             raise StoreError(f"store backend {dialect!r} is not supported; use sqlite or postgresql")
-        count = select(func.count()).select_from(model).where(model.campaign_id == rows[0]["campaign_id"])
-        before = s.scalar(count) or 0
+        n = 0
         for i in range(0, len(rows), 1000):
-            s.execute(stmt, rows[i : i + 1000])
-        return (s.scalar(count) or 0) - before
+            n += len(s.execute(stmt.returning(model.id), rows[i : i + 1000]).all())
+        return n
 
 
 def _has_module(name: str) -> bool:
@@ -616,6 +614,7 @@ def _has_module(name: str) -> bool:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # let the "begin" listener issue BEGIN IMMEDIATE
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")

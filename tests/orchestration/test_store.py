@@ -144,3 +144,23 @@ def test_unreachable_store_names_url_without_password() -> None:
 
 def test_code_version_is_recorded() -> None:
     assert code_version().startswith(("git:", "matloop==")) or code_version() == "unknown"
+
+
+def test_concurrent_result_writers(store: Store) -> None:
+    """Parallel oracle tasks record results at once: no lock errors, each result stored exactly once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _campaign(store)
+    store.start_round("a", 0, seed=0, code_version="v")
+    crystals = [cx(f"k{i}", {"Na": 1 + i, "Cl": 1 + i}) for i in range(40)]
+    store.add_candidates("a", 0, crystals)
+    store.select_batch("a", 0, [c.id for c in crystals], oracle="density")
+
+    def work(cid: str) -> bool:
+        store.start_job("a", cid)
+        return store.record_result("a", cid, status="ok", targets={"density": 1.0})
+
+    with ThreadPoolExecutor(4) as pool:
+        first = list(pool.map(work, [c.id for c in crystals] * 2))
+    assert sum(first) == 40 and store.pending("a") == [] and len(store.results("a")) == 40
+    assert set(store.job_attempts("a").values()) == {2}
