@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import (
     Boolean,
@@ -40,6 +40,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from discovery.crystal import Crystal, parse_composition
 from orchestration.errors import UserError
+
+if TYPE_CHECKING:
+    from orchestration.config import CampaignConfig
 
 RoundState = Literal[
     "started", "proxy_fitted", "generator_trained", "sampled", "selected", "evaluating", "evaluated", "logged", "completed"
@@ -605,6 +608,24 @@ class Store:
         for i in range(0, len(rows), 1000):
             n += len(s.execute(stmt.returning(model.id), rows[i : i + 1000]).all())
         return n
+
+
+def open_campaign(config: CampaignConfig) -> tuple[Store, CampaignRecord]:
+    """Open the config's store and create (or, resuming, find) its campaign with full provenance.
+
+    Raises :class:`StoreError` if the store is unreachable or holds a campaign of the same name
+    with a different config hash.
+    """
+    from orchestration.config import config_hash
+
+    store = Store.open(config.resolved_store_url())
+    try:
+        record = store.create_campaign(config.name, config=config.science(), config_hash=config_hash(config),
+                                       seed=config.seed, code_version=code_version())
+    except BaseException:
+        store.close()
+        raise
+    return store, record
 
 
 def _has_module(name: str) -> bool:

@@ -20,7 +20,10 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from orchestration.config import CampaignConfig
 
 log = logging.getLogger("matloop.tracking")
 
@@ -99,6 +102,20 @@ class Tracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+    @classmethod
+    def for_config(cls, config: CampaignConfig) -> Tracker:
+        """The tracker a campaign config asks for; with a local (sqlite/file) URI the artifacts go to
+        ``<campaign dir>/mlartifacts`` instead of ``./mlruns`` in whatever the working directory is."""
+        uri = config.resolved_tracking_uri()
+        local = not uri.startswith(("http://", "https://", "databricks"))
+        return cls(
+            uri,
+            experiment=config.experiment_name(),
+            artifact_location=config.resolved_dir() / "mlartifacts" if local else None,
+            enabled=config.tracking.enabled,
+            register_models=config.tracking.register_models,
+        )
 
     @property
     def active(self) -> bool:

@@ -164,3 +164,23 @@ def test_concurrent_result_writers(store: Store) -> None:
         first = list(pool.map(work, [c.id for c in crystals] * 2))
     assert sum(first) == 40 and store.pending("a") == [] and len(store.results("a")) == 40
     assert set(store.job_attempts("a").values()) == {2}
+
+
+def test_open_campaign_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestration.config import config_hash, parse_config
+    from orchestration.store import open_campaign
+
+    monkeypatch.delenv("MATLOOP_STORE_URL", raising=False)
+    data = {"name": "cfg", "targets": [{"name": "density", "goal": "maximize"}], "search_space": {"elements": ["Na", "Cl"]},
+            "seed_data": {"dataset": "mp20"}, "candidates_per_round": 4, "batch_size": 2, "oracle": {"name": "density"},
+            "rounds": 1, "seed": 5, "campaign_dir": str(tmp_path / "camp")}
+    cfg = parse_config(data)
+    store, rec = open_campaign(cfg)
+    with store:
+        assert (rec.config_hash, rec.seed, rec.config["oracle"]["name"]) == (config_hash(cfg), 5, "density")
+    assert (tmp_path / "camp" / "store.db").exists()
+    with pytest.raises(StoreError, match="config changed"):
+        open_campaign(parse_config({**data, "seed": 6}))
+    store, again = open_campaign(parse_config({**data, "runner": {"kind": "dask"}}))  # operational change: resumes
+    store.close()
+    assert again == rec

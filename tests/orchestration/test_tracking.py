@@ -116,3 +116,18 @@ def test_bad_calls_on_a_working_tracker_only_warn(tmp_path: Path) -> None:
 def test_flatten_params() -> None:
     flat = flatten_params({"a": {"b": 1, "c": (1, 2)}, "d": "x" * 7000, "e": {}})
     assert flat["a.b"] == "1" and flat["a.c"] == "[1, 2]" and len(flat["d"]) == 6000 and flat["e"] == "{}"
+
+
+def test_tracker_for_config_keeps_artifacts_in_campaign_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestration.config import parse_config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = parse_config({"name": "cfg", "targets": [{"name": "density", "goal": "maximize"}],
+                        "search_space": {"elements": ["Na", "Cl"]}, "seed_data": {"dataset": "mp20"},
+                        "candidates_per_round": 4, "batch_size": 2, "oracle": {"name": "density"}, "rounds": 1,
+                        "campaign_dir": str(tmp_path / "camp")})
+    tracker = Tracker.for_config(cfg)
+    assert tracker.uri == f"sqlite:///{tmp_path / 'camp' / 'mlflow.db'}" and tracker.experiment == "matloop/cfg"
+    assert tracker.artifact_location == tmp_path / "camp" / "mlartifacts"
+    remote = Tracker.for_config(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": "http://127.0.0.1:5000"})}))
+    assert remote.artifact_location is None
