@@ -270,6 +270,11 @@ class DaskRunner(_Strict):
         default_factory=LocalClusterSettings
     )
 
+    @field_validator("cluster", mode="before")
+    @classmethod
+    def _default_cluster_type(cls, value: Any) -> Any:
+        return {"type": "local", **value} if isinstance(value, dict) and "type" not in value else value
+
 
 class CampaignConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, _ . - (≤ 64)")
@@ -292,6 +297,11 @@ class CampaignConfig(_Strict):
     store_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<campaign_dir>/store.db")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     runner: Annotated[LocalRunner | DaskRunner, Field(discriminator="kind")] = Field(default_factory=LocalRunner)
+
+    @field_validator("runner", mode="before")
+    @classmethod
+    def _default_runner_kind(cls, value: Any) -> Any:
+        return {"kind": "local", **value} if isinstance(value, dict) and "kind" not in value else value
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignConfig:
@@ -483,3 +493,36 @@ def build_search_space(config: CampaignConfig) -> SearchSpace:
         text = str(exc).rstrip(".")
         hint = "" if "allow" in text or ";" in text else "; widen the elements, atom limits or space groups"
         raise ConfigError(f"campaign {config.name!r}: `search_space` cannot be used: {text}{hint}.") from None
+
+
+def task_runner_for(runner: LocalRunner | DaskRunner) -> Any:
+    """The Prefect task runner the config asks for: a thread pool, or prefect-dask's ``DaskTaskRunner``
+    on a ``LocalCluster``, an existing scheduler, or a ``dask_jobqueue.SLURMCluster`` (imported lazily)."""
+    if isinstance(runner, LocalRunner):
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=runner.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    c = runner.cluster
+    if isinstance(c, AddressSettings):
+        return DaskTaskRunner(address=c.address)
+    if isinstance(c, LocalClusterSettings):
+        kwargs: dict[str, Any] = {"n_workers": c.n_workers, "threads_per_worker": c.threads_per_worker,
+                                  "processes": True, "host": "127.0.0.1", "dashboard_address": None}
+        if c.memory_limit:
+            kwargs["memory_limit"] = c.memory_limit
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+    import importlib.util
+
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        raise ConfigError("`runner.cluster.type: slurm` needs the dask-jobqueue package; install it (pip install dask-jobqueue) "
+                          "or use `type: local` / `type: address`.")
+    kwargs = {"cores": c.cores, "memory": c.memory, "walltime": c.walltime,
+              "job_extra_directives": list(c.job_extra_directives)}
+    if c.queue:
+        kwargs["queue"] = c.queue
+    if c.account:
+        kwargs["account"] = c.account
+    return DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster", cluster_kwargs=kwargs,
+                          adapt_kwargs={"minimum": 1, "maximum": c.jobs})

@@ -173,3 +173,25 @@ def test_impossible_search_space_is_a_config_error() -> None:
 def test_shipped_search_spaces_are_feasible(name: str) -> None:
     """The generator accepts every shipped search space (the large ones take 5–15 s to check)."""
     build_search_space(load_config(CONFIGS[[p.stem for p in CONFIGS].index(name)]))
+
+
+def test_task_runner_for_each_runner_kind() -> None:
+    import importlib.util
+
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from orchestration.config import task_runner_for
+
+    local = task_runner_for(parse_config(_minimal(runner={"kind": "local", "max_workers": 3})).runner)
+    assert isinstance(local, ThreadPoolTaskRunner) and local._max_workers == 3
+    dask = task_runner_for(parse_config(_minimal(runner={"kind": "dask", "cluster": {"n_workers": 2}})).runner)
+    assert isinstance(dask, DaskTaskRunner) and dask.cluster_kwargs["n_workers"] == 2
+    addr = task_runner_for(parse_config(_minimal(runner={"kind": "dask", "cluster": {"type": "address", "address": "tcp://127.0.0.1:8786"}})).runner)
+    assert addr.address == "tcp://127.0.0.1:8786"
+    slurm = parse_config(_minimal(runner={"kind": "dask", "cluster": {"type": "slurm", "jobs": 4}})).runner
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        with pytest.raises(ConfigError, match="dask-jobqueue"):
+            task_runner_for(slurm)
+    else:
+        assert task_runner_for(slurm).adapt_kwargs == {"minimum": 1, "maximum": 4}
