@@ -472,6 +472,33 @@ class Store:
             raise StoreError(f"campaign {name!r}: unknown candidate id(s) {missing[:5]}")
         return [_crystal(rows[i]) for i in order]
 
+    def table(self, name: str, *, round_index: int | None = None, selected_only: bool = True) -> list[Crystal]:
+        """Candidates with their oracle results flattened into ``extra`` (one column each), ready for
+        ``discovery.crystal.write_crystal_table``: round, batch_rank, score, pred_<k>, status, <target>, wall_s."""
+        with self._session() as s:
+            cid = self._campaign(s, name).id
+            q = select(CandidateRow, OracleResultRow).outerjoin(
+                OracleResultRow,
+                (OracleResultRow.campaign_id == CandidateRow.campaign_id) & (OracleResultRow.candidate_id == CandidateRow.candidate_id),
+            ).where(CandidateRow.campaign_id == cid)
+            if round_index is not None:
+                q = q.where(CandidateRow.round_index == round_index)
+            if selected_only:
+                q = q.where(CandidateRow.selected)
+            rows = s.execute(q.order_by(CandidateRow.round_index, CandidateRow.batch_rank, CandidateRow.id)).all()
+        out = []
+        for cand, res in rows:
+            base = _crystal(cand)
+            extra: dict[str, object] = {"round": cand.round_index, "batch_rank": cand.batch_rank, "score": cand.score}
+            extra.update({f"pred_{k}": v for k, v in json.loads(cand.prediction_json).items()})
+            extra["status"] = res.status if res is not None else "pending"
+            if res is not None:
+                extra.update(json.loads(res.targets_json))
+                extra["wall_s"] = res.wall_s
+            out.append(Crystal(base.space_group, base.counts, base.a, base.b, base.c, base.alpha, base.beta, base.gamma,
+                               id=base.id, extra=extra))
+        return out
+
     def known_keys(self, name: str) -> set[tuple[str, int]]:
         """(reduced formula, space group) of every candidate proposed so far in the campaign."""
         with self._session() as s:

@@ -66,7 +66,7 @@ def test_round_state_machine(store: Store) -> None:
         store.start_round("b", 3, seed=0, code_version="v")
 
 
-def test_candidates_and_results_are_idempotent(store: Store) -> None:
+def test_candidates_and_results_are_idempotent(store: Store, tmp_path: Path) -> None:
     _campaign(store)
     store.start_round("a", 0, seed=0, code_version="v")
     assert store.add_candidates("a", 0, BATCH, scores=[3.0, 2.0, 1.0]) == 3
@@ -85,6 +85,13 @@ def test_candidates_and_results_are_idempotent(store: Store) -> None:
     assert store.job_attempts("a") == {"c2": 2, "c0": 0}
     crystals = store.crystals("a", ["c0", "c2"])
     assert [c.id for c in crystals] == ["c0", "c2"] and crystals[0] == BATCH[0] and crystals[0].extra["score"] == 3.0
+    table = store.table("a")
+    assert [c.id for c in table] == ["c2", "c0"]
+    assert table[0].extra["status"] == "ok" and table[0].extra["density"] == 3.6 and table[1].extra["status"] == "pending"
+    from discovery.crystal import read_crystal_table, write_crystal_table
+
+    back = read_crystal_table(write_crystal_table(table, tmp_path / "batch.csv"))
+    assert len(back) == 2
     with pytest.raises(StoreError, match="never added"):
         store.select_batch("a", 0, ["nope"], oracle="density")
     with pytest.raises(StoreError, match="no oracle job"):
