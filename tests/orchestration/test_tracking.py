@@ -72,8 +72,14 @@ def _check_and_resume(uri: str, tmp_path: Path, artifact_location: Path | None) 
     assert client.get_model_version_by_alias("matloop.camp.proxy", "round-1").run_id == round1
 
 
-def test_local_sqlite_tracking_and_resume(tmp_path: Path) -> None:
-    _check_and_resume(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, tmp_path / "artifacts")
+@pytest.fixture(scope="module")
+def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One local MLflow database for the module (creating its tables takes a few seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def test_local_sqlite_tracking_and_resume(sqlite_uri: str, tmp_path: Path) -> None:
+    _check_and_resume(sqlite_uri, tmp_path, tmp_path / "artifacts")
     assert any((tmp_path / "artifacts").rglob("batch.csv")), "artifacts land under the given artifact_location"
 
 
@@ -102,8 +108,8 @@ def test_unreachable_server_never_raises(tmp_path: Path, caplog: pytest.LogCaptu
     assert "the round goes on without it" in caplog.text and "tracking is off" in caplog.text
 
 
-def test_bad_calls_on_a_working_tracker_only_warn(tmp_path: Path) -> None:
-    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", experiment="e", artifact_location=tmp_path / "art")
+def test_bad_calls_on_a_working_tracker_only_warn(sqlite_uri: str, tmp_path: Path) -> None:
+    tracker = Tracker(sqlite_uri, experiment="bad-calls", artifact_location=tmp_path / "art")
     assert tracker.log_metrics({"a": 1.0}) is None  # no run yet
     assert tracker.start_campaign("c") is not None
     assert tracker.log_artifact(tmp_path / "missing.csv", run="campaign") is None
