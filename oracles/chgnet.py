@@ -61,6 +61,7 @@ class CHGNetSettings(BaseModel):
     timeout_s: float = Field(300.0, gt=0, description="wall-time limit per structure (decode + relax), s")
     relax_cell: bool = True
     optimizer: Literal["FIRE", "BFGS"] = "FIRE"
+    cell_filter: Literal["unit", "frechet"] = "unit"
     max_volume_change: float = Field(4.0, gt=1, description="volume factor beyond which a cell exploded/collapsed")
     workers: int = Field(0, ge=0, description="0: in-process; N: pool of N processes, one torch thread each")
     threads: int = Field(1, ge=1, description="torch threads for in-process evaluation")
@@ -78,7 +79,7 @@ class CHGNetSettings(BaseModel):
 
     def relax_settings(self) -> RelaxSettings:
         return RelaxSettings(fmax=self.fmax, steps=self.steps, relax_cell=self.relax_cell, optimizer=self.optimizer,
-                             max_volume_change=self.max_volume_change)
+                             cell_filter=self.cell_filter, max_volume_change=self.max_volume_change)
 
     def decode_settings(self) -> DecodeSettings:
         return DecodeSettings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
@@ -104,7 +105,17 @@ def _init_worker(settings: CHGNetSettings, factory: CalculatorFactory | None) ->
 
     torch.set_num_threads(1)
     _limit_blas_threads(1)
+    _quiet_warnings()
     _setup_state(settings, factory)
+
+
+def _quiet_warnings() -> None:
+    """Silence known-harmless library warnings that would otherwise print once per worker."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+    warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF")
+    warnings.filterwarnings("ignore", message="No Pauling electronegativity")
 
 
 def _limit_blas_threads(n: int) -> Any:
@@ -183,7 +194,8 @@ def _run_task(task: _Task) -> OracleResult:
         return finish(failed(task.id, "invalid" if exc.impossible else "failed", f"decoding failed: {exc}"))
     except RelaxFault as exc:
         cif = structure_to_cif(structure) if structure is not None else None
-        return finish(failed(task.id, exc.status, str(exc), structure_cif=cif))
+        return finish(failed(task.id, exc.status, str(exc), structure_cif=cif, n_steps=exc.n_steps,
+                             energies=exc.energies_per_atom))
     except Exception as exc:  # the model or a library raised: record, never lose the batch
         cif = structure_to_cif(structure) if structure is not None else None
         return finish(failed(task.id, "failed", f"{type(exc).__name__}: {exc}", structure_cif=cif))
