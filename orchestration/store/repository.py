@@ -1,4 +1,4 @@
-"""The campaign store: the source of truth for campaigns, rounds, candidates, oracle jobs and results.
+"""The campaign store repository: the source of truth for campaigns, rounds, candidates, oracle jobs and results.
 
 SQLite file by default, PostgreSQL by URL. Every public method of :class:`Store` is one
 transaction; writes of candidates, oracle jobs and results are idempotent, keyed by
@@ -13,204 +13,43 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from discovery.crystal import Crystal, parse_composition
-from orchestration.errors import UserError
+from discovery.crystal import Crystal
+from orchestration.store.models import (
+    ROUND_STATES,
+    Base,
+    CampaignRecord,
+    CampaignRow,
+    CampaignStatus,
+    CandidateRow,
+    ModelKind,
+    ModelRecord,
+    ModelVersionRow,
+    OracleJobRow,
+    OracleResultRow,
+    ResultRecord,
+    ResultStatus,
+    RoundRecord,
+    RoundRow,
+    RoundState,
+    StoreError,
+    _now,
+    campaign_record,
+    result_record,
+    round_record,
+    row_crystal,
+)
 
 if TYPE_CHECKING:
     from orchestration.config import CampaignConfig
-
-RoundState = Literal[
-    "started", "proxy_fitted", "generator_trained", "sampled", "selected", "evaluating", "evaluated", "logged", "completed"
-]
-ROUND_STATES: tuple[RoundState, ...] = (
-    "started", "proxy_fitted", "generator_trained", "sampled", "selected", "evaluating", "evaluated", "logged", "completed",
-)
-CampaignStatus = Literal["running", "completed", "stopped", "failed"]
-ResultStatus = Literal["ok", "failed", "unconverged", "invalid", "timeout"]
-ModelKind = Literal["proxy", "generator"]
-
-
-class StoreError(UserError):
-    """The store cannot be used (unreachable, wrong campaign, illegal state change); the message says why."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class CampaignRow(Base):
-    __tablename__ = "campaigns"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    config_hash: Mapped[str] = mapped_column(String(64))
-    config_json: Mapped[str] = mapped_column(Text)
-    seed: Mapped[int] = mapped_column(Integer)
-    code_version: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="running")
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
-
-
-class RoundRow(Base):
-    __tablename__ = "rounds"
-    __table_args__ = (UniqueConstraint("campaign_id", "index"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
-    index: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(24), default="started")
-    seed: Mapped[int] = mapped_column(Integer)
-    code_version: Mapped[str] = mapped_column(String(128))
-    proxy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    generator_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    metrics_json: Mapped[str] = mapped_column(Text, default="{}")
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class CandidateRow(Base):
-    __tablename__ = "candidates"
-    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
-    candidate_id: Mapped[str] = mapped_column(String(128))
-    round_index: Mapped[int] = mapped_column(Integer)
-    space_group: Mapped[int] = mapped_column(Integer)
-    composition: Mapped[str] = mapped_column(String(512))
-    reduced_formula: Mapped[str] = mapped_column(String(256))
-    a: Mapped[float] = mapped_column(Float)
-    b: Mapped[float] = mapped_column(Float)
-    c: Mapped[float] = mapped_column(Float)
-    alpha: Mapped[float] = mapped_column(Float)
-    beta: Mapped[float] = mapped_column(Float)
-    gamma: Mapped[float] = mapped_column(Float)
-    score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    prediction_json: Mapped[str] = mapped_column(Text, default="{}")
-    selected: Mapped[bool] = mapped_column(Boolean, default=False)
-    batch_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class OracleJobRow(Base):
-    __tablename__ = "oracle_jobs"
-    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
-    candidate_id: Mapped[str] = mapped_column(String(128))
-    round_index: Mapped[int] = mapped_column(Integer)
-    oracle: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | running | done
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
-
-
-class OracleResultRow(Base):
-    __tablename__ = "oracle_results"
-    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
-    candidate_id: Mapped[str] = mapped_column(String(128))
-    round_index: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
-    targets_json: Mapped[str] = mapped_column(Text, default="{}")
-    relaxed_cif: Mapped[str | None] = mapped_column(Text, nullable=True)
-    provenance_json: Mapped[str] = mapped_column(Text, default="{}")
-    wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class ModelVersionRow(Base):
-    __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("campaign_id", "kind", "version"), UniqueConstraint("campaign_id", "kind", "round_index"))
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    version: Mapped[int] = mapped_column(Integer)
-    round_index: Mapped[int] = mapped_column(Integer)
-    path: Mapped[str] = mapped_column(Text)
-    mlflow_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-# -- records returned to callers ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignRecord:
-    name: str
-    config_hash: str
-    config: dict[str, Any]
-    seed: int
-    code_version: str
-    status: str
-    mlflow_run_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RoundRecord:
-    index: int
-    state: str
-    seed: int
-    code_version: str
-    proxy_version: int | None
-    generator_version: int | None
-    metrics: dict[str, float]
-    mlflow_run_id: str | None
-
-    @property
-    def completed(self) -> bool:
-        return self.state == "completed"
-
-
-@dataclass(frozen=True, slots=True)
-class ResultRecord:
-    candidate_id: str
-    round_index: int
-    status: str
-    targets: dict[str, float]
-    relaxed_cif: str | None
-    provenance: dict[str, Any]
-    wall_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRecord:
-    kind: str
-    version: int
-    round_index: int
-    path: str
-    mlflow_uri: str | None
 
 
 def code_version() -> str:
@@ -312,11 +151,11 @@ class Store:
                     f"campaign {name!r} already exists in this store with config hash {row.config_hash}, not {config_hash}; "
                     "the config changed: give the campaign a new name or restore the original config."
                 )
-            return _campaign_record(row)
+            return campaign_record(row)
 
     def get_campaign(self, name: str) -> CampaignRecord:
         with self._session() as s:
-            return _campaign_record(self._campaign(s, name))
+            return campaign_record(self._campaign(s, name))
 
     def campaigns(self) -> list[str]:
         with self._session() as s:
@@ -347,7 +186,7 @@ class Store:
                 row = RoundRow(campaign_id=cid, index=index, state="started", seed=seed, code_version=code_version)
                 s.add(row)
                 s.flush()
-            return _round_record(row)
+            return round_record(row)
 
     def advance_round(
         self,
@@ -379,16 +218,16 @@ class Store:
                 row.mlflow_run_id = mlflow_run_id
             if state == "completed" and row.completed_at is None:
                 row.completed_at = _now()
-            return _round_record(row)
+            return round_record(row)
 
     def get_round(self, name: str, index: int) -> RoundRecord:
         with self._session() as s:
-            return _round_record(self._round(s, name, index))
+            return round_record(self._round(s, name, index))
 
     def rounds(self, name: str) -> list[RoundRecord]:
         with self._session() as s:
             cid = self._campaign(s, name).id
-            return [_round_record(r) for r in s.scalars(select(RoundRow).where(RoundRow.campaign_id == cid).order_by(RoundRow.index))]
+            return [round_record(r) for r in s.scalars(select(RoundRow).where(RoundRow.campaign_id == cid).order_by(RoundRow.index))]
 
     # -- candidates -------------------------------------------------------------------------------
     def add_candidates(
@@ -470,7 +309,7 @@ class Store:
         missing = [i for i in order if i not in rows]
         if missing:
             raise StoreError(f"campaign {name!r}: unknown candidate id(s) {missing[:5]}")
-        return [_crystal(rows[i]) for i in order]
+        return [row_crystal(rows[i]) for i in order]
 
     def table(self, name: str, *, round_index: int | None = None, selected_only: bool = True) -> list[Crystal]:
         """Candidates with their oracle results flattened into ``extra`` (one column each), ready for
@@ -488,7 +327,7 @@ class Store:
             rows = s.execute(q.order_by(CandidateRow.round_index, CandidateRow.batch_rank, CandidateRow.id)).all()
         out = []
         for cand, res in rows:
-            base = _crystal(cand)
+            base = row_crystal(cand)
             extra: dict[str, object] = {"round": cand.round_index, "batch_rank": cand.batch_rank, "score": cand.score}
             extra.update({f"pred_{k}": v for k, v in json.loads(cand.prediction_json).items()})
             extra["status"] = res.status if res is not None else "pending"
@@ -550,7 +389,7 @@ class Store:
             q = select(OracleResultRow).where(OracleResultRow.campaign_id == cid)
             if round_index is not None:
                 q = q.where(OracleResultRow.round_index == round_index)
-            return [_result_record(r) for r in s.scalars(q.order_by(OracleResultRow.id))]
+            return [result_record(r) for r in s.scalars(q.order_by(OracleResultRow.id))]
 
     def job_attempts(self, name: str) -> dict[str, int]:
         with self._session() as s:
@@ -668,26 +507,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
-
-
-def _campaign_record(r: CampaignRow) -> CampaignRecord:
-    return CampaignRecord(r.name, r.config_hash, json.loads(r.config_json), r.seed, r.code_version, r.status, r.mlflow_run_id)
-
-
-def _round_record(r: RoundRow) -> RoundRecord:
-    return RoundRecord(r.index, r.state, r.seed, r.code_version, r.proxy_version, r.generator_version,
-                       json.loads(r.metrics_json), r.mlflow_run_id)
-
-
-def _result_record(r: OracleResultRow) -> ResultRecord:
-    return ResultRecord(r.candidate_id, r.round_index, r.status, json.loads(r.targets_json), r.relaxed_cif,
-                        json.loads(r.provenance_json), r.wall_s)
-
-
-def _crystal(r: CandidateRow) -> Crystal:
-    return Crystal(
-        space_group=r.space_group, counts=parse_composition(r.composition), a=r.a, b=r.b, c=r.c,
-        alpha=r.alpha, beta=r.beta, gamma=r.gamma, id=r.candidate_id,
-        extra={"round": r.round_index, "score": r.score, "selected": r.selected, "batch_rank": r.batch_rank,
-               "prediction": json.loads(r.prediction_json)},
-    )

@@ -1,0 +1,205 @@
+"""ORM models of the campaign store and the plain records its repository returns."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from discovery.crystal import Crystal, parse_composition
+from orchestration.errors import UserError
+
+RoundState = Literal[
+    "started", "proxy_fitted", "generator_trained", "sampled", "selected", "evaluating", "evaluated", "logged", "completed"
+]
+ROUND_STATES: tuple[RoundState, ...] = (
+    "started", "proxy_fitted", "generator_trained", "sampled", "selected", "evaluating", "evaluated", "logged", "completed",
+)
+CampaignStatus = Literal["running", "completed", "stopped", "failed"]
+ResultStatus = Literal["ok", "failed", "unconverged", "invalid", "timeout"]
+ModelKind = Literal["proxy", "generator"]
+
+
+class StoreError(UserError):
+    """The store cannot be used (unreachable, wrong campaign, illegal state change); the message says why."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CampaignRow(Base):
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    config_json: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    code_version: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class RoundRow(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("campaign_id", "index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(24), default="started")
+    seed: Mapped[int] = mapped_column(Integer)
+    code_version: Mapped[str] = mapped_column(String(128))
+    proxy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    generator_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metrics_json: Mapped[str] = mapped_column(Text, default="{}")
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CandidateRow(Base):
+    __tablename__ = "candidates"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[str] = mapped_column(String(128))
+    round_index: Mapped[int] = mapped_column(Integer)
+    space_group: Mapped[int] = mapped_column(Integer)
+    composition: Mapped[str] = mapped_column(String(512))
+    reduced_formula: Mapped[str] = mapped_column(String(256))
+    a: Mapped[float] = mapped_column(Float)
+    b: Mapped[float] = mapped_column(Float)
+    c: Mapped[float] = mapped_column(Float)
+    alpha: Mapped[float] = mapped_column(Float)
+    beta: Mapped[float] = mapped_column(Float)
+    gamma: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prediction_json: Mapped[str] = mapped_column(Text, default="{}")
+    selected: Mapped[bool] = mapped_column(Boolean, default=False)
+    batch_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class OracleJobRow(Base):
+    __tablename__ = "oracle_jobs"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[str] = mapped_column(String(128))
+    round_index: Mapped[int] = mapped_column(Integer)
+    oracle: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | running | done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class OracleResultRow(Base):
+    __tablename__ = "oracle_results"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[str] = mapped_column(String(128))
+    round_index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    targets_json: Mapped[str] = mapped_column(Text, default="{}")
+    relaxed_cif: Mapped[str | None] = mapped_column(Text, nullable=True)
+    provenance_json: Mapped[str] = mapped_column(Text, default="{}")
+    wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("campaign_id", "kind", "version"), UniqueConstraint("campaign_id", "kind", "round_index"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    round_index: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    mlflow_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+# -- records returned to callers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecord:
+    name: str
+    config_hash: str
+    config: dict[str, Any]
+    seed: int
+    code_version: str
+    status: str
+    mlflow_run_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    index: int
+    state: str
+    seed: int
+    code_version: str
+    proxy_version: int | None
+    generator_version: int | None
+    metrics: dict[str, float]
+    mlflow_run_id: str | None
+
+    @property
+    def completed(self) -> bool:
+        return self.state == "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    candidate_id: str
+    round_index: int
+    status: str
+    targets: dict[str, float]
+    relaxed_cif: str | None
+    provenance: dict[str, Any]
+    wall_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    kind: str
+    version: int
+    round_index: int
+    path: str
+    mlflow_uri: str | None
+
+
+def campaign_record(r: CampaignRow) -> CampaignRecord:
+    return CampaignRecord(r.name, r.config_hash, json.loads(r.config_json), r.seed, r.code_version, r.status, r.mlflow_run_id)
+
+
+def round_record(r: RoundRow) -> RoundRecord:
+    return RoundRecord(r.index, r.state, r.seed, r.code_version, r.proxy_version, r.generator_version,
+                       json.loads(r.metrics_json), r.mlflow_run_id)
+
+
+def result_record(r: OracleResultRow) -> ResultRecord:
+    return ResultRecord(r.candidate_id, r.round_index, r.status, json.loads(r.targets_json), r.relaxed_cif,
+                        json.loads(r.provenance_json), r.wall_s)
+
+
+def row_crystal(r: CandidateRow) -> Crystal:
+    return Crystal(
+        space_group=r.space_group, counts=parse_composition(r.composition), a=r.a, b=r.b, c=r.c,
+        alpha=r.alpha, beta=r.beta, gamma=r.gamma, id=r.candidate_id,
+        extra={"round": r.round_index, "score": r.score, "selected": r.selected, "batch_rank": r.batch_rank,
+               "prediction": json.loads(r.prediction_json)},
+    )
