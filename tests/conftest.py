@@ -73,3 +73,17 @@ def mlflow_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     root = tmp_path_factory.mktemp("mlflow-server")
     with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts") as service:
         yield service.url
+
+
+@pytest.fixture
+def prefect_server_settings(prefect_api_url: str) -> Iterator[str]:
+    """Point in-process Prefect (flows, clients) at the session's Prefect server for one test."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_api_url}):
+        yield prefect_api_url
+        # Send batched run logs and events while the server is still up, with these settings.
+        APILogWorker.drain_all(timeout=10, at_exit=False)
+        EventsWorker.drain_all(timeout=10, at_exit=False)

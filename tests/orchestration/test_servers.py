@@ -30,15 +30,22 @@ print(check(21))
 
 
 @pytest.mark.slow
-def test_prefect_server_runs_a_flow(prefect_api_url: str, tmp_path: Path) -> None:
+def test_prefect_server_runs_a_flow(prefect_server_settings: str, tmp_path: Path) -> None:
+    prefect_api_url = prefect_server_settings
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "PREFECT_HOME": str(tmp_path / "client-home")}
     out = subprocess.run([sys.executable, "-c", FLOW], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "42"
 
     import anyio
+    from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    @flow(name="matloop-in-process-check")
+    def in_process() -> str:
+        return "ok"
+
+    assert in_process() == "ok"  # runs in this process, reported to the server
 
     async def runs() -> list[tuple[str, str | None]]:
         async with get_client() as client:
@@ -46,8 +53,8 @@ def test_prefect_server_runs_a_flow(prefect_api_url: str, tmp_path: Path) -> Non
             names = {f.id: f.name for f in await client.read_flows()}
             return [(names[r.flow_id], r.state.type.value if r.state else None) for r in found]
 
-    with temporary_settings({PREFECT_API_URL: prefect_api_url}):
-        assert ("matloop-harness-check", "COMPLETED") in anyio.run(runs)
+    found = anyio.run(runs)
+    assert ("matloop-harness-check", "COMPLETED") in found and ("matloop-in-process-check", "COMPLETED") in found
 
 
 @pytest.mark.slow
