@@ -207,6 +207,7 @@ def load_reference(name: ReferenceName = "mp20+li-fe-o", *, data_dir: Path = DAT
     """Build (once per process) the named reference; see the module docstring for the choices."""
     entries: list[RefEntry] = []
     files: dict[str, str] = {}
+    mp20 = _mp20_frames(mp20_dir or data_dir / "mp20") if name == "mp20+li-fe-o" else None  # fail fast
     elemental = data_dir / "mp_reference" / ELEMENTAL_FILE
     elemental_references(data_dir)
     files[_display(elemental, data_dir)] = _sha256(elemental)
@@ -216,9 +217,9 @@ def load_reference(name: ReferenceName = "mp20+li-fe-o", *, data_dir: Path = DAT
                                     formation_energy_per_atom(e.composition, e.energy, data_dir=data_dir)))
         path = data_dir / "mp_reference" / LIFEO_FILE
         files[_display(path, data_dir)] = _sha256(path)
-    if name == "mp20+li-fe-o":
+    if mp20 is not None:
         mp20_dir = mp20_dir or data_dir / "mp20"
-        df = _mp20_frames(mp20_dir)
+        df = mp20
         for row in df.itertuples(index=False):
             entries.append(RefEntry(str(row.id), Composition(str(row.composition)), float(row.formation_energy_per_atom)))
         for fname in sorted(set(df["file"])):
