@@ -1,31 +1,18 @@
-"""Campaign configuration: one YAML file, validated by pydantic.
-
-``load_config(path)`` reads and validates a campaign file; every problem (malformed YAML, an
-unknown key, an unknown element, an impossible range) becomes a :class:`ConfigError` whose
-message is one paragraph naming the file, the field path and the fix. Nothing is written.
-
-Units: energies in eV/atom, band gap in eV, density in g/cm³, ionic conductivity in S/cm
-(log10 where ``log10`` is set), lengths in Å, angles in degrees, time budgets in seconds.
-"""
+"""The campaign config schema (pydantic, unknown keys rejected) and its hash."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestration.errors import UserError
-
-if TYPE_CHECKING:
-    from discovery.gfn import SearchSpace
 
 TargetName = Literal["formation_energy_per_atom", "e_above_hull", "band_gap", "density", "ionic_conductivity"]
 Goal = Literal["minimize", "maximize", "target"]
@@ -345,184 +332,3 @@ def config_hash(config: CampaignConfig) -> str:
     """SHA-256 (first 16 hex digits) of the config's scientific content; unchanged by where it runs."""
     text = json.dumps(config.science(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# -- loading and error messages -----------------------------------------------------------------
-
-
-def parse_config(data: object, *, source: str = "<config>", base_dir: Path | None = None) -> CampaignConfig:
-    """Validate already-parsed YAML data; relative paths are taken relative to ``base_dir``."""
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise ConfigError(f"{source} is {kind}, not a mapping of campaign settings; start from configs/demo.yaml.")
-    try:
-        cfg = CampaignConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=source)) from None
-    if base_dir is not None:
-        updates: dict[str, Any] = {}
-        if cfg.seed_data.path is not None and not cfg.seed_data.path.is_absolute():
-            updates["seed_data"] = cfg.seed_data.model_copy(update={"path": (base_dir / cfg.seed_data.path).resolve()})
-        if updates:
-            cfg = cfg.model_copy(update=updates)
-    return cfg
-
-
-def load_config(path: str | Path) -> CampaignConfig:
-    """Read and validate a campaign YAML file; raises :class:`ConfigError` with a one-paragraph message."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"campaign config {p} does not exist; check the path (shipped configs are in configs/).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read campaign config {p}: {exc}; check the file and its permissions.") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_message(exc, p)) from None
-    return parse_config(data, source=str(p), base_dir=p.parent)
-
-
-def _yaml_message(exc: yaml.YAMLError, path: Path) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    detail = f"{problem} ({context})" if context else problem
-    return (
-        f"{path} is not valid YAML{where}: {detail}; check the indentation, colons and quoting near that line "
-        "(YAML needs spaces, not tabs, and `key: value` pairs)."
-    )
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("local", "address", "slurm", "dask"):
-            continue  # discriminator tags add nothing for the reader
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The pydantic model that holds the field at ``loc`` (for listing allowed keys)."""
-    tagged: dict[str, dict[str, type[BaseModel]]] = {
-        "runner": {"local": LocalRunner, "dask": DaskRunner},
-        "cluster": {"local": LocalClusterSettings, "address": AddressSettings, "slurm": SlurmClusterSettings},
-    }
-    model: type[BaseModel] | None = CampaignConfig
-    prev: int | str = ""
-    for part in loc[:-1]:
-        if model is None:
-            return None
-        if isinstance(part, int):
-            continue
-        if str(prev) in tagged and part in tagged[str(prev)]:
-            model, prev = tagged[str(prev)][part], part
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        model, prev = _submodel(field.annotation), part
-    return model
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _submodel(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def format_validation_error(exc: ValidationError, *, source: str) -> str:
-    """One paragraph: which file, which field path, what is wrong and how to fix it."""
-    parts: list[str] = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = _field_path(loc)
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            model = _model_at(loc)
-            allowed = sorted(model.model_fields) if model else []
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"did you mean `{close[0]}`? " if close else ""
-            parts.append(f"`{path}` is not a known setting; {hint}remove it or use one of: {', '.join(allowed)}")
-        elif kind == "missing":
-            parts.append(f"`{path}` is required; add it")
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            got = err.get("input")
-            shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-            parts.append(f"`{path}`: {msg}{shown}")
-    n = len(parts)
-    head = f"{source} is not a valid campaign config ({n} problem{'s' if n > 1 else ''}): "
-    return head + "; ".join(parts) + ". Fix the file and run again; configs/demo.yaml shows every section."
-
-
-def build_search_space(config: CampaignConfig) -> SearchSpace:
-    """The generator's ``discovery.gfn.SearchSpace`` for this config.
-
-    The generator validates the space itself (e.g. elements that no allowed space group can host);
-    its ``ValueError`` becomes a :class:`ConfigError` naming ``search_space``.
-    """
-    from discovery.gfn import SearchSpace
-
-    s = config.search_space
-    try:
-        space = SearchSpace(
-            elements=s.elements,
-            max_elements=s.max_elements,
-            min_elements=s.min_elements,
-            max_atoms_per_element=s.max_atoms_per_element,
-            max_atoms=s.max_atoms,
-            space_groups=s.space_group_numbers(),
-            length_range=s.length_range,
-            angle_range=s.angle_range,
-        )
-        if hasattr(space, "check_feasible"):
-            space.check_feasible()  # e.g. elements that no allowed space group can host
-        return space
-    except ValueError as exc:
-        text = str(exc).rstrip(".")
-        hint = "" if "allow" in text or ";" in text else "; widen the elements, atom limits or space groups"
-        raise ConfigError(f"campaign {config.name!r}: `search_space` cannot be used: {text}{hint}.") from None
-
-
-def task_runner_for(runner: LocalRunner | DaskRunner) -> Any:
-    """The Prefect task runner the config asks for: a thread pool, or prefect-dask's ``DaskTaskRunner``
-    on a ``LocalCluster``, an existing scheduler, or a ``dask_jobqueue.SLURMCluster`` (imported lazily)."""
-    if isinstance(runner, LocalRunner):
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=runner.max_workers)
-    from prefect_dask import DaskTaskRunner
-
-    c = runner.cluster
-    if isinstance(c, AddressSettings):
-        return DaskTaskRunner(address=c.address)
-    if isinstance(c, LocalClusterSettings):
-        kwargs: dict[str, Any] = {"n_workers": c.n_workers, "threads_per_worker": c.threads_per_worker,
-                                  "processes": True, "host": "127.0.0.1", "dashboard_address": None}
-        if c.memory_limit:
-            kwargs["memory_limit"] = c.memory_limit
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
-    import importlib.util
-
-    if importlib.util.find_spec("dask_jobqueue") is None:
-        raise ConfigError("`runner.cluster.type: slurm` needs the dask-jobqueue package; install it (pip install dask-jobqueue) "
-                          "or use `type: local` / `type: address`.")
-    kwargs = {"cores": c.cores, "memory": c.memory, "walltime": c.walltime,
-              "job_extra_directives": list(c.job_extra_directives)}
-    if c.queue:
-        kwargs["queue"] = c.queue
-    if c.account:
-        kwargs["account"] = c.account
-    return DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster", cluster_kwargs=kwargs,
-                          adapt_kwargs={"minimum": 1, "maximum": c.jobs})

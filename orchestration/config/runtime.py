@@ -1,0 +1,79 @@
+"""Objects a campaign config asks for at run time: the generator's search space, the task runner."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from orchestration.config.schema import (
+    AddressSettings,
+    CampaignConfig,
+    ConfigError,
+    DaskRunner,
+    LocalClusterSettings,
+    LocalRunner,
+)
+
+if TYPE_CHECKING:
+    from discovery.gfn import SearchSpace
+
+
+def build_search_space(config: CampaignConfig) -> SearchSpace:
+    """The generator's ``discovery.gfn.SearchSpace`` for this config.
+
+    The generator validates the space itself (e.g. elements that no allowed space group can host);
+    its ``ValueError`` becomes a :class:`ConfigError` naming ``search_space``.
+    """
+    from discovery.gfn import SearchSpace
+
+    s = config.search_space
+    try:
+        space = SearchSpace(
+            elements=s.elements,
+            max_elements=s.max_elements,
+            min_elements=s.min_elements,
+            max_atoms_per_element=s.max_atoms_per_element,
+            max_atoms=s.max_atoms,
+            space_groups=s.space_group_numbers(),
+            length_range=s.length_range,
+            angle_range=s.angle_range,
+        )
+        if hasattr(space, "check_feasible"):
+            space.check_feasible()  # e.g. elements that no allowed space group can host
+        return space
+    except ValueError as exc:
+        text = str(exc).rstrip(".")
+        hint = "" if "allow" in text or ";" in text else "; widen the elements, atom limits or space groups"
+        raise ConfigError(f"campaign {config.name!r}: `search_space` cannot be used: {text}{hint}.") from None
+
+
+def task_runner_for(runner: LocalRunner | DaskRunner) -> Any:
+    """The Prefect task runner the config asks for: a thread pool, or prefect-dask's ``DaskTaskRunner``
+    on a ``LocalCluster``, an existing scheduler, or a ``dask_jobqueue.SLURMCluster`` (imported lazily)."""
+    if isinstance(runner, LocalRunner):
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=runner.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    c = runner.cluster
+    if isinstance(c, AddressSettings):
+        return DaskTaskRunner(address=c.address)
+    if isinstance(c, LocalClusterSettings):
+        kwargs: dict[str, Any] = {"n_workers": c.n_workers, "threads_per_worker": c.threads_per_worker,
+                                  "processes": True, "host": "127.0.0.1", "dashboard_address": None}
+        if c.memory_limit:
+            kwargs["memory_limit"] = c.memory_limit
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+    import importlib.util
+
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        raise ConfigError("`runner.cluster.type: slurm` needs the dask-jobqueue package; install it (pip install dask-jobqueue) "
+                          "or use `type: local` / `type: address`.")
+    kwargs = {"cores": c.cores, "memory": c.memory, "walltime": c.walltime,
+              "job_extra_directives": list(c.job_extra_directives)}
+    if c.queue:
+        kwargs["queue"] = c.queue
+    if c.account:
+        kwargs["account"] = c.account
+    return DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster", cluster_kwargs=kwargs,
+                          adapt_kwargs={"minimum": 1, "maximum": c.jobs})
