@@ -12,17 +12,22 @@ Pure functions over :class:`~discovery.crystal.Crystal` lists and numpy arrays; 
   ``(1 - diversity) * score01 + diversity * min distance to the batch``; ``"k_center"`` farthest-first
   over the best-scored pool (size ``pool_factor * B``) starting from the best score; ``"greedy"``
   the top-B scores. Ties are broken by a seeded random order, so results are deterministic.
+* ``unique_structures``: after relaxation, drop structures that StructureMatcher finds equal to a
+  known one or an earlier one (e.g. to count unique hits).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from discovery.crystal import Crystal
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
 
 DedupeKey = tuple[str, int]
 SelectionMethod = Literal["mmr", "k_center", "greedy"]
@@ -193,3 +198,22 @@ def diversity_summary(crystals: Sequence[Crystal]) -> dict[str, int]:
         "distinct_elements": len({el for c in crystals for el in c.counts}),
         "distinct_compositions": len({c.reduced_formula() for c in crystals}),
     }
+
+
+def unique_structures(structures: Sequence[Structure], *, known: Sequence[Structure] = (), ltol: float = 0.2,
+                      stol: float = 0.3, angle_tol: float = 5.0) -> list[int]:
+    """Indices of relaxed structures that match neither a ``known`` structure nor an earlier one in
+    the list (pymatgen ``StructureMatcher``; only structures with the same reduced formula are compared)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    matcher = StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol)
+    seen: dict[str, list[Structure]] = {}
+    for s in known:
+        seen.setdefault(s.composition.reduced_formula, []).append(s)
+    kept: list[int] = []
+    for i, s in enumerate(structures):
+        group = seen.setdefault(s.composition.reduced_formula, [])
+        if not any(matcher.fit(s, other) for other in group):
+            kept.append(i)
+        group.append(s)
+    return kept

@@ -105,3 +105,16 @@ def test_mmr_batch_is_more_diverse_than_greedy() -> None:
     assert diversity_summary(greedy)["distinct_compositions"] == 1
     assert diversity_summary(mmr)["distinct_compositions"] == 3
     assert diversity_summary(mmr)["distinct_space_groups"] >= 2 > diversity_summary(greedy)["distinct_space_groups"]
+
+
+def test_unique_structures_after_relaxation() -> None:
+    from pymatgen.core import Lattice, Structure
+
+    from discovery.selection import unique_structures
+
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    rocksalt_strained = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.70), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cscl_type = Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    lif = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.03), ["Li", "F"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert unique_structures([rocksalt, rocksalt_strained, cscl_type, lif]) == [0, 2, 3]
+    assert unique_structures([rocksalt_strained, lif], known=[rocksalt]) == [1]
