@@ -321,22 +321,22 @@ class CHGNetOracle:
         if self.settings.workers == 0:
             results = self._evaluate_local(chunks, results, progress)
         else:
-            from concurrent.futures import as_completed
-
-            pool = self._ensure_pool()
-            futures: dict[Future[list[OracleResult]], list[_Task]] = {pool.submit(_run_chunk, c): c for c in chunks}
-            for fut in as_completed(futures):
-                chunk = futures[fut]
-                try:
-                    for task, res in zip(chunk, fut.result(), strict=True):
-                        results[task.index] = res
-                except BrokenProcessPool:
-                    for task in chunk:
-                        results[task.index] = failed(task.id, "failed", "the worker process died (crash or out of memory)")
-                    self._pool = None
-                except Exception as exc:
-                    for task in chunk:
-                        results[task.index] = failed(task.id, "failed", f"{type(exc).__name__}: {exc}")
+            broken: list[list[_Task]] = []
+            for chunk, outcome in self._pool_map(chunks):
+                if isinstance(outcome, BrokenProcessPool):
+                    broken.append(chunk)
+                    continue
+                for task, res in zip(chunk, outcome, strict=True):
+                    results[task.index] = res
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(tasks))
+            # a worker died (segfault, out of memory): rerun the affected chunks one at a time in fresh
+            # workers, so that only the candidate that kills its worker is lost
+            for chunk in broken:
+                (_, outcome), = self._pool_map([chunk])
+                for task, res in zip(chunk, _or_died(chunk, outcome), strict=True):
+                    results[task.index] = res
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(tasks))
@@ -345,6 +345,25 @@ class CHGNetOracle:
             res = maybe or failed(task.id, "failed", "no result returned")
             res.provenance = {**prov, **res.provenance}
             out.append(res)
+        return out
+
+    def _pool_map(self, chunks: list[list[_Task]]) -> list[tuple[list[_Task], list[OracleResult] | BrokenProcessPool]]:
+        """Run chunks in the pool; a chunk whose worker died yields the BrokenProcessPool error."""
+        from concurrent.futures import as_completed
+
+        pool = self._ensure_pool()
+        futures: dict[Future[list[OracleResult]], list[_Task]] = {pool.submit(_run_chunk, c): c for c in chunks}
+        out: list[tuple[list[_Task], list[OracleResult] | BrokenProcessPool]] = []
+        for fut in as_completed(futures):
+            chunk = futures[fut]
+            try:
+                out.append((chunk, fut.result()))
+            except BrokenProcessPool as exc:
+                out.append((chunk, exc))
+            except Exception as exc:  # e.g. a result that cannot be pickled
+                out.append((chunk, [failed(t.id, "failed", f"{type(exc).__name__}: {exc}") for t in chunk]))
+        if any(isinstance(o, BrokenProcessPool) for _, o in out):
+            self.close()
         return out
 
     def _evaluate_local(self, chunks: list[list[_Task]], results: list[OracleResult | None],
@@ -372,6 +391,13 @@ class CHGNetOracle:
             if limiter is not None:
                 limiter.restore_original_limits()
         return results
+
+
+def _or_died(chunk: list[_Task], outcome: list[OracleResult] | BrokenProcessPool) -> list[OracleResult]:
+    if isinstance(outcome, BrokenProcessPool):
+        return [failed(t.id, "failed", "the worker process died while evaluating this candidate "
+                                       "(crash or out of memory)") for t in chunk]
+    return outcome
 
 
 def _noop(_: int) -> None:

@@ -18,7 +18,7 @@ from discovery.crystal import Crystal
 from oracles.base import Candidate
 from oracles.relax import TimedCHGNetCalculator, load_chgnet_calculator
 
-Fault = Literal["raise", "nan", "explode", "collapse", "slow"]
+Fault = Literal["raise", "nan", "explode", "collapse", "slow", "crash"]
 
 
 def rocksalt(a: str, b: str, lattice: float) -> Structure:
@@ -66,6 +66,10 @@ class FaultyCalculator(TimedCHGNetCalculator):
             fault = self.faults.get(Composition(atoms.get_chemical_formula()).reduced_formula)
         if fault == "raise":
             raise RuntimeError("injected model failure")
+        if fault == "crash":  # the worker process dies as in a segfault (only use with workers ≥ 1)
+            import os
+
+            os._exit(70)
         if fault == "slow":
             time.sleep(1.0)
         super().calculate(atoms=atoms, properties=properties, system_changes=system_changes, task=task)

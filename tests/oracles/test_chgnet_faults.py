@@ -55,6 +55,19 @@ def test_faults_become_results_in_worker_processes(mp20_dir: Path) -> None:
         _check(oracle.evaluate(_batch()))
 
 
+@pytest.mark.slow
+def test_a_crashing_worker_loses_only_its_own_candidate(mp20_dir: Path) -> None:
+    structures = small_structures()
+    batch = [Candidate.from_structure(structures[k], id=k) for k in ("NaCl", "MgO", "LiF", "KCl")]
+    with CHGNetOracle(calculator_factory=FaultFactory({"MgO": "crash"}), workers=2, steps=30,
+                      mp20_dir=str(mp20_dir)) as oracle:
+        results = oracle.evaluate(batch)
+        assert [r.candidate_id for r in results] == ["NaCl", "MgO", "LiF", "KCl"]
+        assert [r.status for r in results] == ["ok", "failed", "ok", "ok"]
+        assert "worker process died" in results[1].message
+        assert oracle.evaluate(batch[:1])[0].status == "ok"  # the pool is rebuilt for the next batch
+
+
 def test_unconverged_relaxation_is_reported(chgnet_fast: CHGNetOracle, mp20_dir: Path) -> None:
     s = small_structures()["NaCl"].copy()
     s.perturb(0.3, 0.2)
