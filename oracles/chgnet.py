@@ -28,12 +28,12 @@ from __future__ import annotations
 import math
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
@@ -45,6 +45,9 @@ from oracles.reference import ReferenceName, corrected_energy, load_reference
 from oracles.relax import RelaxFault, RelaxSettings, load_chgnet_calculator, relax_structure, static_energies
 
 ORACLE_VERSION = "1"
+DIED: Final = "died"
+HUNG: Final = "hung"
+_Outcome = list[OracleResult] | str
 CalculatorFactory = Callable[[str], Any]
 """``factory(device) -> ASE calculator`` with ``model_time_s``, ``reset()`` and (for static mode) ``model``.
 Must be importable by name (a module-level function or class) when ``workers ≥ 1``."""
@@ -63,6 +66,7 @@ class CHGNetSettings(BaseModel):
     optimizer: Literal["FIRE", "BFGS"] = "FIRE"
     cell_filter: Literal["unit", "frechet"] = "unit"
     max_volume_change: float = Field(4.0, gt=1, description="volume factor beyond which a cell exploded/collapsed")
+    hard_timeout_grace_s: float = Field(30.0, gt=0, description="workers only: slack before hung workers are killed, s")
     workers: int = Field(0, ge=0, description="0: in-process; N: pool of N processes, one torch thread each")
     threads: int = Field(1, ge=1, description="torch threads for in-process evaluation")
     device: Literal["cpu", "cuda"] = "cpu"
@@ -323,7 +327,7 @@ class CHGNetOracle:
         else:
             broken: list[list[_Task]] = []
             for chunk, outcome in self._pool_map(chunks):
-                if isinstance(outcome, BrokenProcessPool):
+                if isinstance(outcome, str):
                     broken.append(chunk)
                     continue
                 for task, res in zip(chunk, outcome, strict=True):
@@ -334,9 +338,9 @@ class CHGNetOracle:
             # a worker died (segfault, out of memory): rerun the affected chunks one at a time in fresh
             # workers, so that only the candidate that kills its worker is lost
             for chunk in broken:
-                (_, outcome), = self._pool_map([chunk])
-                for task, res in zip(chunk, _or_died(chunk, outcome), strict=True):
-                    results[task.index] = res
+                for _, outcome in self._pool_map([chunk]):
+                    for task, res in zip(chunk, _final(chunk, outcome, self.settings.timeout_s), strict=True):
+                        results[task.index] = res
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(tasks))
@@ -347,24 +351,47 @@ class CHGNetOracle:
             out.append(res)
         return out
 
-    def _pool_map(self, chunks: list[list[_Task]]) -> list[tuple[list[_Task], list[OracleResult] | BrokenProcessPool]]:
-        """Run chunks in the pool; a chunk whose worker died yields the BrokenProcessPool error."""
-        from concurrent.futures import as_completed
+    def _pool_map(self, chunks: list[list[_Task]]) -> Iterator[tuple[list[_Task], _Outcome]]:
+        """Run chunks in the pool, yielding ``(chunk, outcome)`` as they finish.
 
+        The outcome is the chunk's results, or :data:`DIED` when its worker died, or :data:`HUNG` when the
+        hard deadline passed (cooperative per-structure timeouts failed, e.g. one model call never
+        returned); then the workers are killed. Hard deadline, counted from when the workers are ready:
+        1.5 × ``timeout_s`` per candidate in the longest queue of one worker, plus ``hard_timeout_grace_s``.
+        """
+        self.warm_up()  # worker start-up does not count against the deadline
         pool = self._ensure_pool()
         futures: dict[Future[list[OracleResult]], list[_Task]] = {pool.submit(_run_chunk, c): c for c in chunks}
-        out: list[tuple[list[_Task], list[OracleResult] | BrokenProcessPool]] = []
-        for fut in as_completed(futures):
-            chunk = futures[fut]
-            try:
-                out.append((chunk, fut.result()))
-            except BrokenProcessPool as exc:
-                out.append((chunk, exc))
-            except Exception as exc:  # e.g. a result that cannot be pickled
-                out.append((chunk, [failed(t.id, "failed", f"{type(exc).__name__}: {exc}") for t in chunk]))
-        if any(isinstance(o, BrokenProcessPool) for _, o in out):
+        per_worker = math.ceil(sum(len(c) for c in chunks) / self.settings.workers)
+        deadline = time.monotonic() + 1.5 * self.settings.timeout_s * per_worker + self.settings.hard_timeout_grace_s
+        pending = set(futures)
+        restart = False
+        while pending:
+            finished, pending = wait(pending, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                try:
+                    yield futures[fut], fut.result()
+                except BrokenProcessPool:
+                    restart = True
+                    yield futures[fut], DIED
+                except Exception as exc:  # e.g. a result that cannot be pickled
+                    yield futures[fut], [failed(t.id, "failed", f"{type(exc).__name__}: {exc}") for t in futures[fut]]
+            if pending and not finished and time.monotonic() >= deadline:
+                self._kill_workers()
+                for fut in pending:
+                    yield futures[fut], HUNG
+                return
+        if restart:
             self.close()
-        return out
+
+    def _kill_workers(self) -> None:
+        """Kill the worker processes (no public API in ProcessPoolExecutor; a new pool starts next time)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def _evaluate_local(self, chunks: list[list[_Task]], results: list[OracleResult | None],
                         progress: ProgressCallback | None) -> list[OracleResult | None]:
@@ -393,10 +420,14 @@ class CHGNetOracle:
         return results
 
 
-def _or_died(chunk: list[_Task], outcome: list[OracleResult] | BrokenProcessPool) -> list[OracleResult]:
-    if isinstance(outcome, BrokenProcessPool):
+def _final(chunk: list[_Task], outcome: _Outcome, timeout_s: float) -> list[OracleResult]:
+    if outcome == DIED:
         return [failed(t.id, "failed", "the worker process died while evaluating this candidate "
                                        "(crash or out of memory)") for t in chunk]
+    if outcome == HUNG:
+        return [failed(t.id, "timeout", f"killed: no result within the hard limit (1.5 × {timeout_s} s per "
+                                        "candidate); a model call never returned") for t in chunk]
+    assert not isinstance(outcome, str)
     return outcome
 
 

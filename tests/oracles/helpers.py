@@ -18,7 +18,7 @@ from discovery.crystal import Crystal
 from oracles.base import Candidate
 from oracles.relax import TimedCHGNetCalculator, load_chgnet_calculator
 
-Fault = Literal["raise", "nan", "explode", "collapse", "slow", "crash"]
+Fault = Literal["raise", "nan", "explode", "collapse", "slow", "crash", "hang"]
 
 
 def rocksalt(a: str, b: str, lattice: float) -> Structure:
@@ -70,6 +70,8 @@ class FaultyCalculator(TimedCHGNetCalculator):
             import os
 
             os._exit(70)
+        if fault == "hang":  # a model call that never returns (only use with workers ≥ 1)
+            time.sleep(3600)
         if fault == "slow":
             time.sleep(1.0)
         super().calculate(atoms=atoms, properties=properties, system_changes=system_changes, task=task)

@@ -68,6 +68,17 @@ def test_a_crashing_worker_loses_only_its_own_candidate(mp20_dir: Path) -> None:
         assert oracle.evaluate(batch[:1])[0].status == "ok"  # the pool is rebuilt for the next batch
 
 
+@pytest.mark.slow
+def test_a_hung_model_call_is_killed_at_the_hard_deadline(mp20_dir: Path) -> None:
+    structures = small_structures()
+    batch = [Candidate.from_structure(structures[k], id=k) for k in ("NaCl", "Si")]
+    with CHGNetOracle(calculator_factory=FaultFactory({"Si": "hang"}), workers=2, steps=30, timeout_s=2.0,
+                      hard_timeout_grace_s=3.0, mp20_dir=str(mp20_dir)) as oracle:
+        results = oracle.evaluate(batch)
+    assert [r.status for r in results] == ["ok", "timeout"]
+    assert "hard limit" in results[1].message
+
+
 def test_unconverged_relaxation_is_reported(chgnet_fast: CHGNetOracle, mp20_dir: Path) -> None:
     s = small_structures()["NaCl"].copy()
     s.perturb(0.3, 0.2)
