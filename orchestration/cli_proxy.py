@@ -78,6 +78,8 @@ def fit(
     validation: Annotated[Path | None, typer.Option(help="crystal-table CSV with the target column, for "
                                                           "recalibration and metrics (mp20 uses its val split)")] = None,
     cv: Annotated[int, typer.Option(help="also report K-fold cross-validated metrics (0 = off)")] = 0,
+    cv_group_by: Annotated[str | None, typer.Option(help="keep rows of a group in one fold: formula, chemsys, "
+                                                         "or a column such as family (OBELiX)")] = None,
     members: Annotated[int, typer.Option(help="ensemble members")] = 5,
     epochs: Annotated[int | None, typer.Option(help="training epochs (default from the configuration)")] = None,
     no_encoder: Annotated[bool, typer.Option("--no-encoder", help="do not use the pre-trained composition encoder")] = False,
@@ -113,10 +115,11 @@ def fit(
         if cv > 1:
             with _progress() as bar:
                 task = bar.add_task(f"{cv}-fold cross-validation", total=cv)
-                cv_metrics = cross_validate(train, folds=cv, config=config, seed=seed,
+                cv_metrics = cross_validate(train, folds=cv, config=config, seed=seed, group_by=cv_group_by,
                                             progress=lambda k, n: bar.update(task, completed=k))
             console.print(_metrics_table(f"{cv}-fold cross-validation", cv_metrics))
             metrics["cross_validation"] = cv_metrics
+            metrics["cross_validation_group_by"] = cv_group_by
         proxy = EnsembleProxy(target_names=(target,), config=config)
         with _progress() as bar:
             task = bar.add_task(f"fitting {members}-member ensemble", total=config.epochs)
@@ -164,7 +167,7 @@ def pretrain(
     epochs: Annotated[int, typer.Option(help="training epochs")] = 40,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ) -> None:
-    """Pre-train the composition encoder on the composition-only sets, MP-20 validation formulas removed.
+    """Pre-train the composition encoder on the composition-only sets, MP-20 formulas removed.
 
     Example: matloop proxy pretrain --out discovery/data/composition_only/encoder.pt --epochs 40
     """
@@ -174,14 +177,40 @@ def pretrain(
     from discovery.proxy.encoder import pretrain_encoder, save_encoder
 
     torch.set_num_threads(1)
-    held_out = [c.formula for c in load_mp20("val", "formation_energy_per_atom").data.crystals]
+    held_out = [c.formula for split in ("train", "val")
+                for c in load_mp20(split, "formation_energy_per_atom").data.crystals]  # type: ignore[arg-type]
     with _progress() as bar:
         task = bar.add_task("pre-training composition encoder", total=epochs)
         encoder, report = pretrain_encoder(exclude_formulas=held_out, epochs=epochs, seed=seed,
                                            progress=lambda k, n, loss: bar.update(task, completed=k))
-    info = {"epochs": epochs, "seed": seed, "excluded": "MP-20 validation formulas (reduced)",
+    info = {"epochs": epochs, "seed": seed, "excluded": "MP-20 train and validation formulas (reduced)",
             "rows": report.n_rows, "excluded_rows": report.n_excluded, "holdout_mae": report.holdout_mae,
             "seconds": round(report.seconds, 1)}
     save_encoder(encoder, out, info=info)
     console.print_json(json.dumps(info))
     console.print(f"encoder written to {out}")
+
+
+def bench_proxy(
+    target: Annotated[str, typer.Option(help="MP-20 target")] = "formation_energy_per_atom",
+    n_predict: Annotated[int, typer.Option(help="crystals to predict")] = 10_000,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Time fitting the default 5-member ensemble on MP-20 train and predicting 10,000 crystals (1 thread).
+
+    Example: matloop proxy bench --json
+    """
+    from discovery.datasets import MP20_TARGETS
+    from discovery.proxy.bench import benchmark_proxy
+
+    with user_errors(FileNotFoundError, ValueError):
+        if target not in MP20_TARGETS:
+            raise UserError(f"--target must be one of {', '.join(MP20_TARGETS)}")
+        result = benchmark_proxy(target=target, n_predict=n_predict)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
+
+
+app.command("bench")(bench_proxy)

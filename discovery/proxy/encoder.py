@@ -1,9 +1,11 @@
 """Pre-training the composition encoder on the composition-only MatBench sets.
 
 The shipped encoder (``discovery/data/composition_only/encoder.pt``, < 1 MB) was trained on
-formation energies (eV/atom) and band gaps (eV) by formula, with every MP-20 validation formula
-removed first, so that MP-20 validation errors of proxies that use it are honest (the sets contain
-almost every MP-20 formula). Rebuild it with ``matloop proxy pretrain`` (≈ 3–5 min on one core).
+formation energies (eV/atom) and band gaps (eV) by formula, with every MP-20 train and validation
+formula removed first: MP-20 validation errors of proxies that use it are then honest (the sets
+contain almost every MP-20 formula), and the encoder is out-of-sample on the proxy's training rows
+as on new ones, so the proxy learns how far to trust it. Rebuild it with ``matloop proxy pretrain``
+(≈ 5 min on one core).
 """
 
 from __future__ import annotations

@@ -39,17 +39,22 @@ class EnsembleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_members: int = Field(default=5, ge=1)
-    hidden: int = Field(default=256, ge=8)
+    hidden: int = Field(default=128, ge=8)
     n_layers: int = Field(default=3, ge=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
-    epochs: int = Field(default=150, ge=1)
-    warm_epochs: int = Field(default=40, ge=1, description="epochs when warm-starting from a previous fit")
-    batch_size: int = Field(default=128, ge=8)
+    epochs: int = Field(default=60, ge=1)
+    warm_epochs: int = Field(default=20, ge=1, description="epochs when warm-starting from a previous fit")
+    batch_size: int = Field(default=256, ge=8, description="largest per-member batch")
+    min_steps_per_epoch: int = Field(default=8, ge=1, description="smaller batches on small data sets")
     lr: float = Field(default=2e-3, gt=0)
     warm_lr: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
-    nll_weight: float = Field(default=0.2, ge=0, description="weight of the variance head's Gaussian NLL")
+    nll_weight: float = Field(default=1.0, ge=0, description="weight of the variance head's Gaussian NLL")
     bootstrap: bool = Field(default=False, description="each member trains on its own bootstrap resample")
+    variance_holdout: float = Field(default=0.2, ge=0, lt=1, description=(
+        "share of rows, drawn per member, used only to train that member's variance head (on its "
+        "out-of-sample residuals); the mean is trained on the others. 0 = both on all rows"))
+    dense_keep: float = Field(default=1.0, gt=0, le=1, description="share of dense features each member sees")
     use_encoder: bool = True
     calibration_level: float = Field(default=0.9, gt=0, lt=1)
     calibration_fraction: float = Field(default=0.1, ge=0, lt=0.5,
@@ -103,7 +108,8 @@ class EnsembleProxy:
     def _new_net(self, n_lattice: int, n_dense: int) -> EnsembleNet:
         c = self.config
         return EnsembleNet(n_members=c.n_members, n_targets=len(self.target_names), n_lattice=n_lattice,
-                           n_dense=n_dense, hidden=c.hidden, n_layers=c.n_layers, dropout=c.dropout)
+                           n_dense=n_dense, hidden=c.hidden, n_layers=c.n_layers, dropout=c.dropout,
+                           dense_keep=c.dense_keep)
 
     # ---------------------------------------------------------------------- fit
     def fit(self, data: LabeledSet, *, warm_start: EnsembleProxy | None = None, validation: LabeledSet | None = None,
@@ -149,7 +155,7 @@ class EnsembleProxy:
             net = self._new_net(lattice.shape[1], dense.shape[1])
         epochs, lr = (c.warm_epochs, c.warm_lr) if warm else (c.epochs, c.lr)
         n, e = len(train), c.n_members
-        bs = min(c.batch_size, n)
+        bs = max(1, min(c.batch_size, -(-n // c.min_steps_per_epoch)))
         steps_per_epoch = max(1, n // bs)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
@@ -157,6 +163,8 @@ class EnsembleProxy:
         frac, sg = feats.fractions, feats.space_group
         rows = (torch.randint(0, n, (e, n), generator=gen) if c.bootstrap
                 else torch.arange(n).expand(e, n))  # (E, n) rows each member trains on
+        # (E, n): 1 where a row trains the member's mean, 0 where it trains only its variance head
+        for_mean = (torch.rand(e, n, generator=gen) >= c.variance_holdout).float()
         net.train()
         for epoch in range(epochs):
             order = rows.gather(1, torch.argsort(torch.rand(e, n, generator=gen), dim=1))
@@ -164,12 +172,16 @@ class EnsembleProxy:
                 idx = order[:, s * bs:(s + 1) * bs]  # (E, B): each member its own batch
                 mu, logvar = net(frac[idx], sg[idx], lattice[idx], dense[idx])
                 target = y[idx]
-                loss = torch.nn.functional.smooth_l1_loss(mu, target, beta=0.1)
+                w_mean = for_mean.gather(1, idx)[..., None] if c.variance_holdout > 0 else torch.ones(1, 1, 1)
+                w_var = 1.0 - w_mean if c.variance_holdout > 0 else w_mean
+                robust = torch.nn.functional.smooth_l1_loss(mu, target, beta=0.1, reduction="none")
+                loss = (robust * w_mean).sum() / (w_mean.expand_as(mu).sum() + 1e-9)
                 if c.nll_weight > 0:
                     nll = 0.5 * (logvar + (target - mu.detach()) ** 2 * torch.exp(-logvar))
-                    loss = loss + c.nll_weight * nll.mean()
+                    loss = loss + c.nll_weight * (nll * w_var).sum() / (w_var.expand_as(mu).sum() + 1e-9)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                 opt.step()
                 sched.step()
             if progress:

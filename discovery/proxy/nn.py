@@ -33,10 +33,6 @@ def _element_buffers() -> tuple[Tensor, Tensor, Tensor]:
 
 
 class EnsembleNet(nn.Module):
-    props: Tensor
-    period: Tensor
-    group: Tensor
-
     """The paper's proxy, E members at once.
 
     Per member: element vector = [embedding(Z), embedding(period), embedding(group), W·properties],
@@ -46,8 +42,13 @@ class EnsembleNet(nn.Module):
     and a log-variance (both in standardised units).
     """
 
+    props: Tensor
+    period: Tensor
+    group: Tensor
+    dense_mask: Tensor
+
     def __init__(self, *, n_members: int, n_targets: int, n_lattice: int, n_dense: int, hidden: int = 256,
-                 n_layers: int = 3, dropout: float = 0.1, d_z: int = 24, d_period: int = 4, d_group: int = 4,
+                 n_layers: int = 3, dropout: float = 0.1, dense_keep: float = 1.0, d_z: int = 24, d_period: int = 4, d_group: int = 4,
                  d_props: int = 16, d_sg: int = 12, d_lattice: int = 32) -> None:
         super().__init__()
         e = n_members
@@ -55,6 +56,8 @@ class EnsembleNet(nn.Module):
         self.register_buffer("props", props, persistent=False)
         self.register_buffer("period", period, persistent=False)
         self.register_buffer("group", group, persistent=False)
+        # feature bagging: each member sees its own random share ``dense_keep`` of the dense features
+        self.register_buffer("dense_mask", (torch.rand(e, 1, n_dense) < dense_keep).float())
         self.z_emb = nn.Parameter(torch.randn(e, N_ELEMENTS, d_z) * 0.1)
         self.period_emb = nn.Parameter(torch.randn(e, N_PERIODS, d_period) * 0.1)
         self.group_emb = nn.Parameter(torch.randn(e, N_GROUPS + 1, d_group) * 0.1)
@@ -87,12 +90,19 @@ class EnsembleNet(nn.Module):
         members = torch.arange(self.n_members, device=space_group.device)[:, None]
         sg = self.sg_emb[members, space_group]
         lat = self.lattice2(torch.nn.functional.silu(self.lattice1(lattice)))
-        h = self.body(torch.cat([pooled, sg, torch.nn.functional.silu(lat), dense], dim=-1))
+        h = self.body(torch.cat([pooled, sg, torch.nn.functional.silu(lat), dense * self.dense_mask], dim=-1))
         out = self.out(h)
         return out[..., : self.n_targets], out[..., self.n_targets:].clamp(-10.0, 6.0)
 
 
 class CompositionEncoder(nn.Module):
+    """Composition → (n, d_out) embedding, pre-trained on composition-only formation energies and gaps.
+
+    Inputs: atom fractions (n, 95) and composition statistics (n, S), raw (standardised inside with
+    the saved ``stats_mean``/``stats_std``). ``forward`` returns standardised predictions (n, heads);
+    ``features`` returns the embedding and the predictions in the targets' units (eV/atom, eV).
+    """
+
     props: Tensor
     period: Tensor
     group: Tensor
@@ -100,13 +110,6 @@ class CompositionEncoder(nn.Module):
     stats_std: Tensor
     target_mean: Tensor
     target_std: Tensor
-
-    """Composition → (n, d_out) embedding, pre-trained on composition-only formation energies and gaps.
-
-    Inputs: atom fractions (n, 95) and composition statistics (n, S), raw (standardised inside with
-    the saved ``stats_mean``/``stats_std``). ``forward`` returns standardised predictions (n, heads);
-    ``predict`` returns them in the targets' units (eV/atom, eV).
-    """
 
     def __init__(self, *, n_stats: int, n_heads: int = 2, hidden: int = 256, d_out: int = 64, d_emb: int = 32) -> None:
         super().__init__()
