@@ -24,8 +24,9 @@ def fail(message: str, *, code: int = 2) -> NoReturn:
 @contextmanager
 def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
     """Report ``UserError`` (and the given exception kinds) as a one-paragraph message, exit 2."""
+    caught: tuple[type[BaseException], ...] = (UserError, *kinds)
     try:
         yield
-    except (UserError, *kinds) as exc:
+    except caught as exc:
         fail(str(exc))
 

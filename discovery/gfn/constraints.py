@@ -92,6 +92,25 @@ class _ElementTables:
             self.new_group[i] = self.group[i] != self.group[i - 1]
         max_state = max(max(abs(s) for s in c.oxidation_states) for c in chem)
         self.q_max = int(max_state * rules.max_per_element * max(1, rules.max_elements - 1))
+        # options (N, O): oxidation state, phase after taking it, cation?, valid (padding is invalid)
+        n_opt = max(len(c.oxidation_states) for c in chem)
+        self.opt_sigma = np.zeros((self.n, n_opt), dtype=np.int64)
+        self.opt_cat = np.zeros((self.n, n_opt), dtype=bool)
+        self.opt_valid = np.zeros((self.n, n_opt), dtype=bool)
+        for i, c in enumerate(chem):
+            states = list(c.cation_states) + list(c.anion_states)
+            self.opt_sigma[i, : len(states)] = states
+            self.opt_cat[i, : len(c.cation_states)] = True
+            self.opt_valid[i, : len(states)] = True
+        self.opt_after = np.where(self.opt_cat, C1, A)
+
+    def option_mask(self, phase: int, last_group: int) -> np.ndarray:
+        """(N, O) options allowed after a prefix in ``phase`` whose last element is in ``last_group``."""
+        if phase == A:
+            return self.opt_valid & ~self.opt_cat
+        if phase == C0:
+            return self.opt_valid
+        return self.opt_valid & (self.opt_cat | (self.group != last_group)[:, None])
 
 
 class SpaceGroupConstraints:
@@ -112,7 +131,14 @@ class SpaceGroupConstraints:
         S = self._suffix_tables()
         # M[k - 1][i, phase, r, q] (uint8, 255 = none): fewest atoms of a completion of a composition
         # that has k elements, using elements with canonical index ≥ i. S itself is not kept.
-        self.M = np.stack([self._completion_min(S, k) for k in range(1, rules.max_elements + 1)])
+        M = np.stack([self._completion_min(S, k) for k in range(1, rules.max_elements + 1)])
+        # pad a dummy resource state R (no completion) so that padded successors gather "none"
+        self.M = np.concatenate([M, np.full(M[:, :, :, :1].shape, NONE, dtype=np.uint8)], axis=3)
+        # the same, flattened per n_after with the charge axis padded by Q on both sides (3Q bins,
+        # offset Q): any shifted prefix charge gathers in range, outside the table it reads "none"
+        pad = np.full((*self.M.shape[:4], self.Q), NONE, dtype=np.uint8)
+        self.flat = np.concatenate([pad, self.M, pad], axis=4).reshape(len(self.M), -1)
+        self._plans: dict[tuple[int, int, int], np.ndarray] = {}
         self._row_cache: dict[tuple[int, int, int, int, int], np.ndarray] = {}
 
     # -- dynamic programme ----------------------------------------------------------------------
@@ -175,34 +201,44 @@ class SpaceGroupConstraints:
         elements, using elements with index ≥ i; 255 if none."""
         return self.M[n_after - 1]
 
+    def _plan(self, n_elements: int, r: int, variant: int) -> np.ndarray:
+        """Gather plan of :meth:`row`: (N, C, O·S) flat indices into ``flat[n_elements]`` for prefix
+        charge q_max (add ``q_max − q`` for another charge). ``variant`` −1: anions only (phase A),
+        −2: every option (phase C0), g ≥ 0: phase C1 after a cation of electronegativity group g."""
+        key = (n_elements, r, variant)
+        plan = self._plans.get(key)
+        if plan is None:
+            el, C, Q = self.el, self.rules.max_per_element, self.Q
+            phase, group = {-1: (A, -1), -2: (C0, -1)}.get(variant, (C1, variant))
+            counts = np.arange(1, C + 1)
+            succ = self.succ[1:, r]  # (C, S)
+            e1 = np.arange(1, el.n + 1)[:, None, None, None]
+            base = ((e1 * 3 + el.opt_after[:, None, :, None]) * (self.R + 1) + succ[None, :, None, :]) * (3 * Q)
+            shift = counts[None, :, None] * el.opt_sigma[:, None, :]  # (N, C, O)
+            plan = base + (Q - shift)[..., None]  # index of charge bin q_max − q − nσ when q = 0, plus Q
+            ok = el.option_mask(phase, group)[:, None, :, None] & (succ < self.R)[None, :, None, :]
+            sentinel = self.flat.shape[1] - 1  # always "none" (right padding)
+            plan = np.where(ok, plan, sentinel - 2 * self.el.q_max).reshape(el.n, C, -1)
+            self._plans[key] = plan
+        return plan
+
     def row(self, n_elements: int, phase: int, r: int, q: int, last_group: int) -> np.ndarray:
-        """(N, C) fewest total atoms (this element included) of a valid completion after adding element
-        e with count n from prefix triple (phase, r, q); INF where the action leads nowhere."""
+        """(N, C) int16 fewest total atoms (this element included) of a valid completion after adding
+        element e with count n to a prefix with triple (phase, r, q); INF where the action leads nowhere."""
         key = (n_elements, phase, r, q, last_group if phase == C1 else -1)
         out = self._row_cache.get(key)
         if out is not None:
             return out
-        el, C, qm = self.el, self.rules.max_per_element, self.el.q_max
-        counts = np.arange(1, C + 1)
-        succ = self.succ[1:, r]  # (C, S)
-        out = np.full((el.n, C), INF, dtype=np.int16)
-        if n_elements < self.rules.max_elements:
-            M = self.completion_min(n_elements + 1)
-            for e in range(el.n):
-                options = []
-                if phase in (C0, C1):
-                    options += [(C1, s) for s in el.cation[e]]
-                if phase in (C0, A) or (phase == C1 and el.group[e] != last_group):
-                    options += [(A, s) for s in el.anion[e]]
-                Mpad = np.concatenate([M[e + 1], np.full_like(M[e + 1][:, :1], NONE)], axis=1)  # (3, R+1, Q)
-                best = np.full(C, INF, dtype=np.int16)
-                for ph_after, s in options:
-                    qi = qm - (q + counts * s)  # completion must add charge -(q + n s)
-                    ok = (qi >= 0) & (qi < self.Q)
-                    vals = Mpad[ph_after][succ, np.clip(qi, 0, self.Q - 1)[:, None]]  # (C, S)
-                    vals = np.where(ok[:, None], vals, INF).min(axis=1).astype(np.int16)
-                    np.minimum(best, vals, out=best)
-                out[e] = np.minimum(best + counts.astype(np.int16), INF)
+        C = self.rules.max_per_element
+        if n_elements >= self.rules.max_elements:
+            out = np.full((self.el.n, C), INF, dtype=np.int16)
+        else:
+            variant = -1 if phase == A else (-2 if phase == C0 else last_group)
+            idx = self._plan(n_elements, r, variant) + (self.el.q_max - q)
+            best = self.flat[n_elements].take(idx).min(axis=2).astype(np.int16)
+            out = np.where(best >= NONE, INF, best + np.arange(1, C + 1, dtype=np.int16))
+        if len(self._row_cache) > 200_000:
+            self._row_cache.clear()
         self._row_cache[key] = out
         return out
 
@@ -241,10 +277,18 @@ class CompositionConstraints:
         rules = self.rules
         budget = rules.max_atoms - state.atoms
         last_group = int(self.el.group[state.last]) if state.last >= 0 else -1
-        best = np.full((self.el.n, rules.max_per_element), INF, dtype=np.int16)
-        for ph, r, q in state.triples:
-            np.minimum(best, t.row(state.n_elements, int(ph), int(r), int(q), last_group), out=best)
-        mask = best <= budget
+        mask = np.zeros((self.el.n, rules.max_per_element), dtype=bool)
+        if len(state.triples) and state.n_elements == rules.max_elements - 1:
+            mask = self._last_element_mask(t, state, budget, last_group)
+        elif len(state.triples) and state.n_elements < rules.max_elements:
+            bound = self._upper_bound(t, state, budget, last_group)
+            best = np.full(mask.shape, INF, dtype=np.int16)
+            order = np.argsort(np.abs(state.triples[:, 2]), kind="stable")
+            for ph, r, q in state.triples[order].tolist():
+                np.minimum(best, t.row(state.n_elements, ph, r, q, last_group), out=best)
+                mask = best <= budget
+                if np.array_equal(mask, bound):
+                    break
         mask[: state.last + 1] = False
         if state.n_elements == 0 and rules.min_elements <= 1:
             # a single element is SMACT-valid on its own: allowed when its count fits the Wyckoff positions
@@ -255,6 +299,37 @@ class CompositionConstraints:
         can_end = can_end or state.unary_ok
         return mask, can_end
 
+    def _upper_bound(self, t: SpaceGroupConstraints, state: PrefixState, budget: int, last_group: int) -> np.ndarray:
+        """(N, C) actions no triple can allow are False: earlier elements, counts that fit no Wyckoff
+        resource state or the atom budget, oxidation-state signs the phases exclude."""
+        el, C = self.el, self.rules.max_per_element
+        rs = np.unique(state.triples[:, 1])
+        counts_ok = (t.succ[1:, rs] < t.R).any(axis=(1, 2)) & (np.arange(1, C + 1) <= budget)
+        options = np.zeros(el.opt_valid.shape, dtype=bool)
+        for ph in np.unique(state.triples[:, 0]).tolist():
+            options |= el.option_mask(ph, last_group)
+        elems: np.ndarray = np.asarray(options.any(axis=1))
+        elems[: state.last + 1] = False
+        return elems[:, None] & counts_ok[None, :]
+
+    def _last_element_mask(self, t: SpaceGroupConstraints, state: PrefixState, budget: int, last_group: int) -> np.ndarray:
+        """(N, C) mask when one element slot is left: the element must make the charge exactly zero."""
+        el, C = self.el, self.rules.max_per_element
+        mask = np.zeros((el.n, C), dtype=bool)
+        for ph in np.unique(state.triples[:, 0]).tolist():
+            sel = state.triples[state.triples[:, 0] == ph]
+            opts = el.option_mask(ph, last_group)  # (N, O)
+            num = -sel[:, 2][:, None, None]  # (T, 1, 1)
+            den = np.where(opts, el.opt_sigma, 1)[None]  # (1, N, O)
+            n = num // den
+            ok = opts[None] & (n * den == num) & (n >= 1) & (n <= min(C, budget))
+            ti, ei, oi = np.nonzero(ok)
+            nn = n[ti, ei, oi]
+            fits = (t.succ[nn, sel[ti, 1]] < t.R).any(axis=1)
+            mask[ei[fits], nn[fits] - 1] = True
+        mask[: state.last + 1] = False
+        return mask
+
     def step(self, sg: int, state: PrefixState, element: int, count: int) -> PrefixState:
         """The state after adding ``count`` atoms of canonical element ``element``; keeps only the
         (phase, resource, charge) triples from which a valid completion exists."""
@@ -264,24 +339,21 @@ class CompositionConstraints:
             raise ValueError(f"action (element {element}, count {count}) is not allowed from this state")
         n_after = state.n_elements + 1
         atoms = state.atoms + count
-        M = t.completion_min(n_after)[element + 1]
         last_group = int(el.group[state.last]) if state.last >= 0 else -1
-        new: set[tuple[int, int, int]] = set()
-        for ph, r, q in state.triples:
-            ph = int(ph)
-            if ph == C1 and el.group[element] != last_group:
-                ph = C0
-            opts = ([(C1, s) for s in el.cation[element]] if ph in (C0, C1) else []) + (
-                [(A, s) for s in el.anion[element]] if ph in (C0, A) else []
-            )
-            for r2 in t.alg.successors(int(r), count):
-                for ph2, s in opts:
-                    q2 = int(q) + count * s
-                    qi = el.q_max - q2
-                    if 0 <= qi < t.Q and M[ph2, r2, qi] <= rules.max_atoms - atoms:
-                        new.add((ph2, r2, q2))
+        ph, r, q = state.triples.T
+        ph = np.where((ph == C1) & (el.group[element] != last_group), C0, ph)
+        cat, sig, after = el.opt_cat[element], el.opt_sigma[element], el.opt_after[element]
+        allowed = el.opt_valid[element][None, :] & np.where(cat[None, :], ph[:, None] != A, ph[:, None] != C1)  # (T, O)
+        succ = t.succ[count, r]  # (T, S)
+        q2 = q[:, None] + count * sig[None, :]  # (T, O)
+        qi = el.q_max - q2
+        ok = allowed[:, :, None] & (succ < t.R)[:, None, :] & ((qi >= 0) & (qi < t.Q))[:, :, None]
+        M = t.completion_min(n_after)[element + 1]  # (3, R + 1, Q)
+        vals = M[after[None, :, None], succ[:, None, :], np.clip(qi, 0, t.Q - 1)[:, :, None]]
+        keep = ok & (vals <= rules.max_atoms - atoms)
+        ti, oi, si = np.nonzero(keep)
+        triples = np.unique(np.stack([after[oi], succ[ti, si], q2[ti, oi]], axis=1), axis=0).reshape(-1, 3)
         unary_ok = state.n_elements == 0 and rules.min_elements <= 1 and bool(t.alg.successors(t.alg.start, count))
-        triples = np.array(sorted(new), dtype=np.int64).reshape(-1, 3)
         if not len(triples) and not unary_ok:
             raise ValueError(f"action (element {element}, count {count}) leads to a dead end")
         return PrefixState(element, n_after, atoms, triples, unary_ok, (*state.counts, (element, count)))

@@ -1,0 +1,84 @@
+"""Independent validity checks of sampled crystals (the acceptance checks of the generator).
+
+Each check uses the reference tool directly, not the generator's own tables:
+``smact.screening.smact_validity(..., include_alloys=False)``, ``pyxtal().from_random(3, sg,
+species, counts)``, and the lattice-system relations of the space group.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from pymatgen.core import Composition
+
+from discovery.crystal import Crystal, cell_volume
+from discovery.symmetry import space_group
+
+TOL = 1e-6
+
+
+def smact_ok(crystal: Crystal) -> bool:
+    from smact.screening import smact_validity
+
+    return bool(smact_validity(Composition(crystal.counts), include_alloys=False))
+
+
+def pyxtal_ok(crystal: Crystal, *, seed: int = 0) -> bool:
+    """True when pyxtal places the composition on Wyckoff positions of the space group (no lattice given)."""
+    from pyxtal import pyxtal
+
+    species = list(crystal.counts)
+    counts = [crystal.counts[s] for s in species]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            xtal = pyxtal()
+            xtal.from_random(3, crystal.space_group, species, counts, seed=seed)
+        return bool(xtal.valid)
+    except Exception:
+        return False
+
+
+def lattice_ok(crystal: Crystal) -> bool:
+    """Lattice parameters obey the space group's lattice system and give a cell of positive volume."""
+    a, b, c, al, be, ga = crystal.lattice
+    system = space_group(crystal.space_group).lattice_system
+
+    def eq(x: float, y: float) -> bool:
+        return math.isclose(x, y, rel_tol=TOL, abs_tol=TOL)
+
+    rules = {
+        "cubic": eq(a, b) and eq(b, c) and eq(al, 90) and eq(be, 90) and eq(ga, 90),
+        "tetragonal": eq(a, b) and eq(al, 90) and eq(be, 90) and eq(ga, 90),
+        "hexagonal": eq(a, b) and eq(al, 90) and eq(be, 90) and eq(ga, 120),
+        "orthorhombic": eq(al, 90) and eq(be, 90) and eq(ga, 90),
+        "monoclinic": eq(al, 90) and eq(ga, 90),
+        "triclinic": True,
+    }
+    vol = float(cell_volume(np.array([crystal.lattice]))[0])
+    return bool(rules[system]) and math.isfinite(vol) and vol > 0
+
+
+def validity_report(crystals: Sequence[Crystal], *, pyxtal_max: int | None = 300, seed: int = 0) -> dict[str, float]:
+    """Fractions of ``crystals`` passing each check. pyxtal runs on distinct (space group,
+    composition) pairs only (the lattice plays no part in it), at most ``pyxtal_max`` of them chosen
+    at random (``None``: all), since one call takes 0.01–1 s."""
+    n = len(crystals)
+    if not n:
+        return {"smact": math.nan, "pyxtal": math.nan, "lattice": math.nan, "unique": math.nan}
+    pairs = sorted({(c.space_group, tuple(sorted(c.counts.items()))) for c in crystals})
+    rng = np.random.default_rng(seed)
+    if pyxtal_max is not None and len(pairs) > pyxtal_max:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), pyxtal_max, replace=False))]
+    pyx = [pyxtal_ok(Crystal(sg, dict(counts), 5, 5, 5, 90, 90, 90), seed=seed) for sg, counts in pairs]
+    keys = {(c.space_group, tuple(sorted(c.counts.items())), tuple(round(x, 6) for x in c.lattice)) for c in crystals}
+    return {
+        "smact": float(np.mean([smact_ok(c) for c in crystals])),
+        "pyxtal": float(np.mean(pyx)),
+        "pyxtal_checked": float(len(pairs)),
+        "lattice": float(np.mean([lattice_ok(c) for c in crystals])),
+        "unique": len(keys) / n,
+    }
