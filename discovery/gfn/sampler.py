@@ -57,8 +57,7 @@ def rollout(
         sg_rows = stage == STAGE_SG
         mask[sg_rows, :OFF_COMP] = env.sg_mask_table[st.cls[idx[sg_rows]] + 1, st.ps[idx[sg_rows]] + 1]
         for j in np.flatnonzero(stage == STAGE_COMP):
-            t = idx[j]
-            mask[j] = env.comp_mask(int(st.sg[t]), st.prefix[t])  # type: ignore[arg-type]
+            mask[j] = env.comp_mask(int(st.sg[idx[j]]), st.prefix[idx[j]])  # type: ignore[arg-type]
         explore = np.random.uniform(size=len(idx)) < epsilon
         disc = stage != STAGE_LAT
         actions = np.full(len(idx), -1, dtype=np.int64)
