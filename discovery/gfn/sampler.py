@@ -91,40 +91,40 @@ def rollout(
         b_rows: list[int] = []
         b_masks: list[np.ndarray] = []
         b_actions: list[int] = []
-        for j, t in enumerate(idx.tolist()):
+        for j, tr in enumerate(idx.tolist()):
             a = int(actions[j])
-            s = st.stage[t]
+            s = st.stage[tr]
             if s == STAGE_SG:
                 bm = np.zeros(N_BACKWARD, dtype=bool)
                 if a < OFF_PS:
-                    st.cls[t] = a
-                    bm[B_UNSET_CLS], bm[B_UNSET_PS] = True, st.ps[t] >= 0
+                    st.cls[tr] = a
+                    bm[B_UNSET_CLS], bm[B_UNSET_PS] = True, st.ps[tr] >= 0
                     b_actions.append(B_UNSET_CLS)
                 elif a < OFF_SG:
-                    st.ps[t] = a - OFF_PS
-                    bm[B_UNSET_PS], bm[B_UNSET_CLS] = True, st.cls[t] >= 0
+                    st.ps[tr] = a - OFF_PS
+                    bm[B_UNSET_PS], bm[B_UNSET_CLS] = True, st.cls[tr] >= 0
                     b_actions.append(B_UNSET_PS)
                 else:
                     sg = a - OFF_SG + 1
-                    b_actions.append(int(st.cls[t] >= 0) + 2 * int(st.ps[t] >= 0))
+                    b_actions.append(int(st.cls[tr] >= 0) + 2 * int(st.ps[tr] >= 0))
                     bm[:4] = True
-                    st.sg[t], st.cls[t], st.ps[t] = sg, env.sg_cls[sg], env.sg_ps[sg]
-                    st.stage[t] = STAGE_COMP
-                    st.prefix[t] = env.cc.initial(sg)
-                b_rows.append(t)
+                    st.sg[tr], st.cls[tr], st.ps[tr] = sg, env.sg_cls[sg], env.sg_ps[sg]
+                    st.stage[tr] = STAGE_COMP
+                    st.prefix[tr] = env.cc.initial(sg)
+                b_rows.append(tr)
                 b_masks.append(bm)
             elif s == STAGE_COMP:
                 if a == env.EOS:
-                    st.stage[t] = STAGE_LAT
+                    st.stage[tr] = STAGE_LAT
                 else:
                     flat = a - OFF_COMP
                     full_el, count = divmod(flat, env.C)
                     restricted = int(env.full_to_restricted[full_el])
-                    st.prefix[t] = env.cc.step(int(st.sg[t]), st.prefix[t], restricted, count + 1)  # type: ignore[arg-type]
-                    st.counts[t, full_el] = count + 1
+                    st.prefix[tr] = env.cc.step(int(st.sg[tr]), st.prefix[tr], restricted, count + 1)  # type: ignore[arg-type]
+                    st.counts[tr, full_el] = count + 1
             else:
-                st.u[t] = u[j]
-                st.stage[t] = STAGE_DONE
+                st.u[tr] = u[j]
+                st.stage[tr] = STAGE_DONE
         if b_rows:
             brows = np.array(b_rows)
             brec["feat"].append(env.features(st, brows))
