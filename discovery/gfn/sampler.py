@@ -56,8 +56,8 @@ def rollout(
         mask = np.zeros((len(idx), env.D), dtype=bool)
         sg_rows = stage == STAGE_SG
         mask[sg_rows, :OFF_COMP] = env.sg_mask_table[st.cls[idx[sg_rows]] + 1, st.ps[idx[sg_rows]] + 1]
-        for j in np.flatnonzero(stage == STAGE_COMP):
-            mask[j] = env.comp_mask(int(st.sg[idx[j]]), st.prefix[idx[j]])  # type: ignore[arg-type]
+        for jc in np.flatnonzero(stage == STAGE_COMP).tolist():
+            mask[jc] = env.comp_mask(int(st.sg[idx[jc]]), st.prefix[idx[jc]])  # type: ignore[arg-type]
         explore = np.random.uniform(size=len(idx)) < epsilon
         disc = stage != STAGE_LAT
         actions = np.full(len(idx), -1, dtype=np.int64)
