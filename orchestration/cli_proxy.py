@@ -58,13 +58,14 @@ def _load_dataset(dataset: str, target: str, labels: Path | None, id_column: str
 
 
 def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+    """One row per metric, one column per target (fits a narrow terminal)."""
     table = Table(title=title)
-    table.add_column("target")
+    table.add_column("metric")
+    for name in metrics:
+        table.add_column(name, justify="right")
     keys = [k for k in next(iter(metrics.values())) if not k.startswith("mae_fold_")]
     for k in keys:
-        table.add_column(k, justify="right")
-    for name, m in metrics.items():
-        table.add_row(name, *(f"{m[k]:.4g}" for k in keys))
+        table.add_row(k, *(f"{m[k]:.4g}" for m in metrics.values()))
     return table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from typing import Any
@@ -43,5 +44,5 @@ def benchmark_proxy(*, target: MP20Target = "formation_energy_per_atom", n_predi
         "val_coverage_90_crossfit": round(v["coverage_90_crossfit"], 3),
         "val_spearman_std_abs_error": round(v["spearman_std_abs_error"], 3),
         "torch_threads": threads, "torch": torch.__version__, "machine": platform.machine(),
-        "cpu_count": torch.get_num_threads() and __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
     }

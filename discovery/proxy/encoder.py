@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def pretrain_encoder(*, exclude_formulas: Iterable[str] = (), epochs: int = 30, 
     n_hold = int(holdout_fraction * len(counts))
     hold, train = torch.from_numpy(order[:n_hold]), torch.from_numpy(order[n_hold:])
 
-    enc = CompositionEncoder(n_stats=stats.shape[1])
+    enc = CompositionEncoder(n_stats=stats.shape[1], variance=True)
     enc.stats_mean.copy_(stats[train].mean(0))
     enc.stats_std.copy_(stats[train].std(0).clamp_min(1e-3))
     enc.target_mean.copy_(torch.nanmean(targets[train], 0))
@@ -83,10 +84,15 @@ def pretrain_encoder(*, exclude_formulas: Iterable[str] = (), epochs: int = 30, 
         total, count = 0.0, 0
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
-            pred = enc(fractions[idx], stats[idx])
+            h = enc.embed(fractions[idx], stats[idx])
+            pred = enc.head(h)
             tgt = ystd[idx]
             mask = torch.isfinite(tgt)
             loss = torch.nn.functional.l1_loss(pred[mask], tgt[mask])
+            if enc.var_head is not None:  # Gaussian NLL with the mean detached
+                logvar = enc.var_head(h).clamp(-10, 6)[mask]
+                resid = (tgt[mask] - pred[mask].detach()) ** 2
+                loss = loss + 0.5 * (0.5 * (logvar + resid * torch.exp(-logvar))).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -95,7 +101,8 @@ def pretrain_encoder(*, exclude_formulas: Iterable[str] = (), epochs: int = 30, 
         if progress:
             progress(epoch + 1, epochs, total / max(count, 1))
     enc.eval()
-    pred = enc.features(fractions[hold], stats[hold])[:, -2:]
+    d_out = int(enc.config["d_out"])
+    pred = enc.features(fractions[hold], stats[hold])[:, d_out:d_out + 2]
     mae = {}
     for j, name in enumerate(ENCODER_TARGETS):
         m = torch.isfinite(targets[hold, j])
@@ -129,8 +136,8 @@ def load_encoder(path: str | Path = DEFAULT_ENCODER_PATH) -> CompositionEncoder:
     return enc
 
 
-def encoder_from_state(blob: dict[str, object]) -> CompositionEncoder:
-    enc = CompositionEncoder(**blob["config"])  # type: ignore[arg-type]
-    enc.load_state_dict(blob["state_dict"])  # type: ignore[arg-type]
+def encoder_from_state(blob: dict[str, Any]) -> CompositionEncoder:
+    enc = CompositionEncoder(**blob["config"])
+    enc.load_state_dict(blob["state_dict"])
     enc.eval()
     return enc

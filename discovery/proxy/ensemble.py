@@ -51,7 +51,7 @@ class EnsembleConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     nll_weight: float = Field(default=1.0, ge=0, description="weight of the variance head's Gaussian NLL")
     bootstrap: bool = Field(default=False, description="each member trains on its own bootstrap resample")
-    variance_holdout: float = Field(default=0.2, ge=0, lt=1, description=(
+    variance_holdout: float = Field(default=0.4, ge=0, lt=1, description=(
         "share of rows, drawn per member, used only to train that member's variance head (on its "
         "out-of-sample residuals); the mean is trained on the others. 0 = both on all rows"))
     dense_keep: float = Field(default=1.0, gt=0, le=1, description="share of dense features each member sees")

@@ -111,7 +111,8 @@ class CompositionEncoder(nn.Module):
     target_mean: Tensor
     target_std: Tensor
 
-    def __init__(self, *, n_stats: int, n_heads: int = 2, hidden: int = 256, d_out: int = 64, d_emb: int = 32) -> None:
+    def __init__(self, *, n_stats: int, n_heads: int = 2, hidden: int = 256, d_out: int = 64, d_emb: int = 32,
+                 variance: bool = False) -> None:
         super().__init__()
         props, period, group = _element_buffers()
         self.register_buffer("props", props, persistent=False)
@@ -131,7 +132,15 @@ class CompositionEncoder(nn.Module):
             nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, d_out), nn.SiLU(),
         )
         self.head = nn.Linear(d_out, n_heads)
-        self.config = {"n_stats": n_stats, "n_heads": n_heads, "hidden": hidden, "d_out": d_out, "d_emb": d_emb}
+        # optional log-variance head: how hard a composition is, learned from the large composition-only sets
+        self.var_head = nn.Linear(d_out, n_heads) if variance else None
+        self.config: dict[str, int | bool] = {"n_stats": n_stats, "n_heads": n_heads, "hidden": hidden,
+                                              "d_out": d_out, "d_emb": d_emb, "variance": variance}
+
+    @property
+    def n_features(self) -> int:
+        """Width of :meth:`features`: embedding, predictions and (with a variance head) log std."""
+        return int(self.config["d_out"]) + int(self.config["n_heads"]) * (2 if self.var_head is not None else 1)
 
     def embed(self, fractions: Tensor, stats: Tensor) -> Tensor:
         elem = torch.cat([self.z_emb.weight, self.period_emb(self.period), self.group_emb(self.group),
@@ -144,12 +153,16 @@ class CompositionEncoder(nn.Module):
 
     @torch.no_grad()
     def features(self, fractions: Tensor, stats: Tensor, *, chunk: int = 8192) -> Tensor:
-        """(n, d_out + heads): embedding and predictions in target units, without gradients."""
+        """(n, n_features): embedding, predictions in target units and, with a variance head, the
+        predicted log standard deviations (log of target units); without gradients."""
         was = self.training
         self.eval()
         parts = []
         for i in range(0, fractions.shape[0], chunk):
             h = self.embed(fractions[i:i + chunk], stats[i:i + chunk])
-            parts.append(torch.cat([h, self.head(h) * self.target_std + self.target_mean], dim=-1))
+            cols = [h, self.head(h) * self.target_std + self.target_mean]
+            if self.var_head is not None:
+                cols.append(0.5 * self.var_head(h).clamp(-10, 6) + self.target_std.log())
+            parts.append(torch.cat(cols, dim=-1))
         self.train(was)
-        return torch.cat(parts) if parts else torch.zeros(0, self.config["d_out"] + self.config["n_heads"])
+        return torch.cat(parts) if parts else torch.zeros(0, self.n_features)

@@ -122,7 +122,7 @@ def test_shipped_encoder_and_partial_occupancies():
     data = load_obelix().data.subset(range(0, 478, 40))
     feats = featurize(data.crystals)
     out = encoder.features(feats.fractions, feats.stats)
-    assert out.shape == (len(data), encoder.config["d_out"] + 2)
+    assert out.shape == (len(data), encoder.n_features)
     assert torch.isfinite(out).all()
     # exact fractions are used: rows sum to 1 and match the fractional formula
     assert torch.allclose(feats.fractions.sum(1), torch.ones(len(data)))
