@@ -264,7 +264,6 @@ class CHGNetOracle:
         self.settings = CHGNetSettings(**settings)
         self._factory = calculator_factory
         self._pool: ProcessPoolExecutor | None = None
-        self._local_ready = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> CHGNetOracle:
@@ -288,9 +287,10 @@ class CHGNetOracle:
             list(pool.map(_noop, range(self.settings.workers)))
 
     def _ensure_local(self) -> None:
-        if not self._local_ready or _STATE.get("settings") != self.settings:
+        owner = (id(self), self.settings, self._factory)
+        if _STATE.get("owner") != owner:  # another oracle used this process last (the model stays cached)
             _setup_state(self.settings, self._factory)
-            self._local_ready = True
+            _STATE["owner"] = owner
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
