@@ -1,0 +1,251 @@
+"""The round's steps. Each reads what it needs from the store and the campaign directory, writes
+its outputs (model directories, candidates, the batch, results) and moves the round state on.
+
+Every step is a no-op when the round is already past it, and a pure function of (config seed,
+round index, labels from earlier rounds), so re-running a step after a crash reproduces it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from discovery.crystal import Crystal
+from orchestration.campaign import faults
+from orchestration.campaign.context import Campaign
+from orchestration.campaign.data import best_label, plain, seed_keys, training_set
+from orchestration.campaign.progress import step
+from orchestration.config import build_search_space
+from orchestration.store import ROUND_STATES, RoundState
+
+
+def past(camp: Campaign, round_index: int, state: RoundState) -> bool:
+    """True when the round has already reached ``state``."""
+    cur = camp.store.get_round(camp.name, round_index).state
+    return ROUND_STATES.index(cur) >= ROUND_STATES.index(state)  # type: ignore[arg-type]
+
+
+# -- proxy ----------------------------------------------------------------------------------------
+def _proxy_config(camp: Campaign, round_index: int) -> Any:
+    from discovery.proxy import EnsembleConfig
+
+    p = camp.config.proxy
+    return EnsembleConfig(n_members=p.members, hidden=max(8, p.hidden), n_layers=p.layers, epochs=p.epochs,
+                          warm_epochs=max(1, p.epochs // 3), lr=p.learning_rate, batch_size=max(8, p.batch_size),
+                          seed=camp.seed_for(round_index) % (2**31))
+
+
+def fit_proxies(camp: Campaign, round_index: int) -> str:
+    """Fit one ensemble per target on all labels so far (warm start from the last round's); returns the dir."""
+    out = camp.model_dir("proxy", round_index)
+    if past(camp, round_index, "proxy_fitted"):
+        return str(out)
+    from discovery.proxy import EnsembleProxy
+
+    t0 = time.perf_counter()
+    previous = camp.store.latest_model(camp.name, "proxy")
+    metrics: dict[str, float] = {}
+    for target in camp.config.targets:
+        target_dir = out / target.name
+        prev_dir = None if previous is None or previous.round_index >= round_index else previous.path
+        if target.source == "seed_proxy" and prev_dir is not None:  # fit once on the seed data, then reuse
+            EnsembleProxy.load(f"{prev_dir}/{target.name}").save(target_dir)
+            continue
+        data = training_set(camp.store, camp.config, target, before_round=round_index)
+        warm = EnsembleProxy.load(f"{prev_dir}/{target.name}") if prev_dir and camp.config.proxy.warm_start else None
+        proxy = EnsembleProxy(target_names=(target.name,), config=_proxy_config(camp, round_index))
+        with step(f"round {round_index}: fit proxy ({target.name}, {len(data)} labels)", total=None) as update:
+            report = proxy.fit(data, warm_start=warm, progress=lambda e, n: update(e))
+        proxy.save(target_dir)
+        val = report.validation.get(target.name, {})
+        metrics.update({f"proxy_mae_{target.name}": val.get("mae", float("nan")),
+                        f"proxy_calibration_scale_{target.name}": report.calibration_scale.get(target.name, 1.0),
+                        f"proxy_coverage_90_{target.name}": val.get("coverage_90_crossfit", val.get("coverage_90", float("nan"))),
+                        f"proxy_n_train_{target.name}": float(report.n_train)})
+    record = camp.store.add_model(camp.name, "proxy", round_index=round_index, path=out)
+    metrics["t_proxy_s"] = time.perf_counter() - t0
+    faults.point("proxy_fitted")
+    camp.store.advance_round(camp.name, round_index, "proxy_fitted", proxy_version=record.version, metrics=metrics)
+    return str(out)
+
+
+def load_proxies(camp: Campaign, round_index: int) -> dict[str, Any]:
+    from discovery.proxy import EnsembleProxy
+
+    d = camp.model_dir("proxy", round_index)
+    return {t.name: EnsembleProxy.load(d / t.name) for t in camp.config.targets}
+
+
+def acquisition(camp: Campaign, round_index: int, proxies: dict[str, Any], crystals: Sequence[Crystal]
+                ) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Acquisition scores (n,), higher is better (weighted over targets), and per-crystal predictions."""
+    from discovery.proxy import expected_improvement, greedy, target_value, ucb
+
+    acq = camp.config.acquisition
+    total = torch.zeros(len(crystals))
+    preds: list[dict[str, float]] = [{} for _ in crystals]
+    for target in camp.config.targets:
+        post = proxies[target.name].posterior(crystals)
+        maximize = target.goal == "maximize"
+        if target.goal == "target":
+            s = target_value(post, value=float(target.value or 0.0), kappa=acq.kappa if acq.kind == "ucb" else 0.0)
+        elif acq.kind == "greedy":
+            s = greedy(post, maximize=maximize)
+        elif acq.kind == "ucb":
+            s = ucb(post, kappa=acq.kappa, maximize=maximize)
+        else:
+            best = best_label(camp.store, camp.config, target, before_round=round_index)
+            s = expected_improvement(post, best=best, maximize=maximize, xi=acq.xi)
+        total += target.weight * s.float()
+        mu, sd = post.column(0)
+        for i in range(len(crystals)):
+            preds[i][f"{target.name}_mean"] = float(mu[i])
+            preds[i][f"{target.name}_std"] = float(sd[i])
+    return total.numpy().astype(float), preds
+
+
+def log_rewards(camp: Campaign, scores: np.ndarray) -> np.ndarray:
+    from discovery.proxy import log_reward_from_acquisition
+
+    t = torch.as_tensor(scores, dtype=torch.float32)
+    return log_reward_from_acquisition(t, temperature=camp.config.acquisition.temperature).numpy().astype(float)
+
+
+# -- generator ------------------------------------------------------------------------------------
+def _generator_settings(camp: Campaign) -> tuple[Any, Any]:
+    from discovery.gfn import PolicyConfig, TrainConfig
+
+    hyper = dict(camp.config.generator.hyper)
+    pol = {f.name: hyper[f.name] for f in fields(PolicyConfig) if f.name in hyper}
+    tr = {f.name: hyper[f.name] for f in fields(TrainConfig) if f.name in hyper}
+    return PolicyConfig(**pol), TrainConfig(**tr)
+
+
+def train_generator(camp: Campaign, round_index: int) -> str:
+    """Train (round 0) or fine-tune (warm start from the last checkpoint) the Crystal-GFN on the
+    acquisition reward of this round's proxy; returns the checkpoint dir."""
+    out = camp.model_dir("generator", round_index)
+    if past(camp, round_index, "generator_trained"):
+        return str(out)
+    from discovery.gfn import CrystalGFN
+
+    t0 = time.perf_counter()
+    seed = camp.seed_for(round_index)
+    previous = camp.store.latest_model(camp.name, "generator")
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    if previous is not None and previous.round_index < round_index:
+        gfn = CrystalGFN.load(previous.path, device=camp.config.generator.device)
+        iterations = camp.config.generator.iterations_per_round
+    else:
+        policy, train = _generator_settings(camp)
+        gfn = CrystalGFN(build_search_space(camp.config), device=camp.config.generator.device, seed=seed,
+                         policy=policy, train=train)
+        iterations = camp.config.generator.iterations_first_round
+    torch.manual_seed(seed)
+    proxies = load_proxies(camp, round_index)
+
+    def reward(crystals: Sequence[Crystal]) -> np.ndarray:
+        return log_rewards(camp, acquisition(camp, round_index, proxies, crystals)[0])
+
+    with step(f"round {round_index}: train generator", total=iterations) as update:
+        report = gfn.train(reward, iterations=iterations, progress=lambda i, _row: update(i), log_every=5)
+    gfn.save(out)
+    (out / "train_report.json").write_text(json.dumps({k: v for k, v in asdict(report).items()}, default=float))
+    record = camp.store.add_model(camp.name, "generator", round_index=round_index, path=out)
+    metrics = {"gfn_loss": report.loss, "gfn_log_z": report.log_z, "gfn_iterations": float(report.iterations),
+               "gfn_trajectories_per_s": report.trajectories_per_s, "t_generator_s": time.perf_counter() - t0}
+    faults.point("generator_trained")
+    camp.store.advance_round(camp.name, round_index, "generator_trained", generator_version=record.version, metrics=metrics)
+    return str(out)
+
+
+# -- sampling and selection -----------------------------------------------------------------------
+def sample_candidates(camp: Campaign, round_index: int) -> int:
+    """Sample N crystals, drop duplicates (seed data, earlier rounds, within the sample), score and store them."""
+    if past(camp, round_index, "sampled"):
+        return len(camp.store.crystals(camp.name, None))
+    from discovery.gfn import CrystalGFN
+    from discovery.selection import dedupe, dedupe_key
+
+    t0 = time.perf_counter()
+    seed = camp.seed_for(round_index)
+    gfn = CrystalGFN.load(camp.model_dir("generator", round_index), device=camp.config.generator.device)
+    n = camp.config.candidates_per_round
+    with step(f"round {round_index}: sample {n} candidates", total=n) as update:
+        sampled = gfn.sample(n, seed=seed, progress=update)
+    crystals = [Crystal(c.space_group, c.counts, *c.lattice, id=f"r{round_index:03d}-{i:05d}") for i, c in enumerate(sampled)]
+    earlier = {dedupe_key(c) for c in camp.store.crystals(camp.name) if int(c.extra.get("round", 0)) < round_index}  # type: ignore[call-overload]
+    result = dedupe(crystals, known=earlier | seed_keys(camp.config))
+    kept = [crystals[i] for i in result.kept]
+    scores, preds = acquisition(camp, round_index, load_proxies(camp, round_index), kept)
+    camp.store.add_candidates(camp.name, round_index, kept, scores=list(scores), predictions=preds)
+    logr = log_rewards(camp, scores) if len(kept) else np.zeros(1)
+    metrics = {"n_sampled": float(n), "n_unique": float(len(kept)), "n_duplicates_known": float(result.n_known),
+               "n_duplicates_repeated": float(result.n_repeated), "reward_log_mean": float(np.mean(logr)),
+               "reward_log_max": float(np.max(logr)), "reward_log_min": float(np.min(logr)),
+               "reward_log_std": float(np.std(logr)), "t_sample_s": time.perf_counter() - t0}
+    faults.point("sampled")
+    camp.store.advance_round(camp.name, round_index, "sampled", metrics=metrics)
+    return len(kept)
+
+
+def batch_size_for(camp: Campaign, round_index: int) -> int:
+    """B, capped so that the campaign never exceeds ``stopping.max_oracle_calls``."""
+    cap = camp.config.stopping.max_oracle_calls
+    b = camp.config.batch_size
+    if cap is None:
+        return b
+    before = sum(1 for r in camp.store.results(camp.name) if r.round_index < round_index)
+    earlier_batches = sum(len(camp.store.batch(camp.name, r)) for r in range(round_index))
+    return max(0, min(b, cap - max(before, earlier_batches)))
+
+
+def select(camp: Campaign, round_index: int) -> list[str]:
+    """Choose a diverse batch of B among the round's candidates and create its oracle jobs."""
+    if past(camp, round_index, "selected"):
+        return camp.store.batch(camp.name, round_index)
+    from discovery.selection import diversity_summary, select_batch
+
+    t0 = time.perf_counter()
+    pool = [c for c in camp.store.crystals(camp.name) if c.extra.get("round") == round_index]
+    scores = [float(c.extra["score"]) if c.extra.get("score") is not None else float("nan") for c in pool]  # type: ignore[arg-type]
+    sel = camp.config.selection
+    chosen = select_batch([plain(c) for c in pool], scores, batch_size=batch_size_for(camp, round_index),
+                          method=sel.method, diversity=sel.diversity, seed=camp.seed_for(round_index))
+    ids = [pool[i].id for i in chosen]
+    camp.store.select_batch(camp.name, round_index, ids, oracle=camp.config.oracle.name)
+    faults.point("selected")
+    div = {f"batch_{k}": float(v) for k, v in diversity_summary([pool[i] for i in chosen]).items()}
+    camp.store.advance_round(camp.name, round_index, "selected",
+                             metrics={**div, "batch_size": float(len(ids)), "t_select_s": time.perf_counter() - t0})
+    return ids
+
+
+# -- oracle ---------------------------------------------------------------------------------------
+def evaluate_candidate(camp: Campaign, round_index: int, candidate_id: str) -> str:
+    """Evaluate one batch candidate with the oracle and persist its result (once); returns its status.
+
+    A candidate that already has a result is not evaluated again. Exceptions (transient failures:
+    a dead worker, a store hiccup) propagate so that the task is retried.
+    """
+    if candidate_id not in camp.store.pending(camp.name, round_index):
+        return "done"
+    from oracles.base import Candidate
+
+    crystal = plain(camp.store.crystals(camp.name, [candidate_id])[0])
+    camp.store.start_job(camp.name, candidate_id)
+    faults.point("oracle_started")
+    with camp.oracles.acquire() as oracle:
+        result = oracle.evaluate([Candidate.from_crystal(crystal)], seed=camp.seed_for(round_index))[0]
+    provenance = {**result.provenance, "message": result.message, "n_steps": result.n_steps}
+    camp.store.record_result(camp.name, candidate_id, status=result.status, targets=dict(result.targets),
+                             relaxed_cif=result.structure_cif, provenance=provenance, wall_s=result.wall_time_s)
+    faults.point("result_recorded")
+    return result.status

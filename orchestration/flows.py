@@ -1,0 +1,174 @@
+"""Prefect flows of a campaign: ``campaign_flow`` runs one ``round`` subflow per round.
+
+Round: fit proxy → train generator → sample + dedupe → select a diverse batch → oracle tasks (one
+per candidate, fanned out on the configured task runner, retried on transient failure) → metrics,
+files, MLflow → done. Tasks are thin wrappers over :mod:`orchestration.campaign.steps` and
+:mod:`orchestration.campaign.report`; they take the config path and ids and return ids/paths.
+
+The store is the source of truth: each step is skipped when its round state is already reached,
+and the oracle tasks evaluate only ``pending()`` candidates, so a campaign killed at any moment
+resumes (``campaign_flow`` on the same config) with exactly the oracle calls of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import wait
+
+from orchestration.campaign import steps
+from orchestration.campaign.context import Campaign, campaign_for, release
+from orchestration.campaign.report import log_round
+from orchestration.config import task_runner_for
+from orchestration.store import code_version
+
+
+@task(name="fit-proxy", retries=1, retry_delay_seconds=2)
+def fit_proxy_task(config_path: str, round_index: int) -> str:
+    return steps.fit_proxies(campaign_for(config_path), round_index)
+
+
+@task(name="train-generator", retries=1, retry_delay_seconds=2)
+def train_generator_task(config_path: str, round_index: int) -> str:
+    return steps.train_generator(campaign_for(config_path), round_index)
+
+
+@task(name="sample-candidates", retries=1, retry_delay_seconds=2)
+def sample_task(config_path: str, round_index: int) -> int:
+    return steps.sample_candidates(campaign_for(config_path), round_index)
+
+
+@task(name="select-batch", retries=1, retry_delay_seconds=2)
+def select_task(config_path: str, round_index: int) -> list[str]:
+    return steps.select(campaign_for(config_path), round_index)
+
+
+@task(name="oracle", task_run_name="oracle-{candidate_id}", persist_result=True)
+def oracle_task(config_path: str, round_index: int, candidate_id: str) -> str:
+    return steps.evaluate_candidate(campaign_for(config_path), round_index, candidate_id)
+
+
+@task(name="log-round", retries=1, retry_delay_seconds=2)
+def log_task(config_path: str, round_index: int) -> dict[str, Any]:
+    return log_round(campaign_for(config_path), round_index)
+
+
+def _evaluate(camp: Campaign, config_path: str, round_index: int) -> None:
+    """Fan the round's pending candidates out as oracle tasks; raise if any still lacks a result."""
+    from orchestration.campaign.progress import step
+
+    camp.store.advance_round(camp.name, round_index, "evaluating")
+    pending = camp.store.pending(camp.name, round_index)
+    oc = camp.config.oracle
+    oracle = oracle_task.with_options(retries=oc.retries, retry_delay_seconds=oc.retry_delay_s,
+                                      timeout_seconds=oc.timeout_s)
+    t0 = time.perf_counter()
+    total = len(camp.store.batch(camp.name, round_index))
+    with step(f"round {round_index}: oracle {oc.name} on {total} candidates", total=total) as update:
+        update(total - len(pending))
+        futures = [oracle.submit(config_path, round_index, cid) for cid in pending]
+        remaining = list(futures)
+        while remaining:
+            _done, not_done = wait(remaining, timeout=1.0)
+            remaining = list(not_done)
+            update(total - len(camp.store.pending(camp.name, round_index)))
+    for fut in futures:
+        if fut.state.is_failed():
+            fut.result(raise_on_failure=False)
+    left = camp.store.pending(camp.name, round_index)
+    if left:
+        raise RuntimeError(f"round {round_index}: {len(left)} candidate(s) have no oracle result after retries "
+                           f"({', '.join(left[:5])}); run `matloop resume {camp.name}` to try them again")
+    prior = camp.store.get_round(camp.name, round_index).metrics.get("t_oracle_s", 0.0)
+    camp.store.advance_round(camp.name, round_index, "evaluating",
+                             metrics={"t_oracle_s": prior + time.perf_counter() - t0})
+
+
+@flow(name="round", flow_run_name="{campaign}-round-{round_index}", log_prints=True)
+def round_flow(config_path: str, round_index: int, campaign: str = "") -> dict[str, float]:
+    """One round; every step is skipped when the store says it is done."""
+    camp = campaign_for(config_path)
+    t0 = time.perf_counter()
+    camp.store.start_round(camp.name, round_index, seed=camp.seed_for(round_index), code_version=code_version())
+    fit_proxy_task(config_path, round_index)
+    train_generator_task(config_path, round_index)
+    sample_task(config_path, round_index)
+    select_task(config_path, round_index)
+    if not steps.past(camp, round_index, "evaluated"):
+        _evaluate(camp, config_path, round_index)
+    info: dict[str, Any] = {}
+    if not steps.past(camp, round_index, "logged"):
+        info = log_task(config_path, round_index)
+    metrics = camp.store.get_round(camp.name, round_index).metrics
+    wall = time.perf_counter() - t0
+    timing = {"t_round_s": wall}
+    if "t_oracle_s" in metrics and not steps.past(camp, round_index, "completed"):
+        timing["non_oracle_share"] = max(0.0, 1.0 - metrics["t_oracle_s"] / wall)
+    camp.tracker.log_metrics(timing, step=round_index)
+    if info.get("markdown"):
+        create_markdown_artifact(markdown=info["markdown"], key=f"{_key(camp.name)}-round-{round_index}",
+                                 description=f"{camp.name} round {round_index}: metrics and top candidates")
+    camp.tracker.end_round()
+    rec = camp.store.advance_round(camp.name, round_index, "completed", metrics=timing)
+    return rec.metrics
+
+
+def _key(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "campaign"
+
+
+def should_stop(camp: Campaign) -> str | None:
+    """Why the campaign stops before its last round (stopping criteria), or None."""
+    s = camp.config.stopping
+    rounds = [r for r in camp.store.rounds(camp.name) if r.completed]
+    if s.max_oracle_calls is not None and len(camp.store.results(camp.name)) >= s.max_oracle_calls:
+        return f"reached max_oracle_calls ({s.max_oracle_calls})"
+    if rounds:
+        last = rounds[-1].metrics
+        if s.target_hits is not None and last.get("cumulative_unique_hits", 0) >= s.target_hits:
+            return f"found {int(last['cumulative_unique_hits'])} unique hits (target_hits {s.target_hits})"
+        if s.patience_rounds is not None and len(rounds) > s.patience_rounds:
+            best = [r.metrics.get("best_so_far", float("nan")) for r in rounds]
+            if best[-1] == best[-1 - s.patience_rounds]:
+                return f"no better best value in {s.patience_rounds} rounds (patience_rounds)"
+    return None
+
+
+@flow(name="campaign", flow_run_name="{config_path}", log_prints=True)
+def campaign_flow(config_path: str, max_rounds: int | None = None) -> dict[str, Any]:
+    """Run (or continue) the campaign of ``config_path`` up to its ``rounds``; ``max_rounds`` limits how
+    many rounds this flow run adds (a scheduled deployment continues one round per run)."""
+    logger = get_run_logger()
+    camp = campaign_for(config_path)
+    try:
+        tracker = camp.tracker
+        run_id = tracker.start_campaign(camp.name, params=camp.config.science(),
+                                        tags={"matloop.code_version": code_version()})
+        camp.store.set_campaign(camp.name, status="running", mlflow_run_id=run_id)
+        runner = task_runner_for(camp.config.runner)
+        done_now = 0
+        reason: str | None = None
+        for r in range(camp.config.rounds):
+            rounds = {x.index: x for x in camp.store.rounds(camp.name)}
+            if r in rounds and rounds[r].completed:
+                continue
+            reason = should_stop(camp)
+            if reason or (max_rounds is not None and done_now >= max_rounds):
+                break
+            logger.info("campaign %s: round %d", camp.name, r)
+            round_flow.with_options(task_runner=runner)(config_path, r, campaign=camp.name)
+            done_now += 1
+        reason = reason or should_stop(camp)
+        completed = sum(x.completed for x in camp.store.rounds(camp.name))
+        status = "completed" if completed >= camp.config.rounds else ("stopped" if reason else "running")
+        camp.store.set_campaign(camp.name, status=status)  # type: ignore[arg-type]
+        if status != "running":
+            tracker.end_campaign()
+        if reason:
+            logger.info("campaign %s stopped: %s", camp.name, reason)
+        return camp.store.summary(camp.name)
+    finally:
+        release(config_path)
