@@ -1,9 +1,287 @@
-"""Campaign commands: run, resume, status, export, ui, schedule."""
+"""Campaign commands: run, resume, status, export, ui, schedule.
+
+Prefect and MLflow are configured here before they are imported: a project-local ``PREFECT_HOME``
+(``./.prefect``), analytics and telemetry off, a generous ephemeral-server start-up timeout.
+Every expected problem (bad config, unreachable store, unknown campaign) is one paragraph on
+stderr and exit code 2, with nothing written.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestration.errors import UserError, fail, user_errors
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+def prefect_environment(*, verbose: bool = False) -> None:
+    """Environment defaults for Prefect/MLflow in this process (set before importing them)."""
+    os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+
+
+class _RichReporter:
+    """Shows each long step of a round as a Rich progress bar (see orchestration.campaign.progress)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def start(self, description: str, total: float | None) -> int:
+        return int(self.progress.add_task(description, total=total))
+
+    def update(self, handle: int, completed: float) -> None:
+        self.progress.update(TaskID(handle), completed=completed)
+
+    def stop(self, handle: int) -> None:
+        task = self.progress.tasks[[t.id for t in self.progress.tasks].index(TaskID(handle))]
+        self.progress.update(TaskID(handle), completed=task.total or task.completed, total=task.total or task.completed or 1)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[None]:
+    from orchestration.campaign.progress import set_reporter
+
+    if not enabled:
+        yield
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        set_reporter(_RichReporter(bar))
+        try:
+            yield
+        finally:
+            set_reporter(None)
+
+
+def _prepare(config_path: Path) -> tuple[Any, Path]:
+    """Validate everything a run needs before anything is written; returns (config, snapshot path)."""
+    from oracles.registry import available_oracles
+    from orchestration.campaign.data import seed_data
+    from orchestration.campaign.status import write_snapshot
+    from orchestration.config import build_search_space, load_config
+    from orchestration.store import open_campaign
+
+    cfg = load_config(config_path)
+    if cfg.oracle.name not in available_oracles():
+        raise UserError(f"{config_path}: `oracle.name: {cfg.oracle.name}` is not a known oracle; "
+                        f"available: {', '.join(available_oracles())}")
+    with console.status("checking the search space and seed data"):
+        build_search_space(cfg)
+        for target in cfg.targets:
+            seed_data(cfg, target.name)
+    store, _record = open_campaign(cfg)
+    store.close()
+    return cfg, write_snapshot(cfg)
+
+
+def _run_flow(snapshot: Path, *, max_rounds: int | None, show_progress: bool) -> dict[str, Any]:
+    from orchestration.flows import campaign_flow
+
+    started = time.perf_counter()
+    with _progress(show_progress):
+        try:
+            summary = campaign_flow(str(snapshot), max_rounds=max_rounds)
+        except UserError:
+            raise
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            name = snapshot.parent.name
+            fail(f"the campaign stopped with an error: {type(exc).__name__}: {text}. Completed rounds and oracle "
+                 f"results are kept in the store; fix the cause and continue with `matloop resume {name}`.", code=1)
+    summary["wall_s"] = round(time.perf_counter() - started, 1)
+    return dict(summary)
+
+
+def _where(cfg: Any, summary: dict[str, Any]) -> None:
+    out_console.print(f"[bold]{cfg.name}[/]: {summary['completed_rounds']} round(s) completed, "
+                      f"{summary['oracle_results']} oracle results, status {summary['status']} "
+                      f"({summary.get('wall_s', '?')} s)")
+    out_console.print(f"  store:    {cfg.resolved_store_url()}")
+    out_console.print(f"  files:    {cfg.resolved_dir()}  (rounds/*/batch.csv, plots, hits)")
+    out_console.print(f"  MLflow:   {cfg.resolved_tracking_uri()}  (experiment {cfg.experiment_name()})")
+    out_console.print(f"  status:   matloop status {cfg.name}    UIs: matloop ui")
+
+
+def _run(config: Path, *, rounds: int | None, verbose: bool, quiet: bool) -> None:
+    prefect_environment(verbose=verbose)
+    with user_errors():
+        cfg, snapshot = _prepare(config)
+        summary = _run_flow(snapshot, max_rounds=rounds, show_progress=not quiet)
+    _where(cfg, summary)
+
+
+def run(
+    config: Path = typer.Argument(..., help="campaign YAML (see configs/demo.yaml)"),
+    rounds: int | None = typer.Option(None, "--rounds", min=1, help="run at most this many more rounds now"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's run logs"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Run a campaign (or continue it: rounds already completed in its store are kept).
+
+    Example: matloop run configs/demo.yaml
+    """
+    _run(config, rounds=rounds, verbose=verbose, quiet=quiet)
+
+
+def resume(
+    name: str = typer.Argument(..., help="campaign name (the `name:` in its config)"),
+    directory: Path | None = typer.Option(None, "--dir", help="campaign directory (default runs/NAME)"),
+    rounds: int | None = typer.Option(None, "--rounds", min=1, help="run at most this many more rounds now"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's run logs"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Continue an interrupted campaign where its store says it stopped (no oracle call is repeated).
+
+    Example: matloop resume demo
+    """
+    from orchestration.campaign.status import snapshot_for
+
+    prefect_environment(verbose=verbose)
+    with user_errors():
+        snapshot = snapshot_for(name, directory=directory)
+    _run(snapshot, rounds=rounds, verbose=verbose, quiet=quiet)
+
+
+def status(
+    name: str | None = typer.Argument(None, help="campaign name; may be left out when the store holds one campaign"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    store: str | None = typer.Option(None, "--store", help="store URL (default $MATLOOP_STORE_URL or runs/NAME/store.db)"),
+) -> None:
+    """Rounds, oracle calls, hits and the best candidates of a campaign.
+
+    Example: matloop status demo --json
+    """
+    from orchestration.campaign import status as st
+
+    with user_errors():
+        db = st.open_store(st.store_url_for(name, store=store))
+        try:
+            info = st.status(db, st.pick_campaign(db, name))
+        finally:
+            db.close()
+    if as_json:
+        print(json.dumps(info, default=str))
+        return
+    out_console.print(f"[bold]{info['name']}[/] ({info['status']}): {info['rounds_completed']}/{info['rounds_planned']} "
+                      f"rounds, {info['oracle_calls']} oracle calls, {info['hits']} hits ({info['unique_hits']} unique)")
+    rounds = Table("round", "state", "batch", "results", "hit rate", "best so far")
+    for r in info["rounds"]:
+        m = r["metrics"]
+        rounds.add_row(str(r["index"]), r["state"], str(r["batch"]), str(r["results"]),
+                       f"{m['hit_rate']:.2f}" if "hit_rate" in m else "", f"{m['best_so_far']:.4g}" if "best_so_far" in m else "")
+    out_console.print(rounds)
+    best = Table("id", "formula", "space group", info["target"], "hit")
+    for b in info["best"]:
+        best.add_row(b["id"], b["formula"], str(b["space_group"]), f"{b[info['target']]:.4g}", "yes" if b["hit"] else "")
+    out_console.print(best)
+
+
+def export(
+    name: str = typer.Argument(..., help="campaign name"),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory (crystals.csv and cifs/)"),
+    store: str | None = typer.Option(None, "--store", help="store URL (default $MATLOOP_STORE_URL or runs/NAME/store.db)"),
+) -> None:
+    """Write the crystal table and relaxed CIFs of every labelled candidate.
+
+    Example: matloop export demo --out exports/demo
+    """
+    from orchestration.campaign import status as st
+
+    with user_errors():
+        db = st.open_store(st.store_url_for(name, store=store))
+        try:
+            camp = st.pick_campaign(db, name)
+            if out.exists() and not out.is_dir():
+                raise UserError(f"--out {out} is a file; give a directory")
+            table, rows, cifs = st.export(db, camp, out)
+        finally:
+            db.close()
+    out_console.print(f"wrote {table} ({rows} labelled candidates) and {cifs} CIFs in {out / 'cifs'}")
+
+
+def ui(
+    prefect_port: int = typer.Option(4200, "--prefect-port"),
+    mlflow_port: int = typer.Option(5000, "--mlflow-port"),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri",
+                                            help="MLflow backend store (default: the only runs/*/mlflow.db, if one)"),
+) -> None:
+    """Start a Prefect server and an MLflow server on 127.0.0.1 and print their URLs (Ctrl-C stops both).
+
+    Example: matloop ui --mlflow-port 5001
+    """
+    import glob
+
+    from orchestration.servers import ServerError, ui_services
+
+    prefect_environment()
+    if tracking_uri is None:
+        found = sorted(glob.glob("runs/*/mlflow.db"))
+        tracking_uri = f"sqlite:///{Path(found[0]).resolve()}" if len(found) == 1 else None
+    with user_errors(ServerError), ui_services(Path.cwd() / ".matloop-ui", prefect_port=prefect_port,
+                                              mlflow_port=mlflow_port, mlflow_backend_uri=tracking_uri,
+                                              prefect_home=Path(os.environ["PREFECT_HOME"])) as (pf, ml):
+        out_console.print(f"Prefect UI: {pf.ui_url}   (API {pf.url})")
+        out_console.print(f"MLflow UI:  {ml.ui_url}   (tracking {tracking_uri or 'new local store'})")
+        out_console.print("Ctrl-C stops both.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+def schedule(
+    config: Path = typer.Argument(..., help="campaign YAML"),
+    cron: str = typer.Option(..., "--cron", help='cron expression, e.g. "0 2 * * *" (02:00 every day)'),
+    rounds_per_run: int = typer.Option(1, "--rounds-per-run", min=1, help="rounds each scheduled run adds"),
+    timezone: str = typer.Option("UTC", "--timezone", help="time zone of the cron expression"),
+) -> None:
+    """Create a Prefect deployment that continues the campaign on a schedule, and serve it from this
+    process (keep it running; Ctrl-C stops serving; the campaign state stays in its store).
+
+    Example: matloop schedule configs/demo.yaml --cron "0 */6 * * *"
+    """
+    prefect_environment()
+    with user_errors():
+        from prefect.client.schemas.schedules import CronSchedule
+        from pydantic import ValidationError
+
+        try:
+            CronSchedule(cron=cron, timezone=timezone)
+        except (ValidationError, ValueError) as exc:
+            errors = exc.errors() if isinstance(exc, ValidationError) else [{"msg": str(exc)}]
+            reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors)
+            raise UserError(f"--cron {cron!r} / --timezone {timezone!r} is not a valid schedule ({reason}); "
+                            'use five cron fields, e.g. "0 2 * * *", and a time zone name such as UTC') from None
+        cfg, snapshot = _prepare(config)
+    from orchestration.flows import campaign_flow
+
+    out_console.print(f"serving deployment campaign/{cfg.name}-schedule ({cron}, {timezone}); Ctrl-C stops")
+    from prefect.schedules import Cron
+
+    campaign_flow.serve(name=f"{cfg.name}-schedule", schedule=Cron(cron, timezone=timezone),
+                        parameters={"config_path": str(snapshot), "max_rounds": rounds_per_run},
+                        description=f"continues campaign {cfg.name} by {rounds_per_run} round(s) per run")
 
 
 def register(app: typer.Typer) -> None:
     """Add the campaign commands to the top-level ``matloop`` app."""
+    for fn in (run, resume, status, export, ui, schedule):
+        app.command(fn.__name__)(fn)

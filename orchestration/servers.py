@@ -295,11 +295,13 @@ def mlflow_server(
 
 @contextlib.contextmanager
 def ui_services(root: Path, *, prefect_port: int = 4200, mlflow_port: int = 5000, host: str = HOST,
-                mlflow_backend_uri: str | None = None) -> Iterator[tuple[HttpService, HttpService]]:
-    """Both UIs for ``matloop ui``: Prefect (home under ``root/prefect``) and MLflow (``root/mlflow``)."""
+                mlflow_backend_uri: str | None = None, prefect_home: Path | None = None,
+                ) -> Iterator[tuple[HttpService, HttpService]]:
+    """Both UIs for ``matloop ui``: Prefect (home ``prefect_home``, default ``root/prefect``; give the
+    campaigns' ``PREFECT_HOME`` to see their runs) and MLflow (``root/mlflow``)."""
     root = Path(root).resolve()
     backend = mlflow_backend_uri or f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
     (root / "mlflow").mkdir(parents=True, exist_ok=True)
-    with prefect_server(root / "prefect", port=prefect_port, host=host) as pf, \
+    with prefect_server(prefect_home or root / "prefect", port=prefect_port, host=host) as pf, \
             mlflow_server(backend, root / "mlflow" / "artifacts", port=mlflow_port, host=host) as ml:
         yield pf, ml
