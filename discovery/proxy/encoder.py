@@ -46,12 +46,13 @@ def _arrays(counts: list[dict[str, float]]) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def pretrain_encoder(*, exclude_formulas: Iterable[str] = (), epochs: int = 30, batch_size: int = 1024,
-                     lr: float = 2e-3, seed: int = 0, holdout_fraction: float = 0.03,
+                     lr: float = 2e-3, seed: int = 0, holdout_fraction: float = 0.03, variance: bool = False,
                      progress: Callable[[int, int, float], None] | None = None) -> tuple[CompositionEncoder, PretrainReport]:
     """Train a :class:`CompositionEncoder` on both composition-only sets (multi-task, masked L1).
 
-    ``exclude_formulas`` are removed (by reduced formula) before training. ``progress(epoch, epochs,
-    loss)`` is called after each epoch. Returns the encoder (eval mode) and a report.
+    ``exclude_formulas`` are removed (by reduced formula) before training. ``variance`` adds a
+    log-variance head (trained on the detached embedding; off for the shipped encoder).
+    ``progress(epoch, epochs, loss)`` is called after each epoch. Returns the encoder (eval mode) and a report.
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -69,7 +70,7 @@ def pretrain_encoder(*, exclude_formulas: Iterable[str] = (), epochs: int = 30, 
     n_hold = int(holdout_fraction * len(counts))
     hold, train = torch.from_numpy(order[:n_hold]), torch.from_numpy(order[n_hold:])
 
-    enc = CompositionEncoder(n_stats=stats.shape[1], variance=True)
+    enc = CompositionEncoder(n_stats=stats.shape[1], variance=variance)
     enc.stats_mean.copy_(stats[train].mean(0))
     enc.stats_std.copy_(stats[train].std(0).clamp_min(1e-3))
     enc.target_mean.copy_(torch.nanmean(targets[train], 0))
@@ -89,8 +90,8 @@ def pretrain_encoder(*, exclude_formulas: Iterable[str] = (), epochs: int = 30, 
             tgt = ystd[idx]
             mask = torch.isfinite(tgt)
             loss = torch.nn.functional.l1_loss(pred[mask], tgt[mask])
-            if enc.var_head is not None:  # Gaussian NLL with the mean detached
-                logvar = enc.var_head(h).clamp(-10, 6)[mask]
+            if enc.var_head is not None:  # Gaussian NLL on the detached embedding and mean
+                logvar = enc.var_head(h.detach()).clamp(-10, 6)[mask]
                 resid = (tgt[mask] - pred[mask].detach()) ** 2
                 loss = loss + 0.5 * (0.5 * (logvar + resid * torch.exp(-logvar))).mean()
             opt.zero_grad(set_to_none=True)

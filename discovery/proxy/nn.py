@@ -133,7 +133,9 @@ class CompositionEncoder(nn.Module):
         )
         self.head = nn.Linear(d_out, n_heads)
         # optional log-variance head: how hard a composition is, learned from the large composition-only sets
-        self.var_head = nn.Linear(d_out, n_heads) if variance else None
+        # (trained on the detached embedding, so that it does not change the mean's features)
+        self.var_head = (nn.Sequential(nn.Linear(d_out, d_out), nn.SiLU(), nn.Linear(d_out, n_heads))
+                         if variance else None)
         self.config: dict[str, int | bool] = {"n_stats": n_stats, "n_heads": n_heads, "hidden": hidden,
                                               "d_out": d_out, "d_emb": d_emb, "variance": variance}
 
@@ -162,7 +164,7 @@ class CompositionEncoder(nn.Module):
             h = self.embed(fractions[i:i + chunk], stats[i:i + chunk])
             cols = [h, self.head(h) * self.target_std + self.target_mean]
             if self.var_head is not None:
-                cols.append(0.5 * self.var_head(h).clamp(-10, 6) + self.target_std.log())
+                cols.append(0.5 * self.var_head(h).clamp(-10, 6) + self.target_std.log())  # log σ, target units
             parts.append(torch.cat(cols, dim=-1))
         self.train(was)
         return torch.cat(parts) if parts else torch.zeros(0, self.n_features)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from discovery.proxy.metrics import calibration_scale, coverage, crossfit_coverage, regression_metrics, z_value
+from discovery.proxy.metrics import (
+    calibration_scale,
+    coverage,
+    crossfit_coverage,
+    regression_metrics,
+    z_value,
+)
 
 
 def test_z_value():
