@@ -1,0 +1,69 @@
+"""Campaign flow in-process against the session's Prefect server (density oracle, SQLite store):
+rounds added a few at a time, re-running a finished campaign makes no oracle call, the oracle-call
+budget caps the last batch, and the round artifacts are written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestration.campaign.context import round_seed
+from orchestration.store import Store
+
+CONFIG: dict = {
+    "seed": 2,
+    "targets": [{"name": "density", "goal": "maximize"}],
+    "search_space": {"elements": ["Li", "Na", "Mg", "O", "F", "Cl"], "max_elements": 3, "max_atoms_per_element": 4,
+                     "max_atoms": 8, "space_groups": ["cubic", "tetragonal"], "length_range": [2.0, 10.0]},
+    "seed_data": {"dataset": "mp20", "max_rows": 120},
+    "proxy": {"members": 2, "hidden": 32, "layers": 2, "epochs": 4},
+    "acquisition": {"kind": "greedy", "temperature": 1.0},
+    "generator": {"iterations_first_round": 4, "iterations_per_round": 2, "hyper": {"hidden": 32, "layers": 2, "batch_size": 16}},
+    "candidates_per_round": 40,
+    "batch_size": 4,
+    "oracle": {"name": "density", "retries": 0},
+    "rounds": 3,
+    "stopping": {"max_oracle_calls": 10},
+    "success": {"metric": "density", "at_least": 1.0},
+    "tracking": {"enabled": False},
+}
+
+
+def test_round_seeds_are_distinct_and_stable() -> None:
+    seeds = [round_seed(0, r) for r in range(50)] + [round_seed(1, r) for r in range(50)]
+    assert len(set(seeds)) == 100 and round_seed(0, 3) == round_seed(0, 3)
+
+
+@pytest.mark.slow
+def test_campaign_flow_continues_caps_and_is_idempotent(tmp_path: Path, prefect_server_settings: str) -> None:
+    from orchestration.flows import campaign_flow
+
+    cfg = tmp_path / "flow.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "flowtest", **CONFIG, "campaign_dir": str(tmp_path / "run")}))
+    first = campaign_flow(str(cfg), max_rounds=1)
+    assert first["completed_rounds"] == 1 and first["status"] == "running" and first["oracle_results"] == 4
+
+    done = campaign_flow(str(cfg))
+    # 10 calls at most: rounds of 4, 4 and then 2.
+    assert done["completed_rounds"] == 3 and done["oracle_results"] == 10 and done["status"] == "completed"
+    assert [r["batch"] for r in done["rounds"]] == [4, 4, 2]
+
+    store = Store.open(f"sqlite:///{tmp_path / 'run' / 'store.db'}", create=False)
+    try:
+        attempts_before = store.job_attempts("flowtest")
+        again = campaign_flow(str(cfg))  # nothing left to do
+        assert again["oracle_results"] == 10 and store.job_attempts("flowtest") == attempts_before
+        assert set(attempts_before.values()) == {1}
+        keys = [(c.reduced_formula(), c.space_group) for c in store.crystals("flowtest")]
+        assert len(keys) == len(set(keys))  # deduplicated across rounds
+        for r in store.rounds("flowtest"):
+            m = r.metrics
+            assert 0 <= m["hit_rate"] <= 1 and m["n_unique"] <= m["n_sampled"] and 0 <= m["non_oracle_share"] <= 1
+            assert m["batch_distinct_space_groups"] >= 1 and r.proxy_version == r.index + 1
+    finally:
+        store.close()
+    round_dir = tmp_path / "run" / "rounds" / "round-002"
+    assert (round_dir / "batch.csv").read_text().count("\n") == 3  # header + 2 candidates
+    assert {p.name for p in (round_dir / "plots").iterdir()} >= {"best_so_far.png", "density_by_round.png"}
