@@ -90,6 +90,8 @@ def parse_composition(text: str) -> dict[str, int]:
     comp = Composition(str(text))
     counts: dict[str, int] = {}
     for el, amt in comp.get_el_amt_dict().items():
+        if not Element.is_valid_symbol(str(el)):
+            raise ValueError(f"{el!r} is not a chemical element")
         if abs(amt - round(amt)) > 1e-6:
             raise ValueError(f"non-integer amount {amt} of {el} (partial occupancy?)")
         counts[str(el)] = round(amt)

@@ -36,6 +36,7 @@ from discovery.symmetry import WyckoffAlgebra, wyckoff_algebra
 C0, C1, A = 0, 1, 2
 INF = np.int16(10_000)
 NONE = 255  # "no completion" in the uint8 tables
+ROW_CACHE = 400_000  # rows kept per Wyckoff algebra (352 bytes each at paper scale)
 
 
 @dataclass(frozen=True)
@@ -219,25 +220,29 @@ class SpaceGroupConstraints:
             ok = el.option_mask(phase, group)[:, None, :, None] & (succ < self.R)[None, :, None, :]
             sentinel = self.flat.shape[1] - 1  # always "none" (right padding)
             plan = np.where(ok, plan, sentinel - 2 * self.el.q_max).reshape(el.n, C, -1)
+            if self.flat.shape[1] < 2**31 - 1:
+                plan = plan.astype(np.int32)
             self._plans[key] = plan
         return plan
 
     def row(self, n_elements: int, phase: int, r: int, q: int, last_group: int) -> np.ndarray:
-        """(N, C) int16 fewest total atoms (this element included) of a valid completion after adding
-        element e with count n to a prefix with triple (phase, r, q); INF where the action leads nowhere."""
+        """(N, C) uint8 fewest total atoms (this element included) of a valid completion after adding
+        element e with count n to a prefix with triple (phase, r, q); 255 where the action leads nowhere.
+        Cached: the rows of a long run are reused across states."""
         key = (n_elements, phase, r, q, last_group if phase == C1 else -1)
         out = self._row_cache.get(key)
         if out is not None:
             return out
         C = self.rules.max_per_element
         if n_elements >= self.rules.max_elements:
-            out = np.full((self.el.n, C), INF, dtype=np.int16)
+            out = np.full((self.el.n, C), NONE, dtype=np.uint8)
         else:
             variant = -1 if phase == A else (-2 if phase == C0 else last_group)
             idx = self._plan(n_elements, r, variant) + (self.el.q_max - q)
             best = self.flat[n_elements].take(idx).min(axis=2).astype(np.int16)
-            out = np.where(best >= NONE, INF, best + np.arange(1, C + 1, dtype=np.int16))
-        if len(self._row_cache) > 200_000:
+            out = np.minimum(best + np.arange(1, C + 1, dtype=np.int16), NONE).astype(np.uint8)
+            out[best >= NONE] = NONE
+        if len(self._row_cache) > ROW_CACHE:
             self._row_cache.clear()
         self._row_cache[key] = out
         return out
@@ -282,7 +287,7 @@ class CompositionConstraints:
             mask = self._last_element_mask(t, state, budget, last_group)
         elif len(state.triples) and state.n_elements < rules.max_elements:
             bound = self._upper_bound(t, state, budget, last_group)
-            best = np.full(mask.shape, INF, dtype=np.int16)
+            best = np.full(mask.shape, NONE, dtype=np.uint8)
             order = np.argsort(np.abs(state.triples[:, 2]), kind="stable")
             for ph, r, q in state.triples[order].tolist():
                 np.minimum(best, t.row(state.n_elements, ph, r, q, last_group), out=best)
@@ -352,7 +357,8 @@ class CompositionConstraints:
         vals = M[after[None, :, None], succ[:, None, :], np.clip(qi, 0, t.Q - 1)[:, :, None]]
         keep = ok & (vals <= rules.max_atoms - atoms)
         ti, oi, si = np.nonzero(keep)
-        triples = np.unique(np.stack([after[oi], succ[ti, si], q2[ti, oi]], axis=1), axis=0).reshape(-1, 3)
+        key = np.unique((after[oi] * (t.R + 1) + succ[ti, si]) * t.Q + (q2[ti, oi] + el.q_max))
+        triples = np.stack([key // (t.Q * (t.R + 1)), (key // t.Q) % (t.R + 1), key % t.Q - el.q_max], axis=1)
         unary_ok = state.n_elements == 0 and rules.min_elements <= 1 and bool(t.alg.successors(t.alg.start, count))
         if not len(triples) and not unary_ok:
             raise ValueError(f"action (element {element}, count {count}) leads to a dead end")
