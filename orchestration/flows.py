@@ -63,8 +63,7 @@ def _evaluate(camp: Campaign, config_path: str, round_index: int) -> None:
     camp.store.advance_round(camp.name, round_index, "evaluating")
     pending = camp.store.pending(camp.name, round_index)
     oc = camp.config.oracle
-    oracle = oracle_task.with_options(retries=oc.retries, retry_delay_seconds=oc.retry_delay_s,
-                                      timeout_seconds=oc.timeout_s)
+    oracle = oracle_task.with_options(retries=oc.retries, retry_delay_seconds=oc.retry_delay_s)
     t0 = time.perf_counter()
     total = len(camp.store.batch(camp.name, round_index))
     with step(f"round {round_index}: oracle {oc.name} on {total} candidates", total=total) as update:
@@ -93,6 +92,7 @@ def round_flow(config_path: str, round_index: int, campaign: str = "") -> dict[s
     camp = campaign_for(config_path)
     t0 = time.perf_counter()
     camp.store.start_round(camp.name, round_index, seed=camp.seed_for(round_index), code_version=code_version())
+    camp.tracker.start_round(round_index, params={"round": round_index, "seed": camp.seed_for(round_index)})
     fit_proxy_task(config_path, round_index)
     train_generator_task(config_path, round_index)
     sample_task(config_path, round_index)

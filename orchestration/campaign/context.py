@@ -36,14 +36,18 @@ class OraclePool:
     """``size`` oracle instances handed out one per concurrent task (created lazily, closed at the end).
 
     CHGNet gets ``workers=1`` per instance unless the config sets ``workers``: each concurrent task
-    then relaxes in its own single-threaded process (see design §5 on torch threads).
+    then relaxes in its own single-threaded process (see design §5 on torch threads), and
+    ``oracle.timeout_s`` as its per-structure hard deadline (a hung worker is killed; Prefect's own
+    task timeouts cannot interrupt work in a thread).
     """
 
-    def __init__(self, name: str, settings: dict[str, Any], *, size: int) -> None:
+    def __init__(self, name: str, settings: dict[str, Any], *, size: int, timeout_s: float | None = None) -> None:
         self.name = name
         self.settings = dict(settings)
         if name == "chgnet":
             self.settings.setdefault("workers", 1)
+            if timeout_s is not None:
+                self.settings.setdefault("timeout_s", timeout_s)
         self.size = size
         self._free: queue.Queue[Oracle] = queue.Queue()
         self._all: list[Oracle] = []
@@ -115,7 +119,8 @@ class Campaign:
     @cached_property
     def oracles(self) -> OraclePool:
         size = getattr(self.config.runner, "max_workers", 1)
-        return OraclePool(self.config.oracle.name, self.config.oracle.settings, size=size)
+        return OraclePool(self.config.oracle.name, self.config.oracle.settings, size=size,
+                          timeout_s=self.config.oracle.timeout_s)
 
     def close(self) -> None:
         if "oracles" in self.__dict__:
