@@ -89,7 +89,9 @@ def oracle_labels(store: Store, name: str, target: str, *, before_round: int) ->
     """Oracle labels of ``target`` from rounds before ``before_round`` (status ok, finite values)."""
     results = [r for r in store.results(name) if r.round_index < before_round and r.status == "ok"]
     values = {r.candidate_id: r.targets.get(target) for r in results}
-    ids = [cid for cid, v in values.items() if v is not None and math.isfinite(v)]
+    # Sorted by id: results arrive in whatever order parallel (or resumed) oracle tasks finish, and
+    # the proxy fit must not depend on it.
+    ids = sorted(cid for cid, v in values.items() if v is not None and math.isfinite(v))
     crystals = store.crystals(name, ids) if ids else []
     return LabeledSet(list(crystals), np.array([[values[c] for c in ids]], dtype=float).reshape(-1, 1), (target,))
 

@@ -102,8 +102,8 @@ def _plots(camp: Campaign, round_index: int, results: list[ResultRecord], out: P
         paths.append(plots.property_distributions(by_round, target=t.name, out=out / f"{t.name}_by_round.png"))
         paths.append(plots.best_so_far([_value(r, t.name) for r in results], target=t.name,
                                        maximize=t.goal == "maximize", out=out / "best_so_far.png"))
-        fe = [(r, r.targets.get("formation_energy_per_atom")) for r in results if r.status == "ok"]
-        fe = [(r, v) for r, v in fe if v is not None]
+        fe = [(r, float(v)) for r in results if r.status == "ok"
+              and (v := r.targets.get("formation_energy_per_atom")) is not None]
         if fe:
             crystals = {c.id: c for c in camp.store.crystals(camp.name, [r.candidate_id for r, _ in fe])}
             systems: dict[tuple[str, ...], int] = {}

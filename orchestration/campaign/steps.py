@@ -121,7 +121,7 @@ def log_rewards(camp: Campaign, scores: np.ndarray) -> np.ndarray:
 def _generator_settings(camp: Campaign) -> tuple[Any, Any]:
     from discovery.gfn import PolicyConfig, TrainConfig
 
-    hyper = dict(camp.config.generator.hyper)
+    hyper: dict[str, Any] = dict(camp.config.generator.hyper)
     pol = {f.name: hyper[f.name] for f in fields(PolicyConfig) if f.name in hyper}
     tr = {f.name: hyper[f.name] for f in fields(TrainConfig) if f.name in hyper}
     return PolicyConfig(**pol), TrainConfig(**tr)
