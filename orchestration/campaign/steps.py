@@ -49,11 +49,12 @@ def fit_proxies(camp: Campaign, round_index: int) -> str:
     from discovery.proxy import EnsembleProxy
 
     t0 = time.perf_counter()
-    previous = camp.store.latest_model(camp.name, "proxy")
+    # Warm start from the previous round's model (every earlier round is completed and has one);
+    # never from this round's own, which a killed run may already have saved.
+    prev_dir = camp.model_dir("proxy", round_index - 1) if round_index > 0 else None
     metrics: dict[str, float] = {}
     for target in camp.config.targets:
         target_dir = out / target.name
-        prev_dir = None if previous is None or previous.round_index >= round_index else previous.path
         if target.source == "seed_proxy" and prev_dir is not None:  # fit once on the seed data, then reuse
             EnsembleProxy.load(f"{prev_dir}/{target.name}").save(target_dir)
             continue
@@ -137,11 +138,10 @@ def train_generator(camp: Campaign, round_index: int) -> str:
 
     t0 = time.perf_counter()
     seed = camp.seed_for(round_index)
-    previous = camp.store.latest_model(camp.name, "generator")
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
-    if previous is not None and previous.round_index < round_index:
-        gfn = CrystalGFN.load(previous.path, device=camp.config.generator.device)
+    if round_index > 0:  # warm start from the previous round's checkpoint (not from this round's, see fit_proxies)
+        gfn = CrystalGFN.load(camp.model_dir("generator", round_index - 1), device=camp.config.generator.device)
         iterations = camp.config.generator.iterations_per_round
     else:
         policy, train = _generator_settings(camp)
