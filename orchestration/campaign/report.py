@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ def unique_hits(camp: Campaign, results: list[ResultRecord]) -> list[ResultRecor
 
     from discovery.selection import unique_structures
 
-    structures = [Structure.from_str(r.relaxed_cif or "", fmt="cif") for r in with_cif]
+    with warnings.catch_warnings():  # "fractional coordinates rounded", harmless and once per CIF
+        warnings.simplefilter("ignore", UserWarning)
+        structures = [Structure.from_str(r.relaxed_cif or "", fmt="cif") for r in with_cif]
     keep = set(unique_structures(structures))
     return [r for i, r in enumerate(with_cif) if i in keep] + [r for r in hits if not r.relaxed_cif]
 
