@@ -67,3 +67,27 @@ def test_campaign_flow_continues_caps_and_is_idempotent(tmp_path: Path, prefect_
     round_dir = tmp_path / "run" / "rounds" / "round-002"
     assert (round_dir / "batch.csv").read_text().count("\n") == 3  # header + 2 candidates
     assert {p.name for p in (round_dir / "plots").iterdir()} >= {"best_so_far.png", "density_by_round.png"}
+
+
+@pytest.mark.slow
+def test_dask_task_runner_gives_the_same_oracle_calls_as_threads(
+    tmp_path: Path, prefect_server_settings: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``runner.kind: dask`` (a LocalCluster of 2 worker processes) fans the oracle tasks out to other
+    processes, which open the store themselves; the batch and results equal the thread runner's."""
+    from orchestration.flows import campaign_flow
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server_settings)  # the Dask workers report here too
+    one_round = {**CONFIG, "rounds": 1, "stopping": {}}
+    stores = {}
+    for name, runner in (("threads", {"kind": "local", "max_workers": 2}),
+                         ("dask", {"kind": "dask", "cluster": {"n_workers": 2, "threads_per_worker": 1}})):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump({"name": name, **one_round, "runner": runner, "campaign_dir": str(tmp_path / name)}))
+        assert campaign_flow(str(cfg))["completed_rounds"] == 1
+        store = Store.open(f"sqlite:///{tmp_path / name / 'store.db'}", create=False)
+        try:
+            stores[name] = sorted((r.candidate_id, r.status, tuple(sorted(r.targets.items()))) for r in store.results(name))
+        finally:
+            store.close()
+    assert len(stores["dask"]) == 4 and stores["dask"] == stores["threads"]
