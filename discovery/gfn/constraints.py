@@ -141,6 +141,10 @@ class SpaceGroupConstraints:
         self.flat = np.concatenate([pad, self.M, pad], axis=4).reshape(len(self.M), -1)
         self._plans: dict[tuple[int, int, int], np.ndarray] = {}
         self._row_cache: dict[tuple[int, int, int, int, int], np.ndarray] = {}
+        # budget-free spaces (max_atoms ≥ max_elements · max_per_element, like the paper's 5 · 16 ≤ 80):
+        # boolean tables dilated over oxidation states, built lazily per number of elements
+        self.budget_free = rules.max_atoms >= rules.max_elements * rules.max_per_element
+        self._dilated: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- dynamic programme ----------------------------------------------------------------------
     def _shift(self, x: np.ndarray, delta: int) -> np.ndarray:
@@ -225,6 +229,50 @@ class SpaceGroupConstraints:
             self._plans[key] = plan
         return plan
 
+    def dilated(self, n_elements: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two (C, R + 1, Q, N) bool tables (elements bit-packed into ⌈N/8⌉ bytes) for prefixes with ``n_elements`` elements: entry (n, s,
+        q + q_max, e) is True when adding n atoms of element e as a cation (first table) / an anion
+        (second), landing in resource state s, leaves a prefix of charge q with a valid completion."""
+        out = self._dilated.get(n_elements)
+        if out is None:
+            el, C, Q, qm = self.el, self.rules.max_per_element, self.Q, self.el.q_max
+            comp = self.M[n_elements] < NONE  # (N + 1, 3, R + 1, Q): completable, by completion-charge bin
+            # by prefix-charge-after bin b' (charge q' = b' − q_max needs completion charge −q', bin 2·q_max − b')
+            comp = comp[..., ::-1]
+            pad = np.zeros((*comp.shape[:3], Q), dtype=bool)
+            comp = np.concatenate([pad, comp, pad], axis=3)  # offset Q
+            cat = np.zeros((C, self.R + 1, Q, el.n), dtype=bool)
+            an = np.zeros_like(cat)
+            for e in range(el.n):
+                for n in range(1, C + 1):
+                    for o in np.flatnonzero(el.opt_valid[e]).tolist():
+                        sigma = int(el.opt_sigma[e, o])
+                        start = Q + n * sigma  # prefix charge q → after-charge bin q + nσ + q_max
+                        target = cat if el.opt_cat[e, o] else an
+                        target[n - 1, :, :, e] |= comp[e + 1, int(el.opt_after[e, o]), :, start : start + Q]
+            out = (np.packbits(cat, axis=3), np.packbits(an, axis=3))  # elements bit-packed: (C, R + 1, Q, ⌈N/8⌉)
+            self._dilated[n_elements] = out
+            del qm
+        return out
+
+    def completable_mask(self, n_elements: int, triples: np.ndarray, last_group: int) -> np.ndarray:
+        """(N, C) bool: actions with a valid completion from any prefix triple (budget-free spaces)."""
+        cat, an = self.dilated(n_elements)
+        C = self.rules.max_per_element
+        ph, r, q = triples.T
+        cI = np.arange(C)[:, None, None]
+        other_group = np.packbits(self.el.group != last_group)
+        acc = np.zeros((C, cat.shape[3]), dtype=np.uint8)
+        # cations after C0/C1 prefixes; anions after C0/A prefixes, or after C1 from another EN group
+        for table, rows, allowed in ((cat, ph != A, None), (an, ph != C1, None), (an, ph == C1, other_group)):
+            if not rows.any():
+                continue
+            sI = self.succ[1:, r[rows]].transpose(0, 2, 1)  # (C, S, T'); padded successors: empty state R
+            got = table[cI, sI, (q[rows] + self.el.q_max)[None, None, :]]  # (C, S, T', ⌈N/8⌉)
+            got = np.bitwise_or.reduce(got.reshape(C, -1, got.shape[-1]), axis=1)
+            acc |= got if allowed is None else got & allowed
+        return np.unpackbits(acc, axis=1, count=self.el.n).astype(bool).T
+
     def row(self, n_elements: int, phase: int, r: int, q: int, last_group: int) -> np.ndarray:
         """(N, C) uint8 fewest total atoms (this element included) of a valid completion after adding
         element e with count n to a prefix with triple (phase, r, q); 255 where the action leads nowhere.
@@ -285,6 +333,9 @@ class CompositionConstraints:
         mask = np.zeros((self.el.n, rules.max_per_element), dtype=bool)
         if len(state.triples) and state.n_elements == rules.max_elements - 1:
             mask = self._last_element_mask(t, state, budget, last_group)
+        elif len(state.triples) and state.n_elements < rules.max_elements and t.budget_free:
+            mask = t.completable_mask(state.n_elements, state.triples, last_group)
+            mask &= (np.arange(1, rules.max_per_element + 1) <= budget)[None, :]
         elif len(state.triples) and state.n_elements < rules.max_elements:
             bound = self._upper_bound(t, state, budget, last_group)
             best = np.full(mask.shape, NONE, dtype=np.uint8)
