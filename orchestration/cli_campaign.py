@@ -252,9 +252,12 @@ def schedule(
     cron: str = typer.Option(..., "--cron", help='cron expression, e.g. "0 2 * * *" (02:00 every day)'),
     rounds_per_run: int = typer.Option(1, "--rounds-per-run", min=1, help="rounds each scheduled run adds"),
     timezone: str = typer.Option("UTC", "--timezone", help="time zone of the cron expression"),
+    prefect_port: int = typer.Option(4200, "--prefect-port", help="port of the Prefect server started when "
+                                                                  "PREFECT_API_URL is not set"),
 ) -> None:
     """Create a Prefect deployment that continues the campaign on a schedule, and serve it from this
-    process (keep it running; Ctrl-C stops serving; the campaign state stays in its store).
+    process (keep it running; Ctrl-C stops serving; the campaign state stays in its store). Without
+    PREFECT_API_URL a Prefect server (with its UI) is started on 127.0.0.1 for the scheduler.
 
     Example: matloop schedule configs/demo.yaml --cron "0 */6 * * *"
     """
@@ -271,14 +274,43 @@ def schedule(
             raise UserError(f"--cron {cron!r} / --timezone {timezone!r} is not a valid schedule ({reason}); "
                             'use five cron fields, e.g. "0 2 * * *", and a time zone name such as UTC') from None
         cfg, snapshot = _prepare(config)
-    from orchestration.flows import campaign_flow
+    with _scheduler(prefect_port) as api:
+        from prefect.schedules import Cron
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    out_console.print(f"serving deployment campaign/{cfg.name}-schedule ({cron}, {timezone}); Ctrl-C stops")
-    from prefect.schedules import Cron
+        from orchestration.flows import campaign_flow
 
-    campaign_flow.serve(name=f"{cfg.name}-schedule", schedule=Cron(cron, timezone=timezone),
-                        parameters={"config_path": str(snapshot), "max_rounds": rounds_per_run},
-                        description=f"continues campaign {cfg.name} by {rounds_per_run} round(s) per run")
+        out_console.print(f"serving deployment campaign/{cfg.name}-schedule ({cron}, {timezone}) against {api}; "
+                          "Ctrl-C stops")
+        from orchestration.campaign.scheduling import CronTicker
+
+        ticker = CronTicker(f"campaign/{cfg.name}-schedule", cron=cron, timezone=timezone, api_url=api)
+        ticker.start()
+        try:
+            with temporary_settings({PREFECT_API_URL: api}):
+                campaign_flow.serve(name=f"{cfg.name}-schedule", schedule=Cron(cron, timezone=timezone, active=False),
+                                    parameters={"config_path": str(snapshot), "max_rounds": rounds_per_run},
+                                    description=f"continues campaign {cfg.name} by {rounds_per_run} round(s) per run",
+                                    print_starting_message=False)
+        finally:
+            ticker.stop.set()
+
+
+@contextmanager
+def _scheduler(port: int) -> Iterator[str]:
+    """The Prefect API to schedule on: $PREFECT_API_URL, else a server started here (ephemeral
+    Prefect cannot schedule)."""
+    from prefect.settings import PREFECT_API_URL
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield str(configured)
+        return
+    from orchestration.servers import ServerError, prefect_server
+
+    with user_errors(ServerError), prefect_server(Path(os.environ["PREFECT_HOME"]), port=port) as service:
+        out_console.print(f"Prefect server (scheduler and UI): {service.ui_url}")
+        yield service.url
 
 
 def register(app: typer.Typer) -> None:
