@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -240,11 +241,17 @@ def ui(
         out_console.print(f"Prefect UI: {pf.ui_url}   (API {pf.url})")
         out_console.print(f"MLflow UI:  {ml.ui_url}   (tracking {tracking_uri or 'new local store'})")
         out_console.print("Ctrl-C stops both.")
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops both servers too
+        signal.signal(signal.SIGINT, _interrupt)  # even where a background job ignores SIGINT
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def schedule(
