@@ -8,6 +8,8 @@ species, counts)``, and the lattice-system relations of the space group.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -15,7 +17,7 @@ import numpy as np
 from pymatgen.core import Composition
 
 from discovery.crystal import Crystal, cell_volume
-from discovery.symmetry import space_group
+from discovery.symmetry import is_wyckoff_compatible, space_group
 
 TOL = 1e-6
 
@@ -26,13 +28,28 @@ def smact_ok(crystal: Crystal) -> bool:
     return bool(smact_validity(Composition(crystal.counts), include_alloys=False))
 
 
-def pyxtal_ok(crystal: Crystal, *, seed: int = 0) -> bool:
-    """True when pyxtal places the composition on Wyckoff positions of the space group (no lattice given)."""
+class _PyxtalTimeout(Exception):
+    pass
+
+
+def pyxtal_ok(crystal: Crystal, *, seed: int = 0, timeout_s: int | None = 60) -> bool:
+    """True when ``pyxtal().from_random(3, sg, species, counts)`` places the composition (no lattice
+    given) within ``timeout_s`` seconds (SIGALRM; main thread only). pyxtal's random placement can
+    give up ("long time to generate structure") on compositions that crowd low-freedom positions
+    even though they are Wyckoff-compatible; such cases count as failures here."""
     from pyxtal import pyxtal
 
     species = list(crystal.counts)
     counts = [crystal.counts[s] for s in species]
+    use_alarm = timeout_s is not None and threading.current_thread() is threading.main_thread()
+
+    def _raise(*_: object) -> None:
+        raise _PyxtalTimeout
+
+    previous = signal.signal(signal.SIGALRM, _raise) if use_alarm else None
     try:
+        if use_alarm:
+            signal.alarm(int(timeout_s))  # type: ignore[arg-type]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             xtal = pyxtal()
@@ -40,6 +57,10 @@ def pyxtal_ok(crystal: Crystal, *, seed: int = 0) -> bool:
         return bool(xtal.valid)
     except Exception:
         return False
+    finally:
+        if use_alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def lattice_ok(crystal: Crystal) -> bool:
@@ -62,7 +83,9 @@ def lattice_ok(crystal: Crystal) -> bool:
     return bool(rules[system]) and math.isfinite(vol) and vol > 0
 
 
-def validity_report(crystals: Sequence[Crystal], *, pyxtal_max: int | None = 300, seed: int = 0) -> dict[str, float]:
+def validity_report(
+    crystals: Sequence[Crystal], *, pyxtal_max: int | None = 300, seed: int = 0, pyxtal_timeout_s: int | None = 60,
+) -> dict[str, float]:
     """Fractions of ``crystals`` passing each check. pyxtal runs on distinct (space group,
     composition) pairs only (the lattice plays no part in it), at most ``pyxtal_max`` of them chosen
     at random (``None``: all), since one call takes 0.01–1 s."""
@@ -73,12 +96,14 @@ def validity_report(crystals: Sequence[Crystal], *, pyxtal_max: int | None = 300
     rng = np.random.default_rng(seed)
     if pyxtal_max is not None and len(pairs) > pyxtal_max:
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), pyxtal_max, replace=False))]
-    pyx = [pyxtal_ok(Crystal(sg, dict(counts), 5, 5, 5, 90, 90, 90), seed=seed) for sg, counts in pairs]
+    pyx = [pyxtal_ok(Crystal(sg, dict(counts), 5, 5, 5, 90, 90, 90), seed=seed, timeout_s=pyxtal_timeout_s)
+           for sg, counts in pairs]
     keys = {(c.space_group, tuple(sorted(c.counts.items())), tuple(round(x, 6) for x in c.lattice)) for c in crystals}
     return {
         "smact": float(np.mean([smact_ok(c) for c in crystals])),
         "pyxtal": float(np.mean(pyx)),
         "pyxtal_checked": float(len(pairs)),
         "lattice": float(np.mean([lattice_ok(c) for c in crystals])),
+        "wyckoff": float(np.mean([is_wyckoff_compatible(c.space_group, c.counts.values()) for c in crystals])),
         "unique": len(keys) / n,
     }
