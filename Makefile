@@ -33,6 +33,11 @@ test: $(STAMP) lint  ## lint, then the test suite (everything but the real-DFT t
 test-all: $(STAMP) lint  ## every test, DFT included
 	$(VENV)/bin/pytest -q
 
+demo: $(STAMP)  ## 3-round CHGNet demo (configs/demo.yaml): ephemeral Prefect, SQLite store, local MLflow; prints where to look
+	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 $(VENV)/bin/matloop run configs/demo.yaml
+	$(VENV)/bin/matloop status demo
+	@echo "results: runs/demo/ (store.db, batch tables, CIFs, plots); MLflow + Prefect UIs: .venv/bin/matloop ui"
+
 bench: $(STAMP)  ## speed benchmarks as JSON
 	$(VENV)/bin/matloop bench gfn --json
 
