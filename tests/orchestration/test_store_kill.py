@@ -47,12 +47,17 @@ def test_sigkill_during_store_writes_loses_nothing_and_repeats_nothing(tmp_path:
         proc = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, text=True, env=env)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
+        lines: list[str] = []
         if attempt < 5:
-            time.sleep(rng.uniform(0.05, 0.4))
+            # kill mid-batch after a random number of committed writes (5 × ≤ 40 < N, so never after the end)
+            target = rng.randint(3, 40)
+            while len(lines) < target:
+                lines.append(proc.stdout.readline().strip())
+            time.sleep(rng.uniform(0.0, 0.02))  # land anywhere inside the next write
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         out, _ = proc.communicate(timeout=120)
-        lines = out.split()
+        lines += out.split()
         reported.update(x for x in lines if x.startswith("c"))
         if "done" in lines:
             break
