@@ -172,7 +172,8 @@ def test_impossible_search_space_is_a_config_error() -> None:
 @pytest.mark.parametrize("name", ["formation_energy_paper", "li_conductor", "density"])
 def test_shipped_search_spaces_are_feasible(name: str) -> None:
     """The generator accepts every shipped search space (the large ones take 5–15 s to check)."""
-    build_search_space(load_config(CONFIGS[[p.stem for p in CONFIGS].index(name)]))
+    space = build_search_space(load_config(CONFIGS[[p.stem for p in CONFIGS].index(name)]))
+    assert space.feasible_space_groups  # at least one space group hosts a valid composition
 
 
 def test_task_runner_for_each_runner_kind() -> None:
