@@ -6,7 +6,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,9 +19,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console(stderr=True)
-
-RewardName = Literal["density", "uniform"]
-
 
 def _split(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.replace(",", " ").split()] if text else None

@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    """Lay out, write ``out`` (PNG, 100 dpi) and release the figure."""
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
 
 def _pyplot():  # type: ignore[no-untyped-def]
     import matplotlib
@@ -34,11 +43,7 @@ def property_distributions(values_by_round: Mapping[int, Sequence[float]], *, ta
     ax.set_title(f"{target} of the oracle batches")
     if values_by_round:
         ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def best_so_far(values: Sequence[float], *, target: str, maximize: bool, out: Path) -> Path:
@@ -55,11 +60,7 @@ def best_so_far(values: Sequence[float], *, target: str, maximize: bool, out: Pa
     ax.set_xlabel("oracle calls")
     ax.set_ylabel(target)
     ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def hull(entries: Sequence[tuple[Mapping[str, float], float]], *, elements: Sequence[str], out: Path) -> Path | None:
@@ -81,8 +82,4 @@ def hull(entries: Sequence[tuple[Mapping[str, float], float]], *, elements: Sequ
     plotter.get_plot()
     fig = plt.gcf()
     fig.set_size_inches(8, 6)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)

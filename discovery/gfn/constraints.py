@@ -72,9 +72,6 @@ class PrefixState:
     unary_ok: bool = False  # a single element is valid on its own (when min_elements == 1)
     counts: tuple[tuple[int, int], ...] = field(default=())  # (element index, count)
 
-    def key(self) -> tuple[tuple[int, int], ...]:
-        return self.counts
-
 
 class _ElementTables:
     """Per-element data in canonical order (shared by all space groups)."""
