@@ -19,6 +19,7 @@ def _save(plt: Any, fig: Any, out: Path) -> Path:
     plt.close(fig)
     return out
 
+
 def _pyplot():  # type: ignore[no-untyped-def]
     import matplotlib
 
