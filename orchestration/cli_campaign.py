@@ -92,13 +92,13 @@ def _prepare(config_path: Path) -> tuple[Any, Path]:
     return cfg, write_snapshot(cfg)
 
 
-def _run_flow(snapshot: Path, *, max_rounds: int | None, show_progress: bool) -> dict[str, Any]:
+def _run_flow(snapshot: Path, *, max_rounds: int | None, show_progress: bool, wait: bool | None = None) -> dict[str, Any]:
     from orchestration.flows import campaign_flow
 
     started = time.perf_counter()
     with _progress(show_progress):
         try:
-            summary = campaign_flow(str(snapshot), max_rounds=max_rounds)
+            summary = campaign_flow(str(snapshot), max_rounds=max_rounds, wait=wait)
         except UserError:
             raise
         except Exception as exc:
@@ -114,17 +114,20 @@ def _where(cfg: Any, summary: dict[str, Any]) -> None:
     out_console.print(f"[bold]{cfg.name}[/]: {summary['completed_rounds']} round(s) completed, "
                       f"{summary['oracle_results']} oracle results, status {summary['status']} "
                       f"({summary.get('wall_s', '?')} s)")
+    if summary.get("jobs_in_flight"):
+        out_console.print(f"  [yellow]{summary['jobs_in_flight']} oracle job(s) in flight[/]: collect them with "
+                          f"`matloop resume {cfg.name}` (nothing is submitted twice)")
     out_console.print(f"  store:    {cfg.resolved_store_url()}")
     out_console.print(f"  files:    {cfg.resolved_dir()}  (rounds/*/batch.csv, plots, hits)")
     out_console.print(f"  MLflow:   {cfg.resolved_tracking_uri()}  (experiment {cfg.experiment_name()})")
     out_console.print(f"  status:   matloop status {cfg.name}    UIs: matloop ui")
 
 
-def _run(config: Path, *, rounds: int | None, verbose: bool, quiet: bool) -> None:
+def _run(config: Path, *, rounds: int | None, verbose: bool, quiet: bool, wait: bool | None = None) -> None:
     prefect_environment(verbose=verbose)
     with user_errors():
         cfg, snapshot = _prepare(config)
-        summary = _run_flow(snapshot, max_rounds=rounds, show_progress=not quiet)
+        summary = _run_flow(snapshot, max_rounds=rounds, show_progress=not quiet, wait=wait)
     _where(cfg, summary)
 
 
@@ -133,12 +136,15 @@ def run(
     rounds: int | None = typer.Option(None, "--rounds", min=1, help="run at most this many more rounds now"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's run logs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    no_wait: bool = typer.Option(False, "--no-wait", help="queued oracles (DFT): submit the round's jobs and exit; "
+                                 "`matloop resume` collects them"),
 ) -> None:
     """Run a campaign (or continue it: rounds already completed in its store are kept).
 
     Example: matloop run configs/demo.yaml
+    Example (DFT on SLURM, do not wait for the queue): matloop run configs/gpaw.yaml --no-wait
     """
-    _run(config, rounds=rounds, verbose=verbose, quiet=quiet)
+    _run(config, rounds=rounds, verbose=verbose, quiet=quiet, wait=False if no_wait else None)
 
 
 def resume(
@@ -147,8 +153,11 @@ def resume(
     rounds: int | None = typer.Option(None, "--rounds", min=1, help="run at most this many more rounds now"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's run logs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    no_wait: bool = typer.Option(False, "--no-wait", help="queued oracles (DFT): collect finished jobs, submit new "
+                                 "ones and exit without waiting"),
 ) -> None:
-    """Continue an interrupted campaign where its store says it stopped (no oracle call is repeated).
+    """Continue an interrupted campaign where its store says it stopped (no oracle call is repeated;
+    oracle jobs still queued or running on a scheduler are polled, not submitted again).
 
     Example: matloop resume demo
     """
@@ -157,7 +166,7 @@ def resume(
     prefect_environment(verbose=verbose)
     with user_errors():
         snapshot = snapshot_for(name, directory=directory)
-    _run(snapshot, rounds=rounds, verbose=verbose, quiet=quiet)
+    _run(snapshot, rounds=rounds, verbose=verbose, quiet=quiet, wait=False if no_wait else None)
 
 
 def status(

@@ -51,9 +51,31 @@ def oracle_task(config_path: str, round_index: int, candidate_id: str) -> str:
     return steps.evaluate_candidate(campaign_for(config_path), round_index, candidate_id)
 
 
+@task(name="oracle-jobs", task_run_name="oracle-jobs-round-{round_index}", retries=2, retry_delay_seconds=10)
+def queued_oracle_task(config_path: str, round_index: int, wait: bool) -> list[str]:
+    """Submit/poll/collect the round's scheduler jobs (queued oracles); returns the ids still in flight."""
+    from orchestration.campaign.queued import evaluate_queued
+
+    return evaluate_queued(campaign_for(config_path), round_index, wait=wait)
+
+
 @task(name="log-round", retries=1, retry_delay_seconds=2)
 def log_task(config_path: str, round_index: int) -> dict[str, Any]:
     return log_round(campaign_for(config_path), round_index)
+
+
+def _evaluate_queued(camp: Campaign, config_path: str, round_index: int, wait: bool) -> int:
+    """Scheduler jobs (DFT): one task drives them all; returns how many candidates are still in flight."""
+    camp.store.advance_round(camp.name, round_index, "evaluating")
+    t0 = time.perf_counter()
+    left = queued_oracle_task(config_path, round_index, wait)
+    prior = camp.store.get_round(camp.name, round_index).metrics.get("t_oracle_s", 0.0)
+    camp.store.advance_round(camp.name, round_index, "evaluating",
+                             metrics={"t_oracle_s": prior + time.perf_counter() - t0})
+    if left and wait:
+        raise RuntimeError(f"round {round_index}: {len(left)} candidate(s) have no oracle result after every allowed "
+                           f"attempt ({', '.join(left[:5])}); run `matloop resume {camp.name}` to try them again")
+    return len(left)
 
 
 def _evaluate(camp: Campaign, config_path: str, round_index: int) -> None:
@@ -87,8 +109,10 @@ def _evaluate(camp: Campaign, config_path: str, round_index: int) -> None:
 
 
 @flow(name="round", flow_run_name="{campaign}-round-{round_index}", log_prints=True)
-def round_flow(config_path: str, round_index: int, campaign: str = "") -> dict[str, float]:
-    """One round; every step is skipped when the store says it is done."""
+def round_flow(config_path: str, round_index: int, campaign: str = "", wait: bool | None = None) -> dict[str, float]:
+    """One round; every step is skipped when the store says it is done. With a queued oracle and
+    ``wait`` false (default: ``oracle.wait``), the round returns ``{"jobs_in_flight": n}`` once its jobs
+    are submitted, without completing."""
     camp = campaign_for(config_path)
     t0 = time.perf_counter()
     camp.store.start_round(camp.name, round_index, seed=camp.seed_for(round_index), code_version=code_version())
@@ -98,7 +122,15 @@ def round_flow(config_path: str, round_index: int, campaign: str = "") -> dict[s
     sample_task(config_path, round_index)
     select_task(config_path, round_index)
     if not steps.past(camp, round_index, "evaluated"):
-        _evaluate(camp, config_path, round_index)
+        from orchestration.campaign.queued import queued_oracle
+
+        if queued_oracle(camp) is not None:
+            in_flight = _evaluate_queued(camp, config_path, round_index, camp.config.oracle.wait if wait is None else wait)
+            if in_flight:
+                camp.tracker.end_round()
+                return {"jobs_in_flight": float(in_flight)}
+        else:
+            _evaluate(camp, config_path, round_index)
     info: dict[str, Any] = {}
     if not steps.past(camp, round_index, "logged"):
         info = log_task(config_path, round_index)
@@ -138,9 +170,11 @@ def should_stop(camp: Campaign) -> str | None:
 
 
 @flow(name="campaign", flow_run_name="{config_path}", log_prints=True)
-def campaign_flow(config_path: str, max_rounds: int | None = None) -> dict[str, Any]:
+def campaign_flow(config_path: str, max_rounds: int | None = None, wait: bool | None = None) -> dict[str, Any]:
     """Run (or continue) the campaign of ``config_path`` up to its ``rounds``; ``max_rounds`` limits how
-    many rounds this flow run adds (a scheduled deployment continues one round per run)."""
+    many rounds this flow run adds (a scheduled deployment continues one round per run). ``wait``
+    overrides ``oracle.wait`` for queued oracles: false stops once a round's jobs are submitted and
+    reports them as ``jobs_in_flight`` (collect them later with another run or ``matloop resume``)."""
     logger = get_run_logger()
     camp = campaign_for(config_path)
     try:
@@ -149,7 +183,7 @@ def campaign_flow(config_path: str, max_rounds: int | None = None) -> dict[str, 
                                         tags={"matloop.code_version": code_version()})
         camp.store.set_campaign(camp.name, status="running", mlflow_run_id=run_id)
         runner = task_runner_for(camp.config.runner)
-        done_now = 0
+        done_now = in_flight = 0
         reason: str | None = None
         for r in range(camp.config.rounds):
             rounds = {x.index: x for x in camp.store.rounds(camp.name)}
@@ -159,7 +193,12 @@ def campaign_flow(config_path: str, max_rounds: int | None = None) -> dict[str, 
             if reason or (max_rounds is not None and done_now >= max_rounds):
                 break
             logger.info("campaign %s: round %d", camp.name, r)
-            round_flow.with_options(task_runner=runner)(config_path, r, campaign=camp.name)
+            out = round_flow.with_options(task_runner=runner)(config_path, r, campaign=camp.name, wait=wait)
+            if out.get("jobs_in_flight"):
+                in_flight = int(out["jobs_in_flight"])
+                logger.info("campaign %s: round %d has %d oracle job(s) in flight; collect them with "
+                            "`matloop resume %s`", camp.name, r, in_flight, camp.name)
+                break
             done_now += 1
         reason = reason or should_stop(camp)
         completed = sum(x.completed for x in camp.store.rounds(camp.name))
@@ -169,6 +208,6 @@ def campaign_flow(config_path: str, max_rounds: int | None = None) -> dict[str, 
             tracker.end_campaign()
         if reason:
             logger.info("campaign %s stopped: %s", camp.name, reason)
-        return camp.store.summary(camp.name)
+        return {**camp.store.summary(camp.name), "jobs_in_flight": in_flight}
     finally:
         release(config_path)

@@ -40,6 +40,7 @@ LATTICE_SYSTEM_GROUPS: dict[str, tuple[int, ...]] = {
 }
 # Fields that say where/how a campaign runs, not what it computes: left out of the config hash.
 OPERATIONAL_FIELDS = frozenset({"store_url", "tracking", "runner", "campaign_dir"})
+OPERATIONAL_ORACLE_FIELDS = frozenset({"wait", "poll_interval_s"})
 
 
 class ConfigError(UserError):
@@ -185,6 +186,9 @@ class OracleConfig(_Strict):
     retries: int = Field(default=2, ge=0)
     retry_delay_s: float = Field(default=5.0, ge=0)
     timeout_s: float | None = Field(default=None, gt=0)
+    wait: bool = Field(default=True, description="queued oracles (DFT): wait for the jobs in this run; false: "
+                       "submit, record and stop (`matloop resume` collects the finished jobs later)")
+    poll_interval_s: float = Field(default=30.0, gt=0, description="queued oracles: seconds between scheduler polls")
 
 
 class StoppingConfig(_Strict):
@@ -324,8 +328,11 @@ class CampaignConfig(_Strict):
         return self.tracking.experiment or f"matloop/{self.name}"
 
     def science(self) -> dict[str, Any]:
-        """The config without operational fields (store, tracking, runner, directory), as JSON data."""
-        return self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
+        """The config without operational fields (store, tracking, runner, directory; whether and how often to
+        wait for queued oracle jobs), as JSON data."""
+        exclude: dict[str, Any] = {f: True for f in OPERATIONAL_FIELDS}
+        exclude["oracle"] = set(OPERATIONAL_ORACLE_FIELDS)
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 def config_hash(config: CampaignConfig) -> str:

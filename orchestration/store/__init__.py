@@ -19,8 +19,9 @@ from orchestration.store.models import (
     StoreError,
 )
 from orchestration.store.repository import Store, code_version, open_campaign, safe_url
+from orchestration.store.submissions import SubmissionRecord
 
 __all__ = [
     "ROUND_STATES", "CampaignRecord", "CampaignStatus", "ModelKind", "ModelRecord", "ResultRecord", "ResultStatus",
-    "RoundRecord", "RoundState", "Store", "StoreError", "code_version", "open_campaign", "safe_url",
+    "RoundRecord", "RoundState", "Store", "StoreError", "SubmissionRecord", "code_version", "open_campaign", "safe_url",
 ]

@@ -104,6 +104,21 @@ class OracleJobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
 
 
+class OracleSubmissionRow(Base):
+    """One job submitted to a scheduler for a candidate (queued oracles: DFT); one row per attempt."""
+
+    __tablename__ = "oracle_submissions"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id", "attempt"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[str] = mapped_column(String(128))
+    attempt: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(128))
+    scheduler: Mapped[str] = mapped_column(String(32))
+    workdir: Mapped[str] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 class OracleResultRow(Base):
     __tablename__ = "oracle_results"
     __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)

@@ -47,6 +47,7 @@ from orchestration.store.models import (
     round_record,
     row_crystal,
 )
+from orchestration.store.submissions import SubmissionsMixin
 
 if TYPE_CHECKING:
     from orchestration.config import CampaignConfig
@@ -77,7 +78,7 @@ def safe_url(url: str) -> str:
         return "<unparsable URL>"
 
 
-class Store:
+class Store(SubmissionsMixin):
     """Repository over one database; safe to share between campaigns (rows are keyed by campaign)."""
 
     def __init__(self, engine: Engine) -> None:

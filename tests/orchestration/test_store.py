@@ -100,6 +100,26 @@ def test_candidates_and_results_are_idempotent(store: Store, tmp_path: Path) -> 
         store.add_candidates("a", 0, [cx("", {"Na": 1, "Cl": 1})])
 
 
+def test_scheduler_submissions_are_recorded_once_per_attempt(store: Store) -> None:
+    _campaign(store)
+    store.start_round("a", 0, seed=0, code_version="v")
+    store.add_candidates("a", 0, BATCH)
+    store.select_batch("a", 0, ["c0", "c1"], oracle="gpaw")
+    sub = {"scheduler": "slurm", "workdir": "/jobs/c0/attempt-0"}
+    assert store.record_submission("a", candidate_id="c0", attempt=0, job_id="101", **sub)
+    assert not store.record_submission("a", candidate_id="c0", attempt=0, job_id="101", **sub)  # replay: no-op
+    with pytest.raises(StoreError, match="already job 101"):  # the same attempt under another job id
+        store.record_submission("a", candidate_id="c0", attempt=0, job_id="102", **sub)
+    assert store.record_submission("a", candidate_id="c0", attempt=1, job_id="103", **{**sub, "workdir": "/jobs/c0/attempt-1"})
+    with pytest.raises(StoreError, match="no oracle job"):
+        store.record_submission("a", candidate_id="c2", attempt=0, job_id="1", **sub)
+    assert [(r.attempt, r.job_id) for r in store.submissions("a", "c0")] == [(0, "101"), (1, "103")]
+    assert store.submissions("a", "c1") == [] and len(store.submissions("a")) == 2
+    assert store.job_attempts("a") == {"c0": 2, "c1": 0} and store.pending("a") == ["c0", "c1"]
+    store.record_result("a", "c0", status="ok", targets={"energy_per_atom": -5.4})
+    assert store.pending("a") == ["c1"]
+
+
 def test_two_campaigns_do_not_interfere(store: Store) -> None:
     for name in ("a", "b"):
         _campaign(store, name)
