@@ -197,6 +197,11 @@ def status(
         rounds.add_row(str(r["index"]), r["state"], str(r["batch"]), str(r["results"]),
                        f"{m['hit_rate']:.2f}" if "hit_rate" in m else "", f"{m['best_so_far']:.4g}" if "best_so_far" in m else "")
     out_console.print(rounds)
+    if info["jobs_in_flight"]:
+        jobs = Table("candidate", "attempt", "scheduler", "job id", "job directory", title="oracle jobs in flight")
+        for j in info["jobs_in_flight"]:
+            jobs.add_row(j["id"], str(j["attempt"]), j["scheduler"], j["job_id"], j["workdir"])
+        out_console.print(jobs)
     best = Table("id", "formula", "space group", info["target"], "hit")
     for b in info["best"]:
         best.add_row(b["id"], b["formula"], str(b["space_group"]), f"{b[info['target']]:.4g}", "yes" if b["hit"] else "")

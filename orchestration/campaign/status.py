@@ -119,7 +119,13 @@ def status(store: Store, name: str, *, top: int = 5) -> dict[str, Any]:
     completed = [r for r in store.rounds(name) if r.completed]
     hits = [r for r in results if r.status == "ok" and cfg.success.is_hit(r.targets)]
     unique = completed[-1].metrics.get("cumulative_unique_hits") if completed else None
+    done = {r.candidate_id for r in results}
+    latest = {j.candidate_id: j for j in store.submissions(name)}  # ordered by attempt: the last one wins
+    in_flight = [{"id": j.candidate_id, "attempt": j.attempt, "job_id": j.job_id, "scheduler": j.scheduler,
+                  "workdir": j.workdir}
+                 for j in latest.values() if j.candidate_id not in done]
     return {
+        "jobs_in_flight": in_flight,
         **summary,
         "rounds_completed": len(completed),
         "rounds_planned": cfg.rounds,
