@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -110,7 +111,24 @@ def _init_worker(settings: CHGNetSettings, factory: CalculatorFactory | None) ->
     torch.set_num_threads(1)
     _limit_blas_threads(1)
     _quiet_warnings()
+    _exit_with_parent()
     _setup_state(settings, factory)
+
+
+def _exit_with_parent(interval_s: float = 1.0) -> None:
+    """Exit this worker once the process that started it is gone (a SIGKILLed campaign would otherwise
+    leave its relaxation workers running): a daemon thread watches the parent pid."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="matloop-parent-watch", daemon=True).start()
 
 
 def _quiet_warnings() -> None:

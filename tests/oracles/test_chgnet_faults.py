@@ -93,3 +93,38 @@ def test_missing_reference_data_fails_every_result_cleanly(tmp_path: Path) -> No
     results = oracle.evaluate(_batch()[:2])
     assert [r.status for r in results] == ["failed", "failed"]
     assert "MP-20 reference entries not found" in results[0].message
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed campaign must not leave CHGNet worker processes behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys\n"
+              "from oracles.chgnet import CHGNetOracle\n"
+              "o = CHGNetOracle(workers=2)\n"
+              "o.warm_up()\n"
+              "print(' '.join(str(p) for p in o._pool._processes), flush=True)\n"
+              "import time; time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path.cwd())
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
