@@ -1,6 +1,7 @@
 """Fault injection for the kill tests: ``MATLOOP_KILL_AT="<point>:<n>"`` SIGKILLs this process the
 n-th time it reaches ``<point>`` (points: proxy_fitted, generator_trained, sampled, selected,
-oracle_started, result_recorded, logged). Unset in normal use, where :func:`point` does nothing."""
+oracle_started, result_recorded, logged; queued oracles: job_submitted (submitted,
+not yet recorded), submitted (recorded)). Unset in normal use, where :func:`point` does nothing."""
 
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ class StoreLedger:
                 for r in self.camp.store.submissions(self.camp.name, candidate_id)]
 
     def record_submission(self, handle: JobHandle) -> None:
+        faults.point("job_submitted")  # the scheduler has the job, the store does not know it yet
         self.camp.store.record_submission(self.camp.name, candidate_id=handle.candidate_id, attempt=handle.attempt,
                                           job_id=handle.job_id, scheduler=handle.scheduler, workdir=handle.workdir)
         faults.point("submitted")
