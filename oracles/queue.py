@@ -21,18 +21,25 @@ queued and pick them up later.
 
 from __future__ import annotations
 
+import json
+import os
+import time
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from oracles.base import Candidate, Oracle, OracleResult
+from oracles.base import Candidate, Oracle, OracleResult, ProgressCallback
 
 JobState = Literal["queued", "running", "finished"]
 """``finished`` means the job has left the queue, whatever its outcome; ``collect`` says how it ended."""
 
-FailureKind = Literal["exit_code", "timeout", "out_of_memory", "scf_unconverged", "cancelled", "parse_error", "lost"]
-"""How a job failed; recorded in ``OracleResult.provenance["failure"]`` by ``collect``."""
+FailureKind = Literal["exit_code", "timeout", "out_of_memory", "scf_unconverged", "cancelled", "parse_error", "lost",
+                      "input_error", "submit_error"]
+"""How a job failed; recorded in ``OracleResult.provenance["failure"]`` by ``collect``. ``lost``: the job
+left the scheduler without a trace (killed runner, machine restart); ``input_error``: the job folder
+could not be written (a missing pseudopotential); ``submit_error``: the scheduler refused the job."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +107,127 @@ def job_dir(root: Path, candidate_id: str, attempt: int) -> Path:
     """``root/<candidate id>/attempt-<n>``: one directory per submission."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in candidate_id)
     return Path(root) / safe / f"attempt-{attempt}"
+
+
+class FileLedger:
+    """A :class:`JobLedger` in JSON files under ``root`` (for the command line and ``evaluate``).
+
+    ``root/submissions/<id>.json`` (list of handles) and ``root/results/<id>.json`` (the final
+    result); every write goes through a temporary file and a rename, so a killed process leaves either
+    the old or the new file. One writer at a time per root.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        (self.root / "submissions").mkdir(parents=True, exist_ok=True)
+        (self.root / "results").mkdir(parents=True, exist_ok=True)
+
+    def _path(self, kind: str, candidate_id: str) -> Path:
+        return self.root / kind / f"{_safe(candidate_id)}-{zlib.crc32(candidate_id.encode()):08x}.json"
+
+    def submissions(self, candidate_id: str) -> list[JobHandle]:
+        path = self._path("submissions", candidate_id)
+        if not path.exists():
+            return []
+        return [JobHandle(**doc) for doc in json.loads(path.read_text())]
+
+    def record_submission(self, handle: JobHandle) -> None:
+        subs = self.submissions(handle.candidate_id)
+        if any((h.attempt, h.job_id) == (handle.attempt, handle.job_id) for h in subs):
+            return
+        subs = sorted([*subs, handle], key=lambda h: h.attempt)
+        _write_atomic(self._path("submissions", handle.candidate_id), json.dumps([asdict(h) for h in subs], indent=1))
+
+    def final_result(self, candidate_id: str) -> OracleResult | None:
+        path = self._path("results", candidate_id)
+        return OracleResult.from_json(path.read_text()) if path.exists() else None
+
+    def record_final(self, result: OracleResult) -> None:
+        path = self._path("results", result.candidate_id)
+        if not path.exists():
+            _write_atomic(path, result.to_json())
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:80]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _latest_submission(oracle: QueuedOracle, candidate: Candidate, root: Path, ledger: JobLedger) -> JobHandle | None:
+    """The newest submission: the ledger's, then any later attempt found in the job folders (a process
+    killed between submitting and recording it), which is recorded now."""
+    subs = ledger.submissions(candidate.id)
+    handle = subs[-1] if subs else None
+    next_attempt = handle.attempt + 1 if handle else 0
+    while True:
+        found = oracle.find(candidate, workdir=job_dir(root, candidate.id, next_attempt), attempt=next_attempt)
+        if found is None:
+            return handle
+        ledger.record_submission(found)
+        handle, next_attempt = found, found.attempt + 1
+
+
+def drive(oracle: QueuedOracle, candidates: Sequence[Candidate], *, root: Path, ledger: JobLedger, seed: int,
+          wait: bool = True, poll_interval_s: float = 10.0, progress: ProgressCallback | None = None,
+          ) -> dict[str, OracleResult]:
+    """Bring every candidate to a final result (or, with ``wait=False``, as far as one pass goes).
+
+    For each candidate without a final result in ``ledger``: find its newest submission (ledger first,
+    then ``oracle.find`` on the job folders ``root/<id>/attempt-<n>``); submit attempt 0 if there is
+    none. Then poll all live jobs in one call, collect the finished ones, resubmit a failure as attempt
+    n+1 when ``oracle.should_retry`` says so (and ``n+1 < oracle.max_attempts``), and record finals.
+    A job already queued or running is never submitted again. Returns ``{candidate id: final result}``
+    for the candidates that have one; ``progress(done, total)`` is called as finals arrive (seconds for
+    ``poll_interval_s``).
+    """
+    root = Path(root)
+    by_id = {c.id: c for c in candidates}
+    finals: dict[str, OracleResult] = {}
+    live: dict[str, JobHandle] = {}
+    total = len(by_id)
+
+    def finish(result: OracleResult) -> None:
+        ledger.record_final(result)
+        finals[result.candidate_id] = result
+        if progress is not None:
+            progress(len(finals), total)
+
+    for cand in by_id.values():
+        done = ledger.final_result(cand.id)
+        if done is not None:
+            finals[cand.id] = done
+            continue
+        handle = _latest_submission(oracle, cand, root, ledger)
+        if handle is None:
+            handle = oracle.submit(cand, seed=seed, workdir=job_dir(root, cand.id, 0), attempt=0)
+            ledger.record_submission(handle)
+        live[cand.id] = handle
+    if finals and progress is not None:
+        progress(len(finals), total)
+    while live:
+        handles = list(live.values())
+        for handle, state in zip(handles, oracle.poll(handles), strict=True):
+            if state != "finished":
+                continue
+            result = oracle.collect(handle)
+            result.provenance.setdefault("attempt", handle.attempt)
+            if result.provenance.get("failure") and handle.attempt + 1 < oracle.max_attempts \
+                    and oracle.should_retry(result, attempt=handle.attempt):
+                nxt = handle.attempt + 1
+                new = oracle.submit(by_id[handle.candidate_id], seed=seed, workdir=job_dir(root, handle.candidate_id, nxt),
+                                    attempt=nxt, previous=result)
+                ledger.record_submission(new)
+                live[handle.candidate_id] = new
+                continue
+            del live[handle.candidate_id]
+            finish(result)
+        if not wait:
+            break
+        if live:
+            time.sleep(poll_interval_s)
+    return finals

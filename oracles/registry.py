@@ -1,6 +1,6 @@
 """Choosing an oracle by name: built-ins plus the ``matloop.oracles`` entry-point group.
 
-Built-ins (``chgnet``, ``density``, ``replay``) are always available, declared or not in the
+Built-ins (``chgnet``, ``density``, ``dft``, ``gpaw``, ``replay``) are always available, declared or not in the
 package metadata. A user's package adds an oracle without touching matloop by declaring::
 
     [project.entry-points."matloop.oracles"]
@@ -24,6 +24,8 @@ GROUP = "matloop.oracles"
 BUILTINS: dict[str, str] = {
     "chgnet": "oracles.chgnet:CHGNetOracle",
     "density": "oracles.density:DensityOracle",
+    "dft": "oracles.dft.oracle:DFTOracle",
+    "gpaw": "oracles.dft.oracle:GPAWOracle",
     "replay": "oracles.replay:ReplayOracle",
 }
 
