@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	# CPU torch first (local wheel); a bare `torch` would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# GPAW (real DFT, `gpaw` oracle) builds against Debian's libxc-dev/libblas-dev/liblapack-dev
+	# (.ci/run installs them); the C++ extension only compiles with CC=g++. ~40 s.
+	CC=g++ $(PY) -m pip install --quiet -e '.[dev,dft]' || { echo "GPAW build failed: apt-get install libxc-dev libblas-dev liblapack-dev" >&2; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install matloop with dev tools

@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from orchestration.errors import UserError, user_errors
 
-app = typer.Typer(help="Score candidates with an oracle (CHGNet relaxation, density, replay, plugins).",
+app = typer.Typer(help="Score candidates with an oracle (CHGNet relaxation, GPAW/QE/VASP DFT jobs, density, replay, "
+                       "plugins).",
                   no_args_is_help=True)
 console = Console(stderr=True)
 
@@ -55,11 +56,22 @@ def run(
     timeout: float | None = typer.Option(None, "--timeout", help="CHGNet: time limit per structure, s (default 300)"),
     device: str | None = typer.Option(None, "--device", help="CHGNet: cpu or cuda"),
     seed: int = typer.Option(0, "--seed", help="seed for decoding (results are deterministic for a seed)"),
-    option: list[str] = typer.Option([], "--option", help="other oracle setting KEY=VALUE (repeatable)"),
+    workdir: Path | None = typer.Option(None, "--workdir", help="DFT oracles: job folders and ledger (default: a new "
+                                        "temp folder); rerunning with the same folder collects instead of resubmitting"),
+    option: list[str] = typer.Option([], "--option", help="other oracle setting KEY=VALUE (repeatable; JSON values)"),
 ) -> None:
     """Evaluate every input with an oracle and write one row per input.
 
-    Example: matloop oracle run --oracle chgnet --input crystals.csv --out results.csv --workers 2 --fmax 0.1 --steps 200
+    Examples:
+
+      matloop oracle run --oracle chgnet --input crystals.csv --out results.csv --workers 2 --fmax 0.1 --steps 200
+
+      matloop oracle run --oracle gpaw --input cifs/ --out results.csv --workdir dft-jobs --option cutoff_eV=300 --option kpoint_density=2.0 --option max_parallel=2
+
+      matloop oracle run --oracle gpaw --input cifs/ --out results.csv --workdir dft-jobs --option scheduler=slurm --option partition=cpu --option cores=4 --option walltime_s=7200
+
+    DFT settings (cutoff_eV, kpoint_density, mode, scheduler, walltime_s, cores, memory_mb, ...): see
+    oracles/dft/settings.py; a wrong key is an error that names it.
     """
     from pydantic import ValidationError
 
@@ -68,7 +80,8 @@ def run(
 
     with user_errors(InputError, UnknownOracleError, ValueError):
         settings = _parse_options(option)
-        flags = {"workers": workers, "fmax": fmax, "steps": steps, "timeout_s": timeout, "device": device}
+        flags = {"workers": workers, "fmax": fmax, "steps": steps, "timeout_s": timeout, "device": device,
+                 "workdir": str(workdir) if workdir is not None else None}
         settings.update({k: v for k, v in flags.items() if v is not None})
         candidates, frame = load_candidates(input)
         try:
