@@ -244,8 +244,19 @@ def evaluate_candidate(camp: Campaign, round_index: int, candidate_id: str) -> s
     faults.point("oracle_started")
     with camp.oracles.acquire() as oracle:
         result = oracle.evaluate([Candidate.from_crystal(crystal)], seed=camp.seed_for(round_index))[0]
-    provenance = {**result.provenance, "message": result.message, "n_steps": result.n_steps}
+    provenance = {**result.provenance, "message": result.message, "n_steps": result.n_steps, "worker": _worker()}
     camp.store.record_result(camp.name, candidate_id, status=result.status, targets=dict(result.targets),
                              relaxed_cif=result.structure_cif, provenance=provenance, wall_s=result.wall_time_s)
     faults.point("result_recorded")
     return result.status
+
+
+def _worker() -> dict[str, Any]:
+    """Where an oracle task ran: host, process and, on a SLURM allocation (Dask jobqueue), the job id."""
+    import os
+    import socket
+
+    out: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    if os.environ.get("SLURM_JOB_ID"):
+        out["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return out

@@ -69,8 +69,11 @@ def task_runner_for(runner: LocalRunner | DaskRunner) -> Any:
     if importlib.util.find_spec("dask_jobqueue") is None:
         raise ConfigError("`runner.cluster.type: slurm` needs the dask-jobqueue package; install it (pip install dask-jobqueue) "
                           "or use `type: local` / `type: address`.")
-    kwargs = {"cores": c.cores, "memory": c.memory, "walltime": c.walltime,
-              "job_extra_directives": list(c.job_extra_directives)}
+    # One single-threaded worker process per core (design §5: torch with 2 threads on a loaded box was
+    # 15–36× slower); the job script pins the BLAS/OpenMP pools to one thread too.
+    kwargs = {"cores": c.cores, "processes": c.cores, "memory": c.memory, "walltime": c.walltime,
+              "job_extra_directives": list(c.job_extra_directives),
+              "job_script_prologue": [f"export {v}=1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")]}
     if c.queue:
         kwargs["queue"] = c.queue
     if c.account:
