@@ -6,13 +6,20 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestration.errors import fail
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy as np
+
+    from discovery.crystal import Crystal
 
 app = typer.Typer(
     help="Crystal-GFN: train on a reward, sample crystal tables.\n\nExample: matloop gfn train --reward density --iterations 500 --out runs/gfn-density",
@@ -34,6 +41,41 @@ def _range(text: str | None, name: str) -> tuple[float, float] | None:
     return lo, hi
 
 
+class ProxyReward:
+    """Crystal-GFN log-reward from a fitted proxy's posterior mean (the paper's rewards).
+
+    ``boltzmann``: log R = −μ/T (``maximize``: +μ/T) — formation energy with T = 1/8 is R = exp(−8·E).
+    ``target``: log R = −(μ − target)²/T — band gap with T = 1/8 is R = exp(−8·(E_g − 1.34)²).
+    Built on :mod:`discovery.proxy.acquisition` (``greedy``/``target_value`` + ``log_reward_from_acquisition``).
+    """
+
+    def __init__(self, proxy: object, *, transform: Literal["boltzmann", "target"] = "boltzmann",
+                 target_value: float = 1.34, temperature: float = 0.125, maximize: bool = False) -> None:
+        self.proxy = proxy
+        self.transform = transform
+        self.target_value = target_value
+        self.temperature = temperature
+        self.maximize = maximize
+
+    @classmethod
+    def load(cls, directory: Path, **kwargs: object) -> ProxyReward:
+        from discovery.proxy import EnsembleProxy
+
+        return cls(EnsembleProxy.load(directory), **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, crystals: Sequence[Crystal]) -> np.ndarray:
+        import numpy as np
+
+        from discovery.proxy import greedy, log_reward_from_acquisition, target_value
+
+        post = self.proxy.posterior(crystals)  # type: ignore[attr-defined]
+        if self.transform == "target":
+            scores = target_value(post, value=self.target_value)
+        else:
+            scores = greedy(post, maximize=self.maximize)
+        return np.asarray(log_reward_from_acquisition(scores.float(), temperature=self.temperature).numpy(), dtype=float)
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[info]}"), console=console)
@@ -42,7 +84,13 @@ def _progress() -> Progress:
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write (config.json + model.pt).")],
-    reward: Annotated[str, typer.Option(help="Reward: density (exact, g/cm³) or uniform.")] = "density",
+    reward: Annotated[str, typer.Option(help="Reward: density (exact, g/cm³), uniform, or proxy (needs --proxy).")] = "density",
+    proxy: Annotated[Path | None, typer.Option(help="Proxy model directory from `matloop proxy fit` (--reward proxy).")] = None,
+    transform: Annotated[str, typer.Option(help="Proxy reward: boltzmann (R = exp(∓μ/T), minimise unless --maximize) "
+                                                "or target (R = exp(−(μ − target)²/T)).")] = "boltzmann",
+    target_value: Annotated[float, typer.Option(help="Desired property value for --transform target (e.g. band gap 1.34 eV).")] = 1.34,
+    temperature: Annotated[float, typer.Option(help="Reward temperature T (paper: 1/8, i.e. exp(−8·E)).")] = 0.125,
+    maximize: Annotated[bool, typer.Option(help="--transform boltzmann: maximise the property instead of minimising it.")] = False,
     iterations: Annotated[int, typer.Option(min=1, help="Training iterations (batches of trajectories).")] = 500,
     batch_size: Annotated[int, typer.Option(min=1, help="Trajectories per iteration.")] = 64,
     elements: Annotated[str | None, typer.Option(help="Element vocabulary, e.g. 'Li Mn O' (default: the paper's 22).")] = None,
@@ -57,10 +105,15 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
+    save_every: Annotated[int | None, typer.Option(min=1, help="Save the checkpoint every N iterations (long runs).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after the first checkpoint past this wall time (minutes).")] = None,
 ) -> None:
     """Train a Crystal-GFN with trajectory balance and save a checkpoint.
 
-    Example: matloop gfn train --reward density --iterations 500 --out runs/gfn-density
+    Examples:
+      matloop gfn train --reward density --iterations 500 --out runs/gfn-density
+      matloop gfn train --reward proxy --proxy runs/proxy-fe --iterations 7813 --out runs/gfn-fe   # paper FE: exp(−8·E)
+      matloop gfn train --reward proxy --proxy runs/proxy-bg --transform target --target-value 1.34 --out runs/gfn-bg
     """
     import torch
 
@@ -69,9 +122,21 @@ def train(
     torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-    if reward not in ("density", "uniform"):
-        fail(f"--reward {reward!r} is not known here; choose density or uniform (proxy rewards come from campaigns)")
-    reward_fn = DensityReward(beta=beta) if reward == "density" else uniform_reward
+    if reward not in ("density", "uniform", "proxy"):
+        fail(f"--reward {reward!r} is not known; choose density, uniform or proxy")
+    reward_fn: Callable[[Sequence[Crystal]], np.ndarray]
+    if reward == "proxy":
+        if proxy is None:
+            fail("--reward proxy needs --proxy DIR (a model from `matloop proxy fit`)")
+        if transform not in ("boltzmann", "target"):
+            fail(f"--transform {transform!r} is not known; choose boltzmann or target")
+        try:
+            reward_fn = ProxyReward.load(proxy, transform=transform, target_value=target_value,  # type: ignore[arg-type]
+                                         temperature=temperature, maximize=maximize)
+        except (ValueError, FileNotFoundError) as exc:
+            fail(str(exc))
+    else:
+        reward_fn = DensityReward(beta=beta) if reward == "density" else uniform_reward
     try:
         if resume and (out / "config.json").exists():
             gfn = CrystalGFN.load(out, device=device)
@@ -86,18 +151,45 @@ def train(
                              train=TrainConfig(batch_size=batch_size, lr=lr, epsilon=epsilon, replay_capacity=replay))
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    info = {"reward": reward, **({"proxy": str(proxy), "transform": transform, "temperature": temperature,
+                                  "target_value": target_value if transform == "target" else None,
+                                  "maximize": maximize} if reward == "proxy" else {})}
+    previous: list[dict[str, object]] = []
+    if resume and (out / "train_report.json").exists():
+        old = json.loads((out / "train_report.json").read_text())
+        previous = old.get("segments", [{k: v for k, v in old.items() if k != "history"}])
+    chunk = save_every or iterations
+    t_start = time.perf_counter()
+    done = 0
+    history: list[dict[str, float]] = []
     with _progress() as bar:
         task = bar.add_task("training", total=iterations, info="")
+        while done < iterations:
+            def show(i: int, row: dict[str, float], base: int = done) -> None:
+                bar.update(task, completed=base + i, info=f"loss {row['loss']:.3g}  log Z {row['log_z']:.3g}  "
+                                                          f"{row['trajectories_per_s']:.0f} traj/s")
 
-        def show(i: int, row: dict[str, float]) -> None:
-            bar.update(task, completed=i, info=f"loss {row['loss']:.3g}  log Z {row['log_z']:.3g}  "
-                                               f"{row['trajectories_per_s']:.0f} traj/s")
-
-        report = gfn.train(reward_fn, iterations=iterations, progress=show, log_every=max(1, min(10, iterations)))
-    gfn.save(out)
-    (out / "train_report.json").write_text(json.dumps({**report.__dict__}, indent=2))
-    console.print(f"saved {out} — {report.trajectories} trajectories in {report.seconds:.1f} s "
-                  f"({report.trajectories_per_s:.0f}/s), final loss {report.loss:.3g}, log Z {report.log_z:.3g}")
+            k = min(chunk, iterations - done)
+            report = gfn.train(reward_fn, iterations=k, progress=show, log_every=max(1, min(10, k)))
+            done += k
+            history += report.history
+            gfn.save(out)
+            previous.append({key: v for key, v in report.__dict__.items() if key != "history"})
+            total_traj = sum(int(p.get("trajectories", 0)) for p in previous)  # type: ignore[call-overload]
+            (out / "train_report.json").write_text(json.dumps(
+                {**info, "total_iterations": gfn.iterations_done, "total_trajectories": total_traj,
+                 "seconds_this_run": round(time.perf_counter() - t_start, 1), "loss": report.loss, "log_z": report.log_z,
+                 "segments": previous, "history": history}, indent=2))
+            if save_every:
+                console.print(f"checkpoint: {gfn.iterations_done} iterations, {total_traj} trajectories, "
+                              f"{report.trajectories_per_s:.0f} traj/s, loss {report.loss:.3g}, log Z {report.log_z:.3g}")
+            if max_minutes is not None and time.perf_counter() - t_start > 60 * max_minutes:
+                console.print(f"stopping after {done} of {iterations} iterations: --max-minutes {max_minutes} reached")
+                break
+    seconds = time.perf_counter() - t_start
+    console.print(f"saved {out} — {done * gfn.train_cfg.batch_size} trajectories in {seconds:.1f} s "
+                  f"({done * gfn.train_cfg.batch_size / max(seconds, 1e-9):.0f}/s), final loss {report.loss:.3g}, "
+                  f"log Z {report.log_z:.3g}")
 
 
 @app.command()
@@ -210,3 +302,48 @@ def bench_gfn(
     else:
         for k, v in result.items():
             console.print(f"{k:>28}: {v}")
+
+
+@app.command()
+def evaluate(
+    fe_checkpoint: Annotated[Path, typer.Option(help="Crystal-GFN trained on the formation-energy proxy.")],
+    fe_proxy: Annotated[Path, typer.Option(help="Formation-energy proxy (`matloop proxy fit --target formation_energy_per_atom`).")],
+    out: Annotated[Path, typer.Option(help="Directory for metrics.json, metrics.md and the PNG plots.")],
+    bg_checkpoint: Annotated[Path | None, typer.Option(help="Crystal-GFN trained on the band-gap reward (optional).")] = None,
+    bg_proxy: Annotated[Path | None, typer.Option(help="Band-gap proxy (with --bg-checkpoint).")] = None,
+    n: Annotated[int, typer.Option("-n", "--n", min=100, help="Crystals sampled per model.")] = 10_000,
+    n_restricted: Annotated[int, typer.Option(min=10, help="Crystals per model in each restricted experiment A–D.")] = 2000,
+    pyxtal_max: Annotated[int, typer.Option(min=1, help="Distinct (space group, composition) pairs checked with pyxtal per model.")] = 200,
+    target_gap: Annotated[float, typer.Option(help="Band-gap target (eV).")] = 1.34,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
+) -> None:
+    """Reproduce the Crystal-GFN paper's sampling experiments: sample N crystals from the trained and the
+    untrained model, and write the paper's figures beside ours (metrics.md, metrics.json) and plots.
+
+    Example:
+      matloop gfn evaluate --fe-checkpoint runs/gfn-fe --fe-proxy runs/proxy-fe \\
+          --bg-checkpoint runs/gfn-bg --bg-proxy runs/proxy-bg -n 10000 --out docs/results/crystal-gfn
+    """
+    import torch
+
+    from orchestration.reproduce import run_reproduction
+
+    torch.set_num_threads(threads)
+    if (bg_checkpoint is None) != (bg_proxy is None):
+        fail("give both --bg-checkpoint and --bg-proxy, or neither")
+    try:
+        with console.status("starting") as status:
+            result = run_reproduction(fe_checkpoint=fe_checkpoint, fe_proxy=fe_proxy, out=out, n=n,
+                                      bg_checkpoint=bg_checkpoint, bg_proxy=bg_proxy, target_gap=target_gap,
+                                      n_restricted=n_restricted, pyxtal_max=pyxtal_max, seed=seed, device=device,
+                                      progress=lambda msg: status.update(msg))
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    if json_out:
+        print(json.dumps(result))
+    else:
+        console.print((out / "metrics.md").read_text())
+        console.print(f"written to {out}")

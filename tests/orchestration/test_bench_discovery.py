@@ -1,0 +1,106 @@
+"""Discovery benchmark: metrics on known inputs, and `matloop bench discovery` end to end at a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from discovery.crystal import Crystal
+from orchestration.bench_discovery import (
+    BenchSettings,
+    Evaluated,
+    bootstrap_rate,
+    bootstrap_ratio,
+    campaign_config,
+    strategy_metrics,
+    summarize,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cif(a: float, species: tuple[str, str] = ("Na", "Cl")) -> str:
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return str(s.to(fmt="cif"))
+
+
+def _e(e_hull: float, cif: str | None, status: str = "ok", counts: dict[str, int] | None = None) -> Evaluated:
+    c = Crystal(225, counts or {"Na": 4, "Cl": 4}, 5.6, 5.6, 5.6, 90, 90, 90)
+    return Evaluated(c, status, e_hull, -2.0, cif)
+
+
+def test_unique_hits_best_so_far_and_diversity() -> None:
+    nacl, nacl_strained, kcl = _cif(5.6), _cif(5.65), _cif(6.3, ("K", "Cl"))
+    runs = [_e(0.3, nacl), _e(0.05, nacl), _e(-0.01, nacl_strained),  # same structure twice: one unique hit
+            _e(float("nan"), None, status="failed"), _e(0.0, kcl, counts={"K": 4, "Cl": 4})]
+    m = strategy_metrics(runs)
+    assert m["oracle_calls"] == 5 and m["ok"] == 4
+    assert m["hits_ehull_le_0p1"] == 3 and m["unique_hits_ehull_le_0p1"] == 2
+    assert m["hits_ehull_le_0"] == 2 and m["unique_hits_ehull_le_0"] == 2
+    assert m["cumulative_unique_hits_ehull_le_0p1"] == [0, 1, 1, 1, 2]
+    assert m["best_e_above_hull_so_far"] == [0.3, 0.05, -0.01, -0.01, -0.01]
+    assert m["diversity"]["distinct_formulas"] == 2 and m["diversity"]["distinct_chemical_systems"] == 2
+    assert m["hit_formulas"] == ["KCl", "NaCl"]
+
+
+def test_bootstrap_rates_and_ratio() -> None:
+    assert bootstrap_rate([3, 3, 3], [30, 30, 30]) == (10.0, 10.0, 10.0)  # identical seeds: no spread
+    rate, lo, hi = bootstrap_rate([0, 6], [30, 30])
+    assert rate == 10.0 and lo == 0.0 and hi == 20.0
+    point, lo2, hi2 = bootstrap_ratio([6, 6], [30, 30], [2, 2], [30, 30])
+    assert point == pytest.approx(3.0) and lo2 == pytest.approx(3.0) and hi2 == pytest.approx(3.0)
+    assert bootstrap_ratio([6, 6], [30, 30], [0, 0], [30, 30]) == (None, None, None)
+
+
+def test_summarize_reports_the_ratio_and_counts() -> None:
+    def run(hits: int) -> dict:
+        return {"oracle_calls": 10, "ok": 10, "unique_hits_ehull_le_0p1": hits, "unique_hits_ehull_le_0": hits // 2,
+                "hit_formulas": ["NaCl"], "diversity": {"distinct_formulas": 1}, "best_e_above_hull_so_far": [0.0] * 10,
+                "cumulative_unique_hits_ehull_le_0p1": [0] * 10, "median_formation_energy": -1.0}
+
+    s = summarize({"loop": [run(6), run(4)], "random": [run(2), run(2)], "random_proxy": [run(2), run(2)],
+                   "gfn_once": [run(3), run(3)]})
+    assert s["ratio_loop_vs_random"] == 2.5 and s["ratio_loop_vs_random_ehull_le_0"] == 2.5
+    assert s["counts"]["loop"] == {"unique_hits_ehull_le_0p1": 10, "unique_hits_ehull_le_0": 5, "oracle_calls": 20}
+    assert s["strategies"]["random"]["unique_hits_ehull_le_0p1_per_100_calls"] == 20.0
+    assert s["strategies"]["loop"]["unique_hits_ehull_le_0p1_per_100_calls_ci95"] == [40.0, 60.0]
+    none = summarize({"loop": [run(2)], "random": [run(1)]})  # random: 0 hits at E_hull <= 0
+    assert none["ratio_loop_vs_random_ehull_le_0"] is None and none["ratio_loop_vs_random"] == 2.0
+
+
+def test_loop_config_is_a_valid_campaign_with_the_budget_as_cap(tmp_path: Path) -> None:
+    from orchestration.config import CampaignConfig, build_search_space
+
+    cfg = CampaignConfig.model_validate(campaign_config(BenchSettings(budget=10, rounds=3), 4, tmp_path))
+    assert cfg.stopping.max_oracle_calls == 10 and cfg.batch_size == 4 and cfg.rounds == 3 and cfg.seed == 4
+    assert cfg.oracle.name == "chgnet" and cfg.success.at_most == 0.1
+    assert len(build_search_space(cfg).elements) == 22
+    with pytest.raises(ValueError, match="unknown strategies"):
+        BenchSettings(strategies=("loop", "bayes"))
+
+
+@pytest.mark.slow
+def test_bench_discovery_command_end_to_end(tmp_path: Path) -> None:
+    """Tiny budget: 2 calls per strategy, 1 seed, 1 round; stdout is exactly one JSON object."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    cmd = [sys.executable, "-m", "orchestration.cli", "bench", "discovery", "--json", "--budget", "2", "--seeds", "1",
+           "--rounds", "1", "--candidates", "20", "--gfn-iterations", "2", "--gfn-iterations-per-round", "1",
+           "--out", str(tmp_path / "bench")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert set(result["counts"]) == {"loop", "random", "random_proxy", "gfn_once"}
+    assert "ratio_loop_vs_random" in result and "ratio_loop_vs_random_ci95" in result
+    for s in result["strategies"].values():
+        assert s["oracle_calls"] == 2
+        assert len(s["best_e_above_hull_so_far"][0]) == 2 and len(s["cumulative_unique_hits_ehull_le_0p1"][0]) == 2
+        assert "unique_hits_ehull_le_0p1_per_100_calls_ci95" in s and "diversity_of_hits" in s
+    assert (tmp_path / "bench" / "discovery.png").stat().st_size > 1000
+    rows = (tmp_path / "bench" / "evaluated.jsonl").read_text().splitlines()
+    assert len(rows) == 8 and {json.loads(r)["strategy"] for r in rows} == set(result["counts"])
