@@ -182,7 +182,7 @@ def campaign_flow(config_path: str, max_rounds: int | None = None, wait: bool | 
         run_id = tracker.start_campaign(camp.name, params=camp.config.science(),
                                         tags={"matloop.code_version": code_version()})
         camp.store.set_campaign(camp.name, status="running", mlflow_run_id=run_id)
-        runner = task_runner_for(camp.config.runner)
+        runner = task_runner_for(camp.config.runner, log_directory=camp.root / "dask-logs")
         done_now = in_flight = 0
         reason: str | None = None
         for r in range(camp.config.rounds):

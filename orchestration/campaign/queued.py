@@ -86,7 +86,7 @@ def evaluate_queued(camp: Campaign, round_index: int, *, wait: bool) -> list[str
     """Submit, poll and collect the round's pending candidates; returns the ids still without a result
     (empty when ``wait``, unless every attempt of some job was lost)."""
     from oracles.base import Candidate
-    from oracles.queue import drive  # type: ignore[attr-defined,unused-ignore]
+    from oracles.queue import drive
 
     oracle = queued_oracle(camp)
     if oracle is None:

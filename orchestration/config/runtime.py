@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestration.config.schema import (
@@ -46,9 +47,10 @@ def build_search_space(config: CampaignConfig) -> SearchSpace:
         raise ConfigError(f"campaign {config.name!r}: `search_space` cannot be used: {text}{hint}.") from None
 
 
-def task_runner_for(runner: LocalRunner | DaskRunner) -> Any:
+def task_runner_for(runner: LocalRunner | DaskRunner, *, log_directory: Path | None = None) -> Any:
     """The Prefect task runner the config asks for: a thread pool, or prefect-dask's ``DaskTaskRunner``
-    on a ``LocalCluster``, an existing scheduler, or a ``dask_jobqueue.SLURMCluster`` (imported lazily)."""
+    on a ``LocalCluster``, an existing scheduler, or a ``dask_jobqueue.SLURMCluster`` (imported lazily)
+    whose job logs go to ``log_directory`` (default: the working directory, SLURM's default)."""
     if isinstance(runner, LocalRunner):
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -74,6 +76,8 @@ def task_runner_for(runner: LocalRunner | DaskRunner) -> Any:
     kwargs = {"cores": c.cores, "processes": c.cores, "memory": c.memory, "walltime": c.walltime,
               "job_extra_directives": list(c.job_extra_directives),
               "job_script_prologue": [f"export {v}=1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")]}
+    if log_directory is not None:
+        kwargs["log_directory"] = str(log_directory)
     if c.queue:
         kwargs["queue"] = c.queue
     if c.account:
