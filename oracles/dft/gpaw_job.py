@@ -45,15 +45,25 @@ def atoms_to_doc(atoms: Any) -> dict[str, Any]:
             "positions": atoms.positions.tolist()}
 
 
-def calculator(p: dict[str, Any], txt: str) -> Any:
+def kpoint_grid(atoms: Any, p: dict[str, Any]) -> list[int]:
+    """The Monkhorst-Pack grid, fixed from the *initial* cell: a density re-evaluated while the cell
+    relaxes would switch grids mid-relaxation (energy jumps of ~1 eV/atom at low densities)."""
+    from ase.calculators.calculator import kptdensity2monkhorstpack
+
+    if p["kpts"]:
+        return [int(k) for k in p["kpts"]]
+    return [int(k) for k in kptdensity2monkhorstpack(atoms, p["kpoint_density"], even=False)]
+
+
+def calculator(p: dict[str, Any], txt: str, kpts: list[int]) -> Any:
     from gpaw import GPAW, PW, Mixer
 
     width = p["smearing_width_eV"]
     occupations = {"fermi-dirac": {"name": "fermi-dirac", "width": width},
                    "gaussian": {"name": "methfessel-paxton", "width": width, "order": 0},  # order 0 = Gaussian
                    "marzari-vanderbilt": {"name": "marzari-vanderbilt", "width": width}}[p["smearing"]]
-    kpts = p["kpts"] or {"density": p["kpoint_density"], "gamma": p["gamma_centered"]}
-    return GPAW(mode=PW(p["cutoff_eV"]), xc=p["xc"], kpts=kpts, occupations=occupations,
+    return GPAW(mode=PW(p["cutoff_eV"]), xc=p["xc"], kpts={"size": kpts, "gamma": p["gamma_centered"]},
+                occupations=occupations,
                 mixer=Mixer(beta=p["mixing_beta"], nmaxold=5, weight=50.0), maxiter=p["max_scf_iterations"],
                 convergence={"energy": p["scf_energy_tol_eV"]}, spinpol=p["spin"] == "collinear", txt=txt)
 
@@ -65,7 +75,8 @@ def compute(atoms: Any, p: dict[str, Any], txt: str) -> dict[str, Any]:
 
     if p["spin"] == "collinear" and not any(atoms.get_initial_magnetic_moments()):
         atoms.set_initial_magnetic_moments([1.0] * len(atoms))
-    atoms.calc = calculator(p, txt)
+    kpts = kpoint_grid(atoms, p)
+    atoms.calc = calculator(p, txt, kpts)
     n = len(atoms)
     energies: list[float] = []
     status, n_steps = "ok", 0
@@ -86,7 +97,8 @@ def compute(atoms: Any, p: dict[str, Any], txt: str) -> dict[str, Any]:
     except Exception:  # stress is not available for every setting
         stress = None
     return {"status": status, "energy_eV": energy, "energy_per_atom": energy / n, "forces": forces,
-            "stress": stress, "structure": atoms_to_doc(atoms), "energies_per_atom": energies, "n_steps": n_steps}
+            "stress": stress, "structure": atoms_to_doc(atoms), "energies_per_atom": energies, "n_steps": n_steps,
+            "kpts": kpts}
 
 
 def elemental_energy(symbol: str, p: dict[str, Any], ref_dir: Path) -> float:
