@@ -107,10 +107,8 @@ def qe_input_data(structure: Structure, s: DFTSettings) -> dict[str, dict[str, A
         "electrons": {"electron_maxstep": s.max_scf_iterations, "mixing_beta": s.mixing_beta,
                       "conv_thr": float(f"{s.scf_energy_tol_eV * len(structure) / RY_EV:.3e}")},
     }
-    if s.spin == "collinear":
+    if s.spin == "collinear":  # starting_magnetization comes from the atoms' initial moments (1 μB each)
         data["system"]["nspin"] = 2
-        for i, _ in enumerate(sorted(structure.composition.elements)):
-            data["system"][f"starting_magnetization({i + 1})"] = 0.5
     if s.mode == "relax":
         data["ions"] = {"ion_dynamics": "bfgs"}
         if s.relax_cell:
@@ -128,6 +126,8 @@ def _write_qe(jobdir: Path, structure: Structure, s: DFTSettings) -> list[str]:
         raise InputError(f"qe: no pseudopotential for {missing}; set qe_pseudopotentials "
                          "(element -> UPF file in qe_pseudo_dir)")
     atoms = AseAtomsAdaptor.get_atoms(structure)
+    if s.spin == "collinear":
+        atoms.set_initial_magnetic_moments([1.0] * len(atoms))
     with open(jobdir / "pw.in", "w") as fh:
         write_espresso_in(fh, atoms, input_data=qe_input_data(structure, s),
                           pseudopotentials={el: s.qe_pseudopotentials[el] for el in symbols},
