@@ -51,10 +51,19 @@ def _replay(mp20_dir: Path) -> Oracle:
     return get_oracle("replay", dataset=str(mp20_dir))
 
 
+def _gpaw(request: pytest.FixtureRequest) -> Oracle:
+    """Real GPAW jobs through the local queue at cheap settings (~35 s for the batch; runs in CI)."""
+    from tests.oracles.dft.conftest import CHEAP
+
+    pytest.importorskip("gpaw", reason="GPAW not installed (make install builds it)")
+    return get_oracle("gpaw", workdir=str(request.getfixturevalue("tmp_path")), **CHEAP)
+
+
 ORACLE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Oracle]] = {
     "density": lambda request: get_oracle("density"),
     "replay": lambda request: _replay(request.getfixturevalue("mp20_dir")),
     "chgnet": lambda request: request.getfixturevalue("chgnet_fast"),
+    "gpaw": _gpaw,
 }
 
 
@@ -63,9 +72,9 @@ def test_oracle_conformance(name: str, request: pytest.FixtureRequest) -> None:
     oracle = ORACLE_FACTORIES[name](request)
     results = check_conformance(oracle, mixed_batch())
     by_id = {r.candidate_id: r for r in results}
-    if name in ("density", "chgnet"):
+    if name in ("density", "chgnet", "gpaw"):
         assert by_id["nacl-structure"].status == "ok" and by_id["nacl-table"].status == "ok"
-    if name == "chgnet":
+    if name in ("chgnet", "gpaw"):
         assert by_id["impossible"].status == "invalid" and "not compatible" in by_id["impossible"].message
     if name == "replay":  # none of these toy cells is an MP-20 entry except rock-salt NaCl
         assert by_id["impossible"].status == "failed"
