@@ -27,7 +27,7 @@ app.command("proxy")(bench_proxy)
 @app.command("discovery")
 def bench_discovery(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (the only output on stdout).")] = False,
-    budget: Annotated[int, typer.Option(min=1, help="Oracle calls (CHGNet relaxations) per strategy and seed.")] = 30,
+    budget: Annotated[int, typer.Option(min=1, help="Oracle calls (CHGNet relaxations) per strategy and seed.")] = 24,
     seeds: Annotated[int, typer.Option(min=1, help="Independent repetitions (seeds 0..K-1).")] = 2,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of the full loop (batch = budget / rounds).")] = 3,
     candidates: Annotated[int, typer.Option(min=1, help="Generator samples per round (and random pool size per round).")] = 300,
@@ -41,9 +41,9 @@ def bench_discovery(
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
     GFlowNet trained once (same CHGNet budget, same search space; see orchestration/bench_discovery.py).
 
-    The default budget (4 strategies × 2 seeds × 30 relaxations) fits 2 CPU cores in well under an hour.
+    The default budget (4 strategies × 2 seeds × 24 relaxations) fits 2 CPU cores in under an hour.
 
-    Example: matloop bench discovery --budget 30 --seeds 2 --json
+    Example: matloop bench discovery --budget 24 --seeds 2 --json
     """
     from orchestration.cli_campaign import _progress as campaign_progress
     from orchestration.cli_campaign import prefect_environment
@@ -77,6 +77,9 @@ def bench_discovery(
         if done >= total:
             ctx.__exit__(None, None, None)
 
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # pymatgen's per-entry compatibility notes
     with campaign_progress(True):
         result = run_benchmark(settings, out, progress=progress)
     if json_out:

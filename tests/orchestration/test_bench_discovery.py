@@ -35,7 +35,10 @@ def _e(e_hull: float, cif: str | None, status: str = "ok", counts: dict[str, int
     return Evaluated(c, status, e_hull, -2.0, cif)
 
 
-def test_unique_hits_best_so_far_and_diversity() -> None:
+def test_unique_hits_best_so_far_and_diversity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestration import bench_discovery
+
+    monkeypatch.setattr(bench_discovery, "_COVERED", {frozenset({"Na", "Cl"}): True, frozenset({"K", "Cl"}): False})
     nacl, nacl_strained, kcl = _cif(5.6), _cif(5.65), _cif(6.3, ("K", "Cl"))
     runs = [_e(0.3, nacl), _e(0.05, nacl), _e(-0.01, nacl_strained),  # same structure twice: one unique hit
             _e(float("nan"), None, status="failed"), _e(0.0, kcl, counts={"K": 4, "Cl": 4})]
@@ -47,6 +50,18 @@ def test_unique_hits_best_so_far_and_diversity() -> None:
     assert m["best_e_above_hull_so_far"] == [0.3, 0.05, -0.01, -0.01, -0.01]
     assert m["diversity"]["distinct_formulas"] == 2 and m["diversity"]["distinct_chemical_systems"] == 2
     assert m["hit_formulas"] == ["KCl", "NaCl"]
+    assert m["unique_hits_ehull_le_0p1_covered"] == 1  # KCl's system marked as holding no reference compound
+
+
+@pytest.mark.slow
+def test_covered_systems_of_the_shipped_reference() -> None:
+    from orchestration.bench_discovery import covered
+
+    def c(counts: dict[str, int]) -> Crystal:
+        return Crystal(1, counts, 5, 5, 5, 90, 90, 90)
+
+    assert covered(c({"Li": 2, "Fe": 2, "O": 4}))  # the full MP Li-Fe-O system is shipped
+    assert covered(c({"Li": 1, "Fe": 1, "O": 2, "Se": 1}))  # through its Li-Fe-O subsystem
 
 
 def test_bootstrap_rates_and_ratio() -> None:
@@ -61,13 +76,15 @@ def test_bootstrap_rates_and_ratio() -> None:
 def test_summarize_reports_the_ratio_and_counts() -> None:
     def run(hits: int) -> dict:
         return {"oracle_calls": 10, "ok": 10, "unique_hits_ehull_le_0p1": hits, "unique_hits_ehull_le_0": hits // 2,
-                "hit_formulas": ["NaCl"], "diversity": {"distinct_formulas": 1}, "best_e_above_hull_so_far": [0.0] * 10,
+                "unique_hits_ehull_le_0p1_covered": hits // 4, "hit_formulas": ["NaCl"], "diversity": {"distinct_formulas": 1}, "best_e_above_hull_so_far": [0.0] * 10,
                 "cumulative_unique_hits_ehull_le_0p1": [0] * 10, "median_formation_energy": -1.0}
 
     s = summarize({"loop": [run(6), run(4)], "random": [run(2), run(2)], "random_proxy": [run(2), run(2)],
                    "gfn_once": [run(3), run(3)]})
     assert s["ratio_loop_vs_random"] == 2.5 and s["ratio_loop_vs_random_ehull_le_0"] == 2.5
-    assert s["counts"]["loop"] == {"unique_hits_ehull_le_0p1": 10, "unique_hits_ehull_le_0": 5, "oracle_calls": 20}
+    assert s["counts"]["loop"] == {"unique_hits_ehull_le_0p1": 10, "unique_hits_ehull_le_0": 5,
+                                   "unique_hits_ehull_le_0p1_covered": 2, "oracle_calls": 20}
+    assert s["ratio_loop_vs_random_covered"] is None  # random: 2 // 4 = 0 covered hits
     assert s["strategies"]["random"]["unique_hits_ehull_le_0p1_per_100_calls"] == 20.0
     assert s["strategies"]["loop"]["unique_hits_ehull_le_0p1_per_100_calls_ci95"] == [40.0, 60.0]
     none = summarize({"loop": [run(2)], "random": [run(1)]})  # random: 0 hits at E_hull <= 0
