@@ -7,13 +7,14 @@ and the detached runner:
 1. waits for a free slot: an exclusive ``flock`` on one of ``S/slot-0.lock`` … ``slot-<N-1>.lock``
    (the kernel drops a lock when its holder dies, so a killed job never leaks its slot);
 2. runs ``bash job.sh`` in its own session with the slot's file descriptor inherited (the slot stays
-   taken while the job runs, even if the runner itself is killed), with an address-space limit of
-   ``--memory-mb`` when given;
+   taken while the job runs, even if the runner itself is killed);
 3. after ``--walltime-s`` seconds sends SIGTERM to the job's process group, SIGKILL 10 s later;
-   SIGTERM to the runner (cancel) does the same;
+   SIGTERM to the runner (cancel) does the same; with ``--memory-mb`` it checks the resident memory of
+   the job's process group every 0.5 s and SIGKILLs the group above the limit (like a cgroup OOM kill;
+   an ``RLIMIT_AS`` limit made Python hang at start-up instead of failing);
 4. writes ``runner.json`` atomically at each change: ``state`` (queued | running | finished),
    ``runner_pid``, ``job_pid``, ``exit_code`` (negative: killed by that signal), ``timed_out``,
-   ``cancelled``, and times (Unix seconds).
+   ``cancelled``, ``oom_killed``, ``max_rss_mb``, and times (Unix seconds).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import contextlib
 import fcntl
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -90,39 +90,65 @@ def run(jobdir: Path, slots_dir: Path, max_parallel: int, walltime_s: float, mem
         write_json_atomic(jobdir / RUNNER_FILE, doc)
         return 0
 
-    def limits() -> None:
-        if memory_mb:
-            nbytes = memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
-
     with open(jobdir / "job.out", "ab") as out:
         proc = subprocess.Popen(["bash", str(jobdir / "job.sh")], cwd=jobdir, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(slot,),
-                                preexec_fn=limits)
+                                stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(slot,))
     child.append(proc)
     doc.update(state="running", job_pid=proc.pid, job_start_ticks=process_start_ticks(proc.pid),
                started_at=time.time(), slot=slot)
     write_json_atomic(jobdir / RUNNER_FILE, doc)
-    timed_out = False
-    try:
-        rc = proc.wait(timeout=walltime_s)
-    except subprocess.TimeoutExpired:
-        timed_out = not cancel[0]
-        _signal_group(proc.pid, signal.SIGTERM)
+    timed_out = oom_killed = False
+    deadline = time.monotonic() + walltime_s
+    max_rss = 0.0
+    rc: int | None = None
+    while rc is None:
         try:
-            rc = proc.wait(timeout=KILL_GRACE_S)
+            rc = proc.wait(timeout=0.5)
+            break
         except subprocess.TimeoutExpired:
-            _signal_group(proc.pid, signal.SIGKILL)
-            rc = proc.wait()
+            pass
+        if memory_mb:
+            max_rss = max(max_rss, group_rss_mb(proc.pid))
+            if max_rss > memory_mb:
+                oom_killed = True
+                _signal_group(proc.pid, signal.SIGKILL)
+                rc = proc.wait()
+                break
+        if time.monotonic() > deadline or cancel[0]:
+            timed_out = not cancel[0]
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                rc = proc.wait()
     if cancel[0]:
         try:
             rc = proc.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             _signal_group(proc.pid, signal.SIGKILL)
             rc = proc.wait()
-    doc.update(state="finished", exit_code=rc, timed_out=timed_out, cancelled=cancel[0], ended_at=time.time())
+    doc.update(state="finished", exit_code=rc, timed_out=timed_out, cancelled=cancel[0], oom_killed=oom_killed,
+               max_rss_mb=round(max_rss, 1) if memory_mb else None, ended_at=time.time())
     write_json_atomic(jobdir / RUNNER_FILE, doc)
     return 0
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory (MB) of every process in process group ``pgid``."""
+    page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == pgid:
+                total += int(Path(entry.path, "statm").read_text().split()[1]) * page_mb
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -119,6 +119,8 @@ class LocalScheduler:
             return "LOST" if read_job_status(jobdir).exit_code is None else None
         if doc.get("cancelled"):
             return "CANCELLED"
+        if doc.get("oom_killed"):
+            return "OUT_OF_MEMORY"
         if doc.get("timed_out"):
             return "TIMEOUT"
         return "COMPLETED" if doc.get("exit_code") == 0 else "FAILED"

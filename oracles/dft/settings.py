@@ -70,7 +70,7 @@ class DFTSettings(BaseModel):
     # resources
     walltime_s: int = Field(3600, ge=1, description="per job, s (SLURM rounds up to whole minutes)")
     cores: int = Field(1, ge=1, description="CPUs per job; exported as OMP_NUM_THREADS")
-    memory_mb: int | None = Field(None, ge=1, description="per job, MB (SLURM --mem; local: address-space limit)")
+    memory_mb: int | None = Field(None, ge=1, description="per job, MB (SLURM --mem; local: RSS watchdog kills above it)")
     # scheduler
     scheduler: SchedulerName = "local"
     max_parallel: int = Field(1, ge=1, description="local: jobs running at once (slot locks)")

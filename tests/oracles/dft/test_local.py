@@ -138,3 +138,13 @@ def test_undecodable_crystal_and_missing_pseudopotential_fail_without_a_job(tmp_
     qe = DFTOracle(code="qe", workdir=str(tmp_path / "q"), **CHEAP)
     [q] = qe.evaluate([Candidate.from_structure(si_structure(), id="si")], seed=0)
     assert q.status == "failed" and q.provenance["failure"] == "input_error" and "Si" in q.message
+
+
+def test_out_of_memory_is_killed_classified_and_retried_with_more_memory(tmp_path: Path) -> None:
+    """GPAW's process needs ~120 MB resident: 60 MB gets it killed by the local runner's watchdog."""
+    oracle = DFTOracle(workdir=str(tmp_path), memory_mb=60, **{**CHEAP, "elemental_references": "none"},
+                       retry={"max_attempts": 2, "memory_factor": 10})
+    [r] = oracle.evaluate([Candidate.from_structure(si_structure(), id="si")], seed=0)
+    assert r.status == "ok" and r.provenance["attempt"] == 1 and r.provenance["settings"]["memory_mb"] == 600
+    first = read_json(job_dir(tmp_path, "si", 0) / "runner.json")
+    assert first["oom_killed"] and first["max_rss_mb"] > 60
