@@ -148,3 +148,19 @@ def test_out_of_memory_is_killed_classified_and_retried_with_more_memory(tmp_pat
     assert r.status == "ok" and r.provenance["attempt"] == 1 and r.provenance["settings"]["memory_mb"] == 600
     first = read_json(job_dir(tmp_path, "si", 0) / "runner.json")
     assert first["oom_killed"] and first["max_rss_mb"] > 60
+
+
+QE_PSEUDO = Path("/usr/share/espresso/pseudo")
+
+
+def test_quantum_espresso_si_through_the_local_queue(tmp_path: Path) -> None:
+    """Real pw.x where it is installed (Debian `quantum-espresso` + `quantum-espresso-data`; not in CI)."""
+    import shutil
+
+    if shutil.which("pw.x") is None or not (QE_PSEUDO / "Si.pbe-rrkj.UPF").exists():
+        pytest.skip("pw.x or the Debian Si pseudopotential not installed (apt-get install quantum-espresso "
+                    "quantum-espresso-data)")
+    oracle = DFTOracle(code="qe", workdir=str(tmp_path), cutoff_eV=300, kpoint_density=1.0, poll_interval_s=0.3,
+                       qe_pseudo_dir=str(QE_PSEUDO), qe_pseudopotentials={"Si": "Si.pbe-rrkj.UPF"})
+    [r] = oracle.evaluate([Candidate.from_structure(si_structure(), id="si")], seed=0)
+    assert r.status == "ok" and r.targets["energy_per_atom"] == pytest.approx(-106.78, abs=0.01)

@@ -111,3 +111,16 @@ def test_retry_settings(tmp_path: Path) -> None:
     assert oracle.settings_for(oom).memory_mb == 2000
     err = replay("tc-error", tmp_path / "c")
     assert not oracle.should_retry(err, attempt=0)  # exit codes are not retried by default
+
+
+def test_qe_recorded_outputs(tmp_path: Path) -> None:
+    """Real pw.x 6.7 outputs (Debian quantum-espresso, Si.pbe-rrkj.UPF, 300 eV): static, vc-relax, SCF cap."""
+    ok = replay("qe-si-ok", tmp_path / "a")
+    assert ok.status == "ok" and ok.provenance["code"] == "qe"
+    assert ok.targets["energy_per_atom"] == pytest.approx(-106.78, abs=0.01)  # QE's scale: pseudopotential-dependent
+    assert ok.targets["formation_energy_per_atom"] is None
+    assert ok.provenance["formation_energy_reference"].startswith("none")
+    relax = replay("qe-si-relax", tmp_path / "b")
+    assert relax.status == "ok" and relax.n_steps == 4 and relax.energies[-1] < relax.energies[0]
+    scf = replay("qe-si-scf", tmp_path / "c")
+    assert scf.status == "unconverged" and scf.provenance["failure"] == "scf_unconverged"
