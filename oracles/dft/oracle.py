@@ -188,7 +188,8 @@ class DFTOracle:
             if h.scheduler != NO_JOB:
                 by_scheduler.setdefault(h.scheduler, []).append(i)
         for name, idx in by_scheduler.items():
-            states = self._scheduler(name, Path(handles[idx[0]].workdir).parent.parent).states([(handles[i].job_id, Path(handles[i].workdir)) for i in idx])
+            jobs = [(handles[i].job_id, Path(handles[i].workdir)) for i in idx]
+            states = self._scheduler(name, Path(jobs[0][1]).parent.parent).states(jobs)
             for i, st in zip(idx, states, strict=True):
                 out[i] = st
         return out
