@@ -121,3 +121,15 @@ def test_bench_discovery_command_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "bench" / "discovery.png").stat().st_size > 1000
     rows = (tmp_path / "bench" / "evaluated.jsonl").read_text().splitlines()
     assert len(rows) == 8 and {json.loads(r)["strategy"] for r in rows} == set(result["counts"])
+
+
+def test_finished_baselines_are_cached_per_seed_and_settings(tmp_path: Path) -> None:
+    from orchestration.bench_discovery import _load_cache, _save_cache
+
+    runs = [_e(0.05, _cif(5.6)), _e(float("nan"), None, status="failed")]
+    path = tmp_path / "random-s0.json"
+    _save_cache(path, BenchSettings(budget=6, seeds=2), runs)
+    back = _load_cache(path, BenchSettings(budget=6, seeds=1))  # seed 0 is the same run whatever K is
+    assert back is not None and [b.crystal for b in back] == [r.crystal for r in runs]
+    assert back[0].e_above_hull == 0.05 and back[1].status == "failed" and back[0].relaxed_cif == runs[0].relaxed_cif
+    assert _load_cache(path, BenchSettings(budget=9, seeds=2)) is None  # other settings: run again
