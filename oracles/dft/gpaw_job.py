@@ -10,7 +10,8 @@ runs a static or relaxing plane-wave PAW calculation and writes ``result.json``:
   ``forces`` (eV/Å), ``stress`` (Voigt, eV/Å³), ``structure`` (final), ``energies_per_atom`` (eV/atom,
   one per optimizer step), ``n_steps``, ``wall_time_s``, ``gpaw_version``;
 * ``elemental_energies_per_atom`` (eV/atom): each element's ground state (ASE's reference crystal
-  structure for the element, relaxed in relax mode) with the same parameters, cached in
+  structure for the element, or the diatomic molecule in a box for H, N, O, F, Cl, ...; relaxed in
+  relax mode) with the same parameters, cached in
   ``reference_dir`` (shared by every job with these parameters, under a file lock); elements that
   cannot be computed are listed in ``elemental_errors``.
 
@@ -101,8 +102,40 @@ def compute(atoms: Any, p: dict[str, Any], txt: str) -> dict[str, Any]:
             "kpts": kpts}
 
 
+MOLECULE_BOX_A = (9.0, 9.2, 9.4)
+"""Box (Å) of the diatomic references: slightly anisotropic so that no accidental degeneracy slows the SCF."""
+HALOGEN_BOND_A = {"Cl": 1.99, "Br": 2.28, "I": 2.67}
+"""Bond lengths (Å, experimental) of the halogen molecules, whose crystals ASE has no atomic basis for."""
+MOLECULE_MAGMOMS = {"O": 1.0}
+"""Initial moments per atom of spin-polarised molecular ground states (O₂ is a triplet)."""
+
+
+def reference_atoms(symbol: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any], str]:
+    """The element's reference state with parameters ``p``: ASE's crystal structure, or for elements whose
+    standard state is a diatomic gas (H, N, O, F, Cl, ...) the molecule in a box (Γ point only, fixed box,
+    spin-polarised where the molecule is magnetic; also Cl₂, Br₂, I₂). Returns (atoms, parameters, description)."""
+    from ase import Atoms
+    from ase.build import bulk
+    from ase.data import atomic_numbers, reference_states
+
+    state: dict[str, Any] = reference_states[atomic_numbers[symbol]] or {}
+    bond = float(state["d"]) if state.get("symmetry") == "diatom" else HALOGEN_BOND_A.get(symbol)
+    if bond is not None:
+        atoms = Atoms([symbol, symbol], positions=[[0.0, 0.0, 0.0], [0.0, 0.0, bond]],
+                      cell=list(MOLECULE_BOX_A), pbc=True)
+        atoms.center()
+        params = {**p, "kpts": [1, 1, 1], "relax_cell": False}
+        if symbol in MOLECULE_MAGMOMS:
+            atoms.set_initial_magnetic_moments([MOLECULE_MAGMOMS[symbol]] * 2)
+            params["spin"] = "collinear"
+        return atoms, params, f"{symbol}2 molecule in a {MOLECULE_BOX_A} Å box, Γ point"
+    # raises for elements whose crystal ASE cannot build (S, P, B: no atomic basis): no formation energy
+    return bulk(symbol), {**p, "kpts": None}, f"ASE reference crystal ({state.get('symmetry', '?')})"
+
+
 def elemental_energy(symbol: str, p: dict[str, Any], ref_dir: Path) -> float:
-    """Energy per atom (eV/atom) of the element's reference crystal with parameters ``p`` (cached)."""
+    """Energy per atom (eV/atom) of the element's reference state with parameters ``p`` (cached); see
+    :func:`reference_atoms`."""
     ref_dir.mkdir(parents=True, exist_ok=True)
     cache = ref_dir / f"{symbol}.json"
     with open(ref_dir / f"{symbol}.lock", "w") as lock:
@@ -110,12 +143,10 @@ def elemental_energy(symbol: str, p: dict[str, Any], ref_dir: Path) -> float:
         if cache.exists():
             doc = json.loads(cache.read_text())
         else:
-            from ase.build import bulk
-
-            atoms = bulk(symbol)  # raises for elements without a crystalline reference state (O, N, H, ...)
-            out = compute(atoms, {**p, "kpts": None}, str(ref_dir / f"{symbol}.txt"))  # density, not the grid
+            atoms, params, what = reference_atoms(symbol, p)  # crystal: k-points from the density, not the grid
+            out = compute(atoms, params, str(ref_dir / f"{symbol}.txt"))
             doc = {"symbol": symbol, "energy_per_atom": out["energy_per_atom"], "status": out["status"],
-                   "structure": out["structure"]}
+                   "structure": out["structure"], "reference": what}
             tmp = cache.with_suffix(".tmp")
             tmp.write_text(json.dumps(doc))
             os.replace(tmp, cache)

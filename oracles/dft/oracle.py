@@ -10,9 +10,11 @@ Targets (per atom; energies in eV/atom):
 * ``energy_per_atom``: the code's raw total energy / N. **Not on the Materials Project scale**: GPAW's
   zero is the isolated reference atoms of its PAW setups, QE's depends on the pseudopotentials.
 * ``formation_energy_per_atom``: GPAW — against elemental ground states computed by the same job with
-  the same settings (ASE's reference crystal structure of each element; relaxed in relax mode;
-  k-points from ``kpoint_density``), ``E_form = (E − Σ n_i μ_i^GPAW) / N``; ``None`` when an element
-  has no crystalline reference state in ASE (H, N, O, F, Cl, ...) or ``elemental_references: none``.
+  the same settings (ASE's reference crystal structure of each element, k-points from
+  ``kpoint_density``; for elements whose standard state is a diatomic gas — H, N, O, F, Cl, ... — the
+  molecule in a 9 Å box at the Γ point, O₂ spin-polarised; relaxed in relax mode),
+  ``E_form = (E − Σ n_i μ_i^GPAW) / N``; ``None`` when an element has no reference state in ASE or with
+  ``elemental_references: none``. Plain PBE: no correction of the O₂ overbinding (MP2020 corrects it).
   VASP — MP2020-corrected against MP's elemental references (the MP input sets make it comparable).
   QE — not computed (``None``).
 * ``e_above_hull``: the formation energy above against the MP-scale reference hull of
@@ -275,7 +277,8 @@ class DFTOracle:
             if not missing:
                 e_form = (energy - sum(mu[el.symbol] * amt for el, amt in comp.items())) / n
                 prov["formation_energy_reference"] = (
-                    "GPAW elemental ground states (ASE reference crystal structures) with the same settings; "
+                    "GPAW elemental ground states (ASE reference crystals; diatomic molecules in a box for gases) "
+                    "with the same settings; "
                     f"mu (eV/atom) = {json.dumps(mu, sort_keys=True)}")
             else:
                 prov["formation_energy_reference"] = f"none: no GPAW elemental reference for {missing} " \

@@ -4,7 +4,7 @@ For a queued oracle the round does not fan out one task per candidate (that woul
 hours per job). It runs :func:`oracles.queue.drive` against the campaign store instead: every
 submitted job is recorded (candidate, attempt, scheduler job id, job directory) in the store's
 ``oracle_submissions`` table, and final results go to the same result table as any other oracle's.
-Job directories live under ``<campaign dir>/oracle-jobs/round-NNN/``.
+Job directories live under ``<campaign dir>/oracle-jobs/<candidate id>/attempt-<n>/``.
 
 Waiting holds nothing but the flow process, which polls every ``oracle.poll_interval_s``. With
 ``oracle.wait: false`` (or ``matloop run --no-wait``) the round submits, records and returns; the
@@ -78,8 +78,10 @@ def queued_oracle(camp: Campaign) -> QueuedOracle | None:
     return camp._extras["queued_oracle"]  # type: ignore[no-any-return]
 
 
-def jobs_root(camp: Campaign, round_index: int) -> Path:
-    return camp.root / "oracle-jobs" / f"round-{round_index:03d}"
+def jobs_root(camp: Campaign) -> Path:
+    """``<campaign dir>/oracle-jobs``: one folder per candidate (ids are unique across rounds), plus what the
+    oracle shares between jobs (local slot locks, cached elemental references)."""
+    return camp.root / "oracle-jobs"
 
 
 def evaluate_queued(camp: Campaign, round_index: int, *, wait: bool) -> list[str]:
@@ -99,7 +101,7 @@ def evaluate_queued(camp: Campaign, round_index: int, *, wait: bool) -> list[str
     verb = "run" if wait else "submit"
     with step(f"round {round_index}: {verb} {len(candidates)} {camp.config.oracle.name} job(s)", total=total) as update:
         update(total - len(pending))
-        drive(oracle, candidates, root=jobs_root(camp, round_index), ledger=StoreLedger(camp),
+        drive(oracle, candidates, root=jobs_root(camp), ledger=StoreLedger(camp),
               seed=camp.seed_for(round_index), wait=wait, poll_interval_s=camp.config.oracle.poll_interval_s,
               progress=lambda done, _n: update(total - len(pending) + done))
     return camp.store.pending(camp.name, round_index)
