@@ -4,12 +4,16 @@
   ``postgres_url`` gives a fresh database per test. Skips when the binaries are absent.
 * ``prefect_api_url`` — a ``prefect server start`` (UI off) with its own ``PREFECT_HOME``.
 * ``mlflow_server_uri`` — an ``mlflow server`` (one worker, job execution off) on a temp SQLite.
+* ``slurm`` — a single-node SLURM (munge, slurmctld, slurmd on 127.0.0.1) started with
+  ``deploy/slurm/start-slurm.sh``; sets ``SLURM_CONF``. Skips only where SLURM cannot start (not root,
+  slurm-wlm missing).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -87,3 +91,36 @@ def prefect_server_settings(prefect_api_url: str) -> Iterator[str]:
         # Send batched run logs and events while the server is still up, with these settings.
         APILogWorker.drain_all(timeout=10, at_exit=False)
         EventsWorker.drain_all(timeout=10, at_exit=False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[Path]:
+    """A running single-node SLURM; yields its state folder (``SLURM_CONF`` is set for the session)."""
+    if os.geteuid() != 0:
+        pytest.skip("SLURM tests need root (slurmd runs jobs as the submitting user)")
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"slurm-wlm not installed ({', '.join(missing)} missing): apt-get install slurm-wlm")
+    state = Path(tempfile.mkdtemp(prefix="matloop-slurm-"))
+    env = {**os.environ, "MATLOOP_SLURM_DIR": str(state), "SLURMCTLD_PORT": os.environ.get("SLURMCTLD_PORT", "6917"),
+           "SLURMD_PORT": os.environ.get("SLURMD_PORT", "6918")}
+    proc = subprocess.run(["bash", str(REPO / "deploy/slurm/start-slurm.sh")], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        log = "".join(p.read_text()[-2000:] for p in (state / "log").glob("*.log")) if (state / "log").is_dir() else ""
+        pytest.fail(f"start-slurm.sh failed ({proc.returncode}): {proc.stdout}{proc.stderr}\n{log}")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(state / "slurm.conf")
+    try:
+        yield state
+    finally:
+        subprocess.run(["bash", str(REPO / "deploy/slurm/stop-slurm.sh")], env=env, capture_output=True, timeout=60,
+                       check=False)
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        shutil.rmtree(state, ignore_errors=True)

@@ -1,14 +1,10 @@
 """``runner: {kind: dask, cluster: {type: slurm}}``: the oracle tasks of a campaign round run on Dask
 workers that are real SLURM jobs (``dask_jobqueue.SLURMCluster`` on the single-node SLURM that
-``deploy/slurm/start-slurm.sh`` starts), reporting to a real Prefect server; the results equal the
+``deploy/slurm/start-slurm.sh`` starts: the ``slurm`` fixture), reporting to a real Prefect server; the results equal the
 thread runner's for the same seed."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,35 +13,13 @@ import yaml
 from orchestration.store import Store
 from tests.orchestration.test_flows import CONFIG
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def slurm_conf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """SLURM_CONF of a running single-node SLURM (started here, stopped after the module)."""
-    if os.geteuid() != 0:
-        pytest.skip("a single-node SLURM needs root here (slurmd starts jobs as their user)")
-    if shutil.which("slurmctld") is None or shutil.which("sbatch") is None:
-        pytest.skip("slurm-wlm is not installed (`make install` installs it with apt-get)")
-    state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "MATLOOP_SLURM_DIR": str(state), "SLURMCTLD_PORT": "6827", "SLURMD_PORT": "6828"}
-    out = subprocess.run(["bash", str(ROOT / "deploy/slurm/start-slurm.sh")], env=env, capture_output=True,
-                         text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-2000:]
-    conf = out.stdout.strip().splitlines()[-1].split("=", 1)[1].strip().strip("'\"")
-    try:
-        yield conf
-    finally:
-        subprocess.run(["bash", str(ROOT / "deploy/slurm/stop-slurm.sh")], env=env, capture_output=True, timeout=120)
-
 
 @pytest.mark.slow
 def test_campaign_round_on_dask_workers_in_slurm_jobs(
-    tmp_path: Path, slurm_conf: str, prefect_server_settings: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, slurm: Path, prefect_server_settings: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from orchestration.flows import campaign_flow
 
-    monkeypatch.setenv("SLURM_CONF", slurm_conf)
     monkeypatch.setenv("PREFECT_API_URL", prefect_server_settings)  # inherited by the SLURM jobs (--export=ALL)
     one_round = {**CONFIG, "rounds": 1, "stopping": {}}
     results, jobs = {}, {}

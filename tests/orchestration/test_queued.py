@@ -1,7 +1,8 @@
 """Campaigns with a queued oracle: real GPAW DFT jobs through the ``local`` scheduler adapter, a real
 Prefect server and a SQLite store.
 
-* a 2-round campaign (≤ 4 atoms per cell, batch 2) completes with DFT labels;
+* a 2-round campaign (≤ 4 atoms per cell, batch 2) completes with DFT labels, through the ``local``
+  queue and through a real single-node SLURM (``sbatch``);
 * ``--no-wait`` stops a round with its jobs in flight and ``matloop resume`` collects them;
 * SIGKILL right after a job is submitted (before and after it is recorded in the store) and at a
   random moment while jobs run, then resume: every candidate ends with one result and no job was
@@ -100,6 +101,21 @@ def test_gpaw_campaign_through_the_local_queue(tmp_path: Path, prefect_api_url: 
     code, log = _finish(_matloop(["run", str(_config(tmp_path, "dft"))], env, tmp_path))
     assert code == 0, log[-3000:]
     _check_store(tmp_path / "dft" / "store.db", "dft", rounds=2)
+
+
+@pytest.mark.slow
+def test_gpaw_campaign_through_slurm(tmp_path: Path, prefect_api_url: str, slurm: Path) -> None:
+    oracle = {**CONFIG["oracle"], "settings": {**CONFIG["oracle"]["settings"], "scheduler": "slurm"}}
+    env = _env(prefect_api_url, tmp_path, SLURM_CONF=str(slurm / "slurm.conf"))
+    code, log = _finish(_matloop(["run", str(_config(tmp_path, "dftslurm", oracle=oracle))], env, tmp_path))
+    assert code == 0, log[-3000:]
+    _check_store(tmp_path / "dftslurm" / "store.db", "dftslurm", rounds=2)
+    store = Store.open(f"sqlite:///{tmp_path / 'dftslurm' / 'store.db'}", create=False)
+    try:
+        assert {s.scheduler for s in store.submissions("dftslurm")} == {"slurm"}
+        assert all(s.job_id.isdigit() for s in store.submissions("dftslurm"))  # SLURM job ids
+    finally:
+        store.close()
 
 
 @pytest.mark.slow
