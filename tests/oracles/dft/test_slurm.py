@@ -62,7 +62,6 @@ def test_crash_between_sbatch_and_recording_the_id(tmp_path: Path) -> None:
     assert [h.job_id for h in ledger.submissions("si")] == [handle.job_id]
 
 
-@pytest.mark.dft
 @pytest.mark.slow
 def test_timeout_through_slurm(tmp_path: Path) -> None:
     """SLURM's smallest time limit is one minute: a 64-atom Si cell at 400 eV with dense k-points runs longer."""
