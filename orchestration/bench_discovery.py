@@ -375,6 +375,32 @@ def summarize(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The benchmark's table (one row per strategy) and the loop-vs-random ratios, as markdown."""
+    def ci(v: list[Any]) -> str:
+        return f"[{v[0]}, {v[1]}]"
+
+    lines = ["| strategy | oracle calls | ok | unique hits E_hull ≤ 0.1 | per 100 calls (95 % CI) | unique hits E_hull ≤ 0 "
+             "| per 100 calls (95 % CI) | hits ≤ 0.1 in covered systems | per 100 calls (95 % CI) | distinct hit formulas |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in result["strategies"].items():
+        lines.append(
+            f"| {name} | {s['oracle_calls']} | {s['ok']} | {s['unique_hits_ehull_le_0p1']} "
+            f"({'+'.join(map(str, s['unique_hits_ehull_le_0p1_per_seed']))}) | {s['unique_hits_ehull_le_0p1_per_100_calls']} "
+            f"{ci(s['unique_hits_ehull_le_0p1_per_100_calls_ci95'])} | {s['unique_hits_ehull_le_0']} | "
+            f"{s['unique_hits_ehull_le_0_per_100_calls']} {ci(s['unique_hits_ehull_le_0_per_100_calls_ci95'])} | "
+            f"{s.get('unique_hits_ehull_le_0p1_covered', '–')} | {s.get('unique_hits_ehull_le_0p1_covered_per_100_calls', '–')} "
+            f"{ci(s.get('unique_hits_ehull_le_0p1_covered_per_100_calls_ci95', ['–', '–']))} | "
+            f"{s['diversity_of_hits']['distinct_formulas_all_seeds']} |")
+    lines.append("")
+    for key, label in (("ratio_loop_vs_random", "E_hull ≤ 0.1"), ("ratio_loop_vs_random_ehull_le_0", "E_hull ≤ 0"),
+                       ("ratio_loop_vs_random_covered", "E_hull ≤ 0.1, covered systems")):
+        if key in result:
+            lines.append(f"- loop / random, unique hits per oracle call ({label}): **{result[key]}** "
+                         f"(95 % CI {ci(result[key + '_ci95'])})")
+    return "\n".join(lines) + "\n"
+
+
 def plot(summary: dict[str, Any], out: Path) -> Path:
     """Two panels: cumulative unique hits (E_hull ≤ 0.1) and best E_hull so far, against oracle calls."""
     import matplotlib
@@ -507,4 +533,5 @@ def run_benchmark(settings: BenchSettings, out_dir: Path, *,
     (out_dir / "evaluated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     result["plot"] = str(plot(summary, out_dir / "discovery.png"))
     (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "results.md").write_text(markdown(result))
     return result
