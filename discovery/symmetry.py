@@ -138,9 +138,12 @@ class WyckoffAlgebra:
     free_mults: tuple[int, ...]
     max_count: int
     transitions: tuple[tuple[tuple[int, ...], ...], ...]  # [n][state] -> successor states
+    tag: tuple[object, ...] = ()  # distinguishes restricted algebras (discovery.symmetry_decode)
 
     @property
     def n_states(self) -> int:
+        if self.tag:  # restricted algebras list their (reachable) states explicitly
+            return len(self.transitions[1])
         out = 1
         for r in self.radices:
             out *= r + 1
@@ -151,9 +154,9 @@ class WyckoffAlgebra:
         return self.n_states - 1
 
     @property
-    def key(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]:
+    def key(self) -> tuple[object, ...]:
         """Space groups with equal keys have identical count algebra (used to share tables)."""
-        return (self.fixed_mults, self.radices, self.free_mults, self.max_count)
+        return (self.fixed_mults, self.radices, self.free_mults, self.max_count, self.tag)
 
     def successors(self, state: int, n: int) -> tuple[int, ...]:
         return self.transitions[n][state] if 1 <= n <= self.max_count else ()

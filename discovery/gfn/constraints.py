@@ -4,7 +4,9 @@ Hard constraints (every terminal composition satisfies all of them):
 
 * SMACT validity with ICSD24 oxidation states and the Pauling test — exactly
   ``smact_validity(composition, include_alloys=False)``;
-* exact Wyckoff compatibility with the chosen space group (:mod:`discovery.symmetry`);
+* exact Wyckoff compatibility with the chosen space group (:mod:`discovery.symmetry`), restricted
+  to compositions pyxtal's random placement decodes reliably (:mod:`discovery.symmetry_decode`,
+  a deliberate deviation: the rule's algebra has one pessimistic successor per state and count);
 * limits: distinct elements in ``[min_elements, max_elements]``, atoms per element in
   ``[1, max_per_element]``, total atoms ``≤ max_atoms``.
 
@@ -31,7 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from discovery.chemistry import canonical_order, element_chem
-from discovery.symmetry import WyckoffAlgebra, wyckoff_algebra
+from discovery.symmetry import WyckoffAlgebra
+from discovery.symmetry_decode import decodable_algebra
 
 C0, C1, A = 0, 1, 2
 INF = np.int16(10_000)
@@ -309,11 +312,11 @@ class CompositionConstraints:
     def for_space_group(self, sg: int) -> SpaceGroupConstraints:
         key = self._sg_key.get(sg)
         if key is None:
-            key = wyckoff_algebra(sg, self.rules.max_per_element).key
+            key = decodable_algebra(sg, self.rules.max_per_element).key
             self._sg_key[sg] = key
         tables = self._by_key.get(key)
         if tables is None:
-            tables = SpaceGroupConstraints(self.rules, wyckoff_algebra(sg, self.rules.max_per_element), self.el)
+            tables = SpaceGroupConstraints(self.rules, decodable_algebra(sg, self.rules.max_per_element), self.el)
             self._by_key[key] = tables
         return tables
 
