@@ -36,6 +36,7 @@ element; 1,511 / 1,673) and 86.5 % of all train pairs (1,773 / 2,051); validatio
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from fractions import Fraction
@@ -160,7 +161,8 @@ def decodable_algebra(sg: int, max_count: int = 16) -> WyckoffAlgebra:
     radices = pl.radices
     # radices: zero-dof positions per multiplicity (as the exact algebra), then line orbits (pseudo-multiplicity 0)
     fixed_like = exact.fixed_mults + ((0,) if pl.lines else ())
-    return WyckoffAlgebra(fixed_like, radices, exact.free_mults, max_count, tuple(trans), ("decodable", tuple(trans)))
+    return WyckoffAlgebra(fixed_like, radices, exact.free_mults, max_count, tuple(trans),
+                          ("decodable", hashlib.sha256(repr(trans).encode()).hexdigest()[:24]))
 
 
 def is_decodable(sg: int, counts: Iterable[int]) -> bool:

@@ -145,6 +145,9 @@ class SpaceGroupConstraints:
         # boolean tables dilated over oxidation states, built lazily per number of elements
         self.budget_free = rules.max_atoms >= rules.max_elements * rules.max_per_element
         self._dilated: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # CompositionConstraints.step results by (counts so far, element, count): prefix states are
+        # never mutated, so trajectories that share a prefix share its state
+        self.step_cache: dict[tuple[object, ...], PrefixState] = {}
 
     # -- dynamic programme ----------------------------------------------------------------------
     def _shift(self, x: np.ndarray, delta: int) -> np.ndarray:
@@ -390,6 +393,10 @@ class CompositionConstraints:
         """The state after adding ``count`` atoms of canonical element ``element``; keeps only the
         (phase, resource, charge) triples from which a valid completion exists."""
         t = self.for_space_group(sg)
+        cache_key = (state.counts, element, count)
+        hit = t.step_cache.get(cache_key)
+        if hit is not None:
+            return hit
         el, rules = self.el, self.rules
         if element <= state.last or not 1 <= count <= rules.max_per_element:
             raise ValueError(f"action (element {element}, count {count}) is not allowed from this state")
@@ -413,7 +420,11 @@ class CompositionConstraints:
         unary_ok = state.n_elements == 0 and rules.min_elements <= 1 and bool(t.alg.successors(t.alg.start, count))
         if not len(triples) and not unary_ok:
             raise ValueError(f"action (element {element}, count {count}) leads to a dead end")
-        return PrefixState(element, n_after, atoms, triples, unary_ok, (*state.counts, (element, count)))
+        out = PrefixState(element, n_after, atoms, triples, unary_ok, (*state.counts, (element, count)))
+        if len(t.step_cache) > ROW_CACHE:
+            t.step_cache.clear()
+        t.step_cache[cache_key] = out
+        return out
 
     def space_group_feasible(self, sg: int) -> bool:
         mask, can_end = self.action_mask(sg, self.initial(sg))

@@ -100,7 +100,10 @@ def validity_report(
     n = len(crystals)
     if not n:
         return {"smact": math.nan, "pyxtal": math.nan, "lattice": math.nan, "unique": math.nan}
-    pairs = sorted({(c.space_group, tuple(sorted(c.counts.items()))) for c in crystals})
+    # distinct pairs; each keeps the crystal's own species order (canonical for generated crystals),
+    # which is the order the decodability rule guarantees (discovery.symmetry_decode)
+    by_key = {(c.space_group, tuple(sorted(c.counts.items()))): (c.space_group, tuple(c.counts.items())) for c in crystals}
+    pairs = [by_key[k] for k in sorted(by_key)]
     rng = np.random.default_rng(seed)
     if pyxtal_max is not None and len(pairs) > pyxtal_max:
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), pyxtal_max, replace=False))]
