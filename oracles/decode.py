@@ -81,7 +81,9 @@ def _place(crystal: Crystal, rng: np.random.Generator) -> Structure:
     from pyxtal import pyxtal
     from pyxtal.lattice import Lattice as PxLattice
 
-    species = sorted(crystal.counts)
+    # The crystal's own species order: for generated crystals the canonical (electronegativity) order, the
+    # one in which discovery.symmetry_decode guarantees that pyxtal's sequential placement succeeds.
+    species = list(crystal.counts)
     lattice = PxLattice.from_para(*crystal.lattice, ltype=_lattice_type(crystal.space_group), random_state=rng)
     xtal = pyxtal()
     xtal.from_random(3, crystal.space_group, species, [crystal.counts[s] for s in species],
