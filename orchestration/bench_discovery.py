@@ -443,8 +443,9 @@ def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    want = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k != "seeds"}
-    if {k: v for k, v in data.get("settings", {}).items() if k != "seeds"} != want:  # seed s is the same run for any K
+    skip = ("seeds", "strategies")  # seed s of a strategy is the same run whatever K and the other strategies
+    want = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in skip}
+    if {k: v for k, v in data.get("settings", {}).items() if k not in skip} != want:
         return None
     out = []
     for r in data["evaluated"]:
