@@ -41,7 +41,8 @@ def bench_discovery(
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
     GFlowNet trained once (same CHGNet budget, same search space; see orchestration/bench_discovery.py).
 
-    The default budget (4 strategies × 2 seeds × 24 relaxations) fits 2 CPU cores in under an hour.
+    The default budget (4 strategies × 2 seeds × 24 relaxations) is sized for under an hour on a quiet
+    2-core machine (estimate; on the loaded development box one seed took 75 min, see docs/results/discovery.md).
 
     Example: matloop bench discovery --budget 24 --seeds 2 --json
     """
