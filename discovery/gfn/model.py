@@ -122,7 +122,7 @@ class CrystalGFN:
         """Train (or keep training: warm start) with trajectory balance for ``iterations`` batches."""
         cfg = self.train_cfg
         params = list(self.forward_policy.parameters()) + list(self.backward_policy.parameters())
-        opt = torch.optim.Adam([{"params": params, "lr": cfg.lr}, {"params": [self.log_z], "lr": cfg.lr_log_z}])
+        opt = self.optimizer()
         history: list[dict[str, float]] = []
         t0 = time.perf_counter()
         n_traj = 0
@@ -197,6 +197,18 @@ class CrystalGFN:
                 progress(len(out))
         return [Crystal(c.space_group, c.counts, *c.lattice, id=f"gfn-{i}") for i, c in enumerate(out)]
 
+    def optimizer(self) -> torch.optim.Adam:
+        """The model's Adam optimiser (policies at ``lr``, log Z at ``lr_log_z``), created once and kept, so
+        that training in several calls (chunked runs, campaign rounds) continues its moment estimates;
+        saved in and restored from checkpoints."""
+        opt: torch.optim.Adam | None = getattr(self, "_opt", None)
+        if opt is None:
+            cfg = self.train_cfg
+            params = list(self.forward_policy.parameters()) + list(self.backward_policy.parameters())
+            opt = torch.optim.Adam([{"params": params, "lr": cfg.lr}, {"params": [self.log_z], "lr": cfg.lr_log_z}])
+            self._opt = opt
+        return opt
+
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` (space and settings) and ``model.pt`` (weights, log Z) to ``directory``."""
@@ -213,7 +225,8 @@ class CrystalGFN:
         tmp = d / "model.pt.tmp"
         torch.save(
             {"forward": self.forward_policy.state_dict(), "backward": self.backward_policy.state_dict(),
-             "log_z": self.log_z.detach().cpu()},
+             "log_z": self.log_z.detach().cpu(),
+             **({"optimizer": self._opt.state_dict()} if getattr(self, "_opt", None) is not None else {})},
             tmp,
         )
         tmp.replace(d / "model.pt")
@@ -240,5 +253,7 @@ class CrystalGFN:
         model.backward_policy.load_state_dict(state["backward"])
         with torch.no_grad():
             model.log_z.copy_(state["log_z"].to(device))
+        if "optimizer" in state:  # older checkpoints have none: training then starts a fresh Adam
+            model.optimizer().load_state_dict(state["optimizer"])
         model.iterations_done = int(config.get("iterations", 0))
         return model

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pymatgen.core import Element
 
 from discovery.chemistry import is_smact_valid
@@ -59,6 +60,22 @@ def test_checkpoint_round_trip(tmp_path: Path, small_gfn: CrystalGFN) -> None:
     assert [(c.space_group, c.counts, c.lattice) for c in a] == [(c.space_group, c.counts, c.lattice) for c in b]
     with pytest.raises(FileNotFoundError, match="not a Crystal-GFN checkpoint"):
         CrystalGFN.load(tmp_path / "missing")
+
+
+def test_training_in_chunks_keeps_the_optimiser_state(tmp_path: Path, small_gfn: CrystalGFN) -> None:
+    """Adam's moments survive further train() calls and a checkpoint round trip (chunked runs, campaign rounds)."""
+    small_gfn.train(DensityReward(), iterations=2)  # the fixture may have been trained by other tests
+    opt = small_gfn.optimizer()
+    steps = {int(st["step"]) for st in opt.state_dict()["state"].values()}
+    assert len(steps) == 1 and (n := steps.pop()) >= 2
+    small_gfn.train(DensityReward(), iterations=1)
+    assert small_gfn.optimizer() is opt and {int(st["step"]) for st in opt.state_dict()["state"].values()} == {n + 1}
+    small_gfn.save(tmp_path / "ckpt")
+    loaded = CrystalGFN.load(tmp_path / "ckpt")
+    restored = loaded.optimizer().state_dict()["state"]
+    assert {int(st["step"]) for st in restored.values()} == {n + 1}
+    key = next(iter(restored))
+    assert torch.equal(restored[key]["exp_avg"], opt.state_dict()["state"][key]["exp_avg"])
 
 
 def test_replay_buffer_training_runs(small_space: SearchSpace) -> None:
