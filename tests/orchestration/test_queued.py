@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from orchestration.store import Store
+from tests.orchestration.test_kill import _env
 
 pytest.importorskip("gpaw", reason="GPAW is installed by `make install` (see Makefile)")
 
@@ -51,14 +52,8 @@ def _config(tmp: Path, name: str, **over: object) -> Path:
     return path
 
 
-def _env(prefect_api_url: str, home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MATLOOP_KILL_AT", "MATLOOP_STORE_URL", "MLFLOW_TRACKING_URI")}
-    env.update(PREFECT_API_URL=prefect_api_url, PREFECT_HOME=str(home / ".prefect"), PREFECT_LOGGING_LEVEL="WARNING",
-               **extra)
-    return env
-
-
 def _matloop(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """Like the kill test's, but keeping stdout (the run reports jobs in flight there)."""
     return subprocess.Popen([sys.executable, "-m", "orchestration.cli", *args, "--quiet"], env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
