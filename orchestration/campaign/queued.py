@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 
 
 class StoreLedger:
-    """:class:`oracles.queue.JobLedger` over the campaign store (one campaign)."""
+    """:class:`oracles.queue.JobLedger` over the campaign store (one campaign, one round)."""
 
-    def __init__(self, camp: Campaign) -> None:
+    def __init__(self, camp: Campaign, round_index: int) -> None:
         self.camp = camp
+        self.round_index = round_index
 
     def submissions(self, candidate_id: str) -> list[JobHandle]:
         from oracles.queue import JobHandle
@@ -51,7 +52,7 @@ class StoreLedger:
     def final_result(self, candidate_id: str) -> OracleResult | None:
         from oracles.base import OracleResult
 
-        for r in self.camp.store.results(self.camp.name):
+        for r in self.camp.store.results(self.camp.name, self.round_index):  # the round's, not every result
             if r.candidate_id == candidate_id:
                 prov = dict(r.provenance)
                 return OracleResult(candidate_id=r.candidate_id, status=r.status,  # type: ignore[arg-type]
@@ -101,7 +102,7 @@ def evaluate_queued(camp: Campaign, round_index: int, *, wait: bool) -> list[str
     verb = "run" if wait else "submit"
     with step(f"round {round_index}: {verb} {len(candidates)} {camp.config.oracle.name} job(s)", total=total) as update:
         update(total - len(pending))
-        drive(oracle, candidates, root=jobs_root(camp), ledger=StoreLedger(camp),
+        drive(oracle, candidates, root=jobs_root(camp), ledger=StoreLedger(camp, round_index),
               seed=camp.seed_for(round_index), wait=wait, poll_interval_s=camp.config.oracle.poll_interval_s,
               progress=lambda done, _n: update(total - len(pending) + done))
     return camp.store.pending(camp.name, round_index)
