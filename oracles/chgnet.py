@@ -117,16 +117,19 @@ def _init_worker(settings: CHGNetSettings, factory: CalculatorFactory | None) ->
 
 def _exit_with_parent(interval_s: float = 1.0) -> None:
     """Exit this worker once the process that started it is gone (a SIGKILLed campaign would otherwise
-    leave its relaxation workers running): a daemon thread watches the parent pid."""
+    leave its relaxation workers running): a daemon thread watches the parent pid.
+
+    The parent is the pid recorded when the worker was spawned, not ``os.getppid()`` now: a parent killed
+    while this worker was still importing has already been replaced by the reaper (pid 1)."""
     import threading
 
-    parent = os.getppid()
+    spawner = multiprocessing.parent_process()
+    parent = spawner.pid if spawner is not None and spawner.pid is not None else os.getppid()
 
     def watch() -> None:
-        while True:
+        while os.getppid() == parent:
             time.sleep(interval_s)
-            if os.getppid() != parent:
-                os._exit(1)
+        os._exit(1)
 
     threading.Thread(target=watch, name="matloop-parent-watch", daemon=True).start()
 
@@ -302,7 +305,11 @@ class CHGNetOracle:
             self._ensure_local()
         else:
             pool = self._ensure_pool()
-            list(pool.map(_noop, range(self.settings.workers)))
+            # Each worker answers only once its initializer (model + hull reference) is done; an idle worker
+            # may take several of these, so ask until every worker has answered.
+            seen: set[int] = set()
+            while len(seen) < self.settings.workers:
+                seen.update(pool.map(_worker_pid, [0.05] * self.settings.workers))
 
     def _ensure_local(self) -> None:
         owner = (id(self), self.settings, self._factory)
@@ -449,8 +456,10 @@ def _final(chunk: list[_Task], outcome: _Outcome, timeout_s: float) -> list[Orac
     return outcome
 
 
-def _noop(_: int) -> None:
-    return None
+def _worker_pid(hold_s: float) -> int:
+    """Warm-up task: hold the worker briefly (so that other workers get the next task) and name it."""
+    time.sleep(hold_s)
+    return os.getpid()
 
 
 def _cost(task: _Task) -> int:
