@@ -10,7 +10,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import spglib
@@ -149,9 +149,14 @@ def composition_arrays(counts: Sequence[dict[str, float]]) -> tuple[np.ndarray, 
         if bad:
             raise ValueError(f"composition {c} (row {i + 1}) has element(s) outside the proxy vocabulary (Z ≤ 94): {bad}")
         for j, (el, n) in enumerate(c.items()):
-            zs[i, j] = Element(el).Z
+            zs[i, j] = _atomic_number(el)
             amounts[i, j] = n
     return zs, amounts
+
+
+@cache
+def _atomic_number(symbol: str) -> int:
+    return int(Element(symbol).Z)
 
 
 def composition_stats(zs: np.ndarray, amounts: np.ndarray) -> np.ndarray:
