@@ -15,6 +15,7 @@ import torch
 
 from discovery.crystal import Crystal
 from discovery.gfn.env import N_BACKWARD, CrystalEnv, Rollout
+from discovery.gfn.parallel import chunk_seeds, sample_chunks
 from discovery.gfn.policy import BackwardPolicy, BetaMixture, ForwardPolicy, PolicyConfig
 from discovery.gfn.replay import ReplayBuffer, forced_rollout
 from discovery.gfn.rewards import Reward
@@ -183,16 +184,19 @@ class CrystalGFN:
         space: SearchSpace | None = None,
         batch_size: int = 1024,
         progress: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> list[Crystal]:
-        """Draw ``n`` crystals from the trained policy (no exploration), optionally in a restricted space."""
-        if seed is not None:
-            torch.manual_seed(seed)
-            np.random.seed(seed)
+        """Draw ``n`` crystals from the trained policy (no exploration), optionally in a restricted space.
+
+        Trajectories run in chunks of ``batch_size``, each seeded from ``seed``: the crystals depend on
+        ``(seed, batch_size)`` only, whatever ``workers`` is. ``workers`` > 1 samples the chunks on that
+        many forked processes (CPU only; one torch thread each); use it from a command-line process, not
+        from one that runs server threads."""
         env = self.env_for(space)
+        sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
         out: list[Crystal] = []
-        while len(out) < n:
-            k = min(batch_size, n - len(out))
-            out += rollout(env, self.forward_policy, k, epsilon=0.0).crystals
+        for chunk in sample_chunks(env, self.forward_policy, sizes, chunk_seeds(seed, len(sizes)), workers=workers):
+            out += chunk
             if progress is not None:
                 progress(len(out))
         return [Crystal(c.space_group, c.counts, *c.lattice, id=f"gfn-{i}") for i, c in enumerate(out)]

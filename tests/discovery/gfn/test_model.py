@@ -62,6 +62,17 @@ def test_checkpoint_round_trip(tmp_path: Path, small_gfn: CrystalGFN) -> None:
         CrystalGFN.load(tmp_path / "missing")
 
 
+def test_forked_sampling_returns_the_same_crystals_as_one_process(small_gfn: CrystalGFN) -> None:
+    small_gfn.train(DensityReward(), iterations=3)
+    one = small_gfn.sample(300, seed=11, batch_size=64)
+    seen: list[int] = []
+    two = small_gfn.sample(300, seed=11, batch_size=64, workers=2, progress=seen.append)
+    assert [(c.space_group, c.counts, c.lattice) for c in one] == [(c.space_group, c.counts, c.lattice) for c in two]
+    assert seen == [64, 128, 192, 256, 300]
+    other = small_gfn.sample(300, seed=12, batch_size=64, workers=2)
+    assert [(c.space_group, c.counts) for c in other] != [(c.space_group, c.counts) for c in one]
+
+
 def test_training_in_chunks_keeps_the_optimiser_state(tmp_path: Path, small_gfn: CrystalGFN) -> None:
     """Adam's moments survive further train() calls and a checkpoint round trip (chunked runs, campaign rounds)."""
     small_gfn.train(DensityReward(), iterations=2)  # the fixture may have been trained by other tests

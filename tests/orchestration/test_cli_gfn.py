@@ -1,0 +1,55 @@
+"""`matloop gfn train|sample` and `matloop bench gfn` through the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from discovery.chemistry import is_smact_valid
+from discovery.crystal import read_crystal_table
+from discovery.symmetry import is_wyckoff_compatible
+from orchestration.cli import app
+
+runner = CliRunner()
+SMALL = ["--elements", "Li Mn O", "--max-elements", "3", "--max-atoms-per-element", "4", "--max-atoms", "12"]
+
+
+def test_train_then_sample_on_two_processes_writes_the_same_valid_table(tmp_path: Path) -> None:
+    ckpt = tmp_path / "gfn"
+    res = runner.invoke(app, ["gfn", "train", "--reward", "density", "--iterations", "3", "--out", str(ckpt), *SMALL])
+    assert res.exit_code == 0, res.output
+    tables = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.csv"
+        res = runner.invoke(app, ["gfn", "sample", "--checkpoint", str(ckpt), "-n", "300", "--seed", "3",
+                                  "--workers", str(workers), "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        tables.append(read_crystal_table(out))
+    one, two = tables
+    assert len(one) == 300
+    assert [(c.space_group, c.counts, c.lattice) for c in one] == [(c.space_group, c.counts, c.lattice) for c in two]
+    for c in one:
+        assert set(c.counts) <= {"Li", "Mn", "O"} and c.n_atoms <= 12
+        assert is_smact_valid(c.counts) and is_wyckoff_compatible(c.space_group, list(c.counts.values()))
+
+
+def test_sample_needs_a_checkpoint_or_untrained(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["gfn", "sample", "-n", "10", "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code != 0
+    assert "--checkpoint" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_bench_gfn_prints_one_json_object() -> None:
+    res = runner.invoke(app, ["bench", "gfn", "--json", "--iterations", "2", "--samples", "200", "--pyxtal-pairs", "10",
+                              "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("trajectories_per_s_train", "samples_per_s", "samples_per_s_1_process", "batch_size", "device",
+                "valid_smact", "valid_pyxtal", "valid_lattice"):
+        assert key in result
+    assert result["sampling_workers"] == 2
+    assert result["valid_smact"] == result["valid_pyxtal"] == result["valid_lattice"] == 1.0
