@@ -21,7 +21,7 @@ from orchestration.campaign import faults
 from orchestration.campaign.context import Campaign
 from orchestration.campaign.data import best_label, plain, seed_keys, training_set
 from orchestration.campaign.progress import step
-from orchestration.config import build_search_space
+from orchestration.config import ConfigError, build_search_space
 from orchestration.store import ROUND_STATES, RoundState
 
 
@@ -128,6 +128,22 @@ def _generator_settings(camp: Campaign) -> tuple[Any, Any]:
     return PolicyConfig(**pol), TrainConfig(**tr)
 
 
+def _pretrained_generator(camp: Campaign) -> Any:
+    """The Crystal-GFN of ``generator.checkpoint``; its search space must be the campaign's."""
+    from discovery.gfn import CrystalGFN
+    from orchestration.config.schema import resolve_checkpoint
+
+    value = camp.config.generator.checkpoint
+    assert value is not None
+    gfn = CrystalGFN.load(resolve_checkpoint(value), device=camp.config.generator.device)
+    space = build_search_space(camp.config)
+    if gfn.space != space:
+        raise ConfigError(f"generator.checkpoint: {value} was trained on another search space ({gfn.space}) than "
+                          f"this config's search_space ({space}); make search_space match it, or remove "
+                          "generator.checkpoint to train from scratch")
+    return gfn
+
+
 def train_generator(camp: Campaign, round_index: int) -> str:
     """Train (round 0) or fine-tune (warm start from the last checkpoint) the Crystal-GFN on the
     acquisition reward of this round's proxy; returns the checkpoint dir."""
@@ -143,6 +159,9 @@ def train_generator(camp: Campaign, round_index: int) -> str:
     if round_index > 0:  # warm start from the previous round's checkpoint (not from this round's, see fit_proxies)
         gfn = CrystalGFN.load(camp.model_dir("generator", round_index - 1), device=camp.config.generator.device)
         iterations = camp.config.generator.iterations_per_round
+    elif camp.config.generator.checkpoint is not None:  # round 0 fine-tunes a trained model
+        gfn = _pretrained_generator(camp)
+        iterations = camp.config.generator.iterations_first_round
     else:
         policy, train = _generator_settings(camp)
         gfn = CrystalGFN(build_search_space(camp.config), device=camp.config.generator.device, seed=seed,

@@ -173,6 +173,32 @@ class GeneratorConfig(_Strict):
     iterations_per_round: int = Field(default=500, ge=0, description="fine-tuning iterations in later rounds (warm start)")
     device: Literal["cpu", "cuda"] = "cpu"
     hyper: dict[str, float | int | str | bool] = Field(default_factory=dict, description="passed to CrystalGFN(**hyper)")
+    checkpoint: str | None = Field(default=None, description=(
+        "start round 0 from this trained Crystal-GFN (a `matloop gfn train --out` directory, e.g. the shipped "
+        "discovery/data/checkpoints/crystal-gfn-fe) and fine-tune it for iterations_first_round iterations on the "
+        "campaign's reward; its search space must equal search_space. Relative paths are looked up in the working "
+        "directory, then in the matloop source tree"))
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value: str | None) -> str | None:
+        if value is not None:
+            path = resolve_checkpoint(value)
+            if not (path / "config.json").is_file() or not (path / "model.pt").is_file():
+                raise ValueError(f"no Crystal-GFN checkpoint at {value!r} (looked in {Path.cwd()} and {_SOURCE_ROOT}); "
+                                 "give a directory written by `matloop gfn train --out DIR`, or remove the key")
+        return value
+
+
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]  # holds discovery/, oracles/, orchestration/
+
+
+def resolve_checkpoint(value: str) -> Path:
+    """A generator checkpoint path: absolute, or relative to the working directory, else to the source tree."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return (_SOURCE_ROOT / path).resolve()
 
 
 class SelectionConfig(_Strict):
@@ -332,7 +358,10 @@ class CampaignConfig(_Strict):
         wait for queued oracle jobs), as JSON data."""
         exclude: dict[str, Any] = {f: True for f in OPERATIONAL_FIELDS}
         exclude["oracle"] = set(OPERATIONAL_ORACLE_FIELDS)
-        return self.model_dump(mode="json", exclude=exclude)
+        data = self.model_dump(mode="json", exclude=exclude)
+        if data.get("generator", {}).get("checkpoint") is None:  # configs without it keep their earlier hash
+            data.get("generator", {}).pop("checkpoint", None)
+        return data
 
 
 def config_hash(config: CampaignConfig) -> str:

@@ -76,6 +76,9 @@ def test_hash_ignores_operational_fields_only() -> None:
     b = parse_config(_minimal(store_url="postgresql://u@127.0.0.1/x", runner={"kind": "dask"}))
     c = parse_config(_minimal(seed=1))
     assert config_hash(a) == config_hash(b) != config_hash(c)
+    assert "checkpoint" not in a.science()["generator"]  # configs without one keep their earlier hash
+    d = parse_config(_minimal(generator={"checkpoint": "discovery/data/checkpoints/crystal-gfn-fe"}))
+    assert config_hash(d) != config_hash(a)
 
 
 def test_space_groups_accept_lattice_system_names() -> None:
@@ -117,6 +120,7 @@ def test_unknown_element() -> None:
         ({"name": "bad name/x"}, "`name`"),
         ({"rounds": 0}, "`rounds`"),
         ({"store_url": "postgresql://u:secret@127.0.0.1/db"}, "store_url contains a password"),
+        ({"generator": {"checkpoint": "nowhere/gfn"}}, "no Crystal-GFN checkpoint at 'nowhere/gfn'"),
     ],
 )
 def test_invalid_values_name_the_field(over: dict, needle: str) -> None:

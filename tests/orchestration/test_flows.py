@@ -91,3 +91,30 @@ def test_dask_task_runner_gives_the_same_oracle_calls_as_threads(
         finally:
             store.close()
     assert len(stores["dask"]) == 4 and stores["dask"] == stores["threads"]
+
+
+@pytest.mark.slow
+def test_round_zero_fine_tunes_the_generator_checkpoint(tmp_path: Path, prefect_server_settings: str) -> None:
+    from discovery.gfn import CrystalGFN, DensityReward, PolicyConfig, TrainConfig
+    from orchestration.config import ConfigError, build_search_space
+    from orchestration.config.schema import CampaignConfig
+    from orchestration.flows import campaign_flow
+
+    space = build_search_space(CampaignConfig.model_validate({"name": "ckpt", **CONFIG}))
+    pre = CrystalGFN(space, seed=0, policy=PolicyConfig(hidden=32, layers=2), train=TrainConfig(batch_size=16))
+    pre.train(DensityReward(), iterations=6)
+    pre.save(tmp_path / "pretrained")
+
+    gen = {**CONFIG["generator"], "checkpoint": str(tmp_path / "pretrained")}
+    cfg = tmp_path / "ckpt.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "ckpt", **CONFIG, "generator": gen, "campaign_dir": str(tmp_path / "run")}))
+    first = campaign_flow(str(cfg), max_rounds=1)
+    assert first["completed_rounds"] == 1 and first["oracle_results"] == 4
+    tuned = CrystalGFN.load(tmp_path / "run" / "models" / "generator" / "round-000")
+    assert tuned.iterations_done == 6 + CONFIG["generator"]["iterations_first_round"]
+
+    other = {**CONFIG["search_space"], "max_atoms": 6}
+    cfg.write_text(yaml.safe_dump({"name": "ckpt2", **CONFIG, "search_space": other, "generator": gen,
+                                   "campaign_dir": str(tmp_path / "run2")}))
+    with pytest.raises(ConfigError, match="generator.checkpoint"):
+        campaign_flow(str(cfg), max_rounds=1)
