@@ -41,8 +41,9 @@ def bench_discovery(
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
     GFlowNet trained once (same CHGNet budget, same search space; see orchestration/bench_discovery.py).
 
-    The default budget (4 strategies × 2 seeds × 24 relaxations) is sized for under an hour on a quiet
-    2-core machine (estimate; on the loaded development box one seed took 75 min, see docs/results/discovery.md).
+    The default budget (4 strategies × 2 seeds × 24 relaxations) took 15 min on a quiet 2-core machine
+    (docs/results/discovery.md); finished strategies and seeds are cached in --out, so a rerun with more
+    seeds only runs the new ones.
 
     Example: matloop bench discovery --budget 24 --seeds 2 --json
     """
