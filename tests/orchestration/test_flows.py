@@ -116,5 +116,5 @@ def test_round_zero_fine_tunes_the_generator_checkpoint(tmp_path: Path, prefect_
     other = {**CONFIG["search_space"], "max_atoms": 6}
     cfg.write_text(yaml.safe_dump({"name": "ckpt2", **CONFIG, "search_space": other, "generator": gen,
                                    "campaign_dir": str(tmp_path / "run2")}))
-    with pytest.raises(ConfigError, match="generator.checkpoint"):
+    with pytest.raises(ConfigError, match=r"generator\.checkpoint"):
         campaign_flow(str(cfg), max_rounds=1)
