@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from ase.data import atomic_numbers, covalent_radii
 from pymatgen.core import Lattice, Structure
 
 from discovery.crystal import Crystal
+from oracles.deadline import TimeLimitExceeded, time_limit
 
 
 class DecodeError(ValueError):
@@ -38,12 +40,15 @@ class DecodeSettings:
     """Options for :func:`decode_crystal`.
 
     attempts: pyxtal placements tried (different seeds) before giving up.
+    timeout_s: wall-clock limit for all attempts together, s (pyxtal can search for many minutes in a
+        cell too small for its atoms).
     min_distance_ratio: minimum ``d_ij / (r_cov_i + r_cov_j)`` accepted (dimensionless).
     rescale_volume: enlarge a too-small cell isotropically instead of rejecting it.
     max_volume_scale: largest volume factor that rescaling may apply (dimensionless).
     """
 
     attempts: int = 8
+    timeout_s: float = 60.0
     min_distance_ratio: float = 0.6
     rescale_volume: bool = True
     max_volume_scale: float = 8.0
@@ -109,10 +114,19 @@ def decode_crystal(crystal: Crystal, *, seed: int = 0, settings: DecodeSettings 
         raise DecodeError(f"unknown element(s) {unknown}", impossible=True)
     last_problem = "no attempt made"
     best: tuple[float, int, Structure] | None = None
+    deadline = time.monotonic() + settings.timeout_s
     for attempt in range(settings.attempts):
         rng = np.random.default_rng([seed, attempt])
+        left = deadline - time.monotonic()
+        if left <= 0:
+            last_problem = f"out of time ({settings.timeout_s:g} s) after {attempt} attempt(s); {last_problem}"
+            break
         try:
-            structure = _place(crystal, rng)
+            with time_limit(left):
+                structure = _place(crystal, rng)
+        except TimeLimitExceeded:
+            last_problem = f"pyxtal found no placement within {settings.timeout_s:g} s ({attempt + 1} attempt(s))"
+            break
         except Comp_CompatibilityError:
             raise DecodeError(
                 f"composition {crystal.formula} is not compatible with the Wyckoff positions of "

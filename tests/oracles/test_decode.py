@@ -41,3 +41,17 @@ def test_too_small_cell_is_rescaled_or_rejected() -> None:
     with pytest.raises(DecodeError, match="too close") as err:
         decode_crystal(tiny, seed=0, settings=DecodeSettings(rescale_volume=False, attempts=2))
     assert not err.value.impossible
+
+
+def test_decoding_stops_at_its_time_limit() -> None:
+    import time
+
+    from discovery.crystal import Crystal
+
+    c = Crystal(space_group=62, counts={"Li": 4, "Fe": 4, "P": 4, "O": 16}, a=10.3, b=6.0, c=4.7,
+                alpha=90, beta=90, gamma=90, id="lfp")
+    t0 = time.monotonic()
+    with pytest.raises(DecodeError, match=r"within 0\.001 s") as info:
+        decode_crystal(c, seed=7, settings=DecodeSettings(timeout_s=0.001))
+    assert not info.value.impossible and time.monotonic() - t0 < 5
+    assert decode_crystal(c, seed=7).structure.composition.reduced_formula == "LiFePO4"  # no stray limit left
