@@ -117,16 +117,13 @@ def decode_crystal(crystal: Crystal, *, seed: int = 0, settings: DecodeSettings 
     deadline = time.monotonic() + settings.timeout_s
     for attempt in range(settings.attempts):
         rng = np.random.default_rng([seed, attempt])
-        left = deadline - time.monotonic()
-        if left <= 0:
-            last_problem = f"out of time ({settings.timeout_s:g} s) after {attempt} attempt(s); {last_problem}"
-            break
         try:
-            with time_limit(left):
+            with time_limit(max(deadline - time.monotonic(), 0.0)):
                 structure = _place(crystal, rng)
         except TimeLimitExceeded:
-            last_problem = f"pyxtal found no placement within {settings.timeout_s:g} s ({attempt + 1} attempt(s))"
-            break
+            raise DecodeError(f"pyxtal found no acceptable placement within {settings.timeout_s:g} s "
+                              f"({attempt + 1} of {settings.attempts} attempts started; last: {last_problem})",
+                              impossible=False) from None
         except Comp_CompatibilityError:
             raise DecodeError(
                 f"composition {crystal.formula} is not compatible with the Wyckoff positions of "
