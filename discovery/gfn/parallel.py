@@ -34,7 +34,6 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-@torch.no_grad()
 def _sample_chunk(job: tuple[int, int]) -> list[Crystal]:
     k, seed = job
     assert _WORK is not None, "sampling worker started without a policy"

@@ -359,8 +359,8 @@ class CampaignConfig(_Strict):
         exclude: dict[str, Any] = {f: True for f in OPERATIONAL_FIELDS}
         exclude["oracle"] = set(OPERATIONAL_ORACLE_FIELDS)
         data = self.model_dump(mode="json", exclude=exclude)
-        if data.get("generator", {}).get("checkpoint") is None:  # configs without it keep their earlier hash
-            data.get("generator", {}).pop("checkpoint", None)
+        if data["generator"]["checkpoint"] is None:  # configs without one keep their earlier hash
+            del data["generator"]["checkpoint"]
         return data
 
 
