@@ -16,14 +16,20 @@ same search space (:data:`BENCH_SPACE`), with the same oracle settings and the s
 
 Strategies 3 and 4 reuse the loop's round-0 proxy and generator checkpoints (same seed, identical to
 what a separate run would fit). A *hit* is an oracle result with status ``ok`` and
-``e_above_hull`` ≤ 0.1 eV/atom (and, stricter, ≤ 0) against the oracle's reference hull; hits are
-*unique* after removing relaxed structures that pymatgen's ``StructureMatcher`` (ltol 0.2, stol 0.3,
-angle_tol 5°; :func:`discovery.selection.unique_structures`) finds equal to an earlier hit of the
-same strategy and seed. Rates are unique hits per 100 oracle calls (failed relaxations count as
-calls); confidence intervals are percentile bootstraps over seeds. Because the reference hull is
-MP-20-based and sparse, many chemical systems hold no reference compound at all, and there any
-negative formation energy is a "hit"; ``*_covered`` counts only hits in systems (or subsystems)
-where the reference holds at least one compound.
+``e_above_hull`` ≤ 0.1 eV/atom (and, stricter, ≤ 0) against the benchmark's hull reference
+(``reference``, default ``mp20+matbench``: MP-20, the complete Li-Fe-O system and 130k MatBench MP
+formation energies moved to the MP2020 scale, see :mod:`oracles.reference`; the oracle labels every
+strategy against it); hits are *unique* after removing relaxed structures that pymatgen's
+``StructureMatcher`` (ltol 0.2, stol 0.3, angle_tol 5°; :func:`discovery.selection.unique_structures`)
+finds equal to an earlier hit of the same strategy and seed. Rates are unique hits per 100 oracle
+calls (failed relaxations count as calls); confidence intervals are percentile bootstraps over seeds.
+``*_covered`` counts only hits in chemical systems (or subsystems) where the reference holds at least
+one compound: with the sparse ``mp20+li-fe-o`` reference many systems hold none, and there any
+negative formation energy is a "hit".
+
+``objective`` sets what the loop's acquisition (and so strategies 3 and 4) scores:
+``formation_energy`` (default: UCB on the predicted formation energy) or ``hull`` (UCB on the predicted
+distance to the reference hull, ``acquisition.relative_to_hull``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -45,6 +51,7 @@ from discovery.crystal import Crystal
 from discovery.selection import dedupe, select_batch, unique_structures
 
 STRATEGIES: tuple[str, ...] = ("loop", "random", "random_proxy", "gfn_once")
+Objective = Literal["hull", "formation_energy"]
 HIT_THRESHOLDS: tuple[float, ...] = (0.1, 0.0)
 
 # The benchmark's search space: the paper's 22 elements, but small cells (≤ 3 elements, ≤ 8 atoms per
@@ -74,6 +81,13 @@ class BenchSettings:
     oracle_timeout_s: float = 300.0
     strategies: tuple[str, ...] = STRATEGIES
     space: dict[str, Any] = field(default_factory=lambda: dict(BENCH_SPACE))
+    reference: str = "mp20+matbench"
+    objective: Objective = "formation_energy"
+
+    @property
+    def relative_to_hull(self) -> str | None:
+        """The acquisition's hull (``acquisition.relative_to_hull``), or None for plain formation energy."""
+        return self.reference if self.objective == "hull" else None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.strategies) - set(STRATEGIES))
@@ -83,6 +97,10 @@ class BenchSettings:
             raise ValueError(f"budget ({self.budget}) must be at least rounds ({self.rounds})")
         if self.candidates_per_round < math.ceil(self.budget / self.rounds):
             raise ValueError("candidates_per_round must be at least the per-round batch (budget / rounds)")
+        if self.reference not in ("mp20+li-fe-o", "mp20+matbench"):
+            raise ValueError(f"unknown hull reference {self.reference!r}; choose mp20+matbench or mp20+li-fe-o")
+        if self.objective not in ("hull", "formation_energy"):
+            raise ValueError(f"unknown objective {self.objective!r}; choose hull or formation_energy")
 
 
 @dataclass
@@ -108,14 +126,16 @@ def campaign_config(settings: BenchSettings, seed: int, directory: Path) -> dict
         "search_space": settings.space,
         "seed_data": {"dataset": "mp20"},
         "proxy": {"members": 5, "hidden": 128, "layers": 3, "epochs": 60, "warm_start": True},
-        "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.125},
+        "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.125,
+                        **({"relative_to_hull": settings.relative_to_hull} if settings.relative_to_hull else {})},
         "generator": {"iterations_first_round": settings.gfn_iterations_first,
                       "iterations_per_round": settings.gfn_iterations_per_round, "device": settings.device,
                       "hyper": {"hidden": 128, "layers": 2, "batch_size": 32}},
         "candidates_per_round": settings.candidates_per_round,
         "batch_size": batch,
         "selection": {"method": "mmr", "diversity": 0.5},
-        "oracle": {"name": "chgnet", "settings": {"fmax": settings.fmax, "steps": settings.steps, "device": settings.device},
+        "oracle": {"name": "chgnet", "settings": {"fmax": settings.fmax, "steps": settings.steps, "device": settings.device,
+                                                  "reference": settings.reference},
                    "retries": 1, "retry_delay_s": 1, "timeout_s": settings.oracle_timeout_s},
         "rounds": settings.rounds,
         "stopping": {"max_oracle_calls": settings.budget},
@@ -240,23 +260,23 @@ def unique_hit_flags(evaluated: Sequence[Evaluated], threshold: float) -> list[b
     return flags
 
 
-def covered(crystal: Crystal) -> bool:
+def covered(crystal: Crystal, reference: str = "mp20+matbench") -> bool:
     """True when the hull reference holds at least one compound in the crystal's chemical system (or a
     subsystem), i.e. its E_hull is measured against more than the elements alone. In a system the
     reference does not cover, any negative formation energy counts as "on the hull"."""
     from oracles.reference import load_reference
 
     elements = frozenset(crystal.counts)
-    if elements not in _COVERED:
-        diagram = load_reference("mp20+li-fe-o").phase_diagram(elements)
-        _COVERED[elements] = any(len(e.composition.elements) > 1 for e in diagram.all_entries)
-    return _COVERED[elements]
+    if (reference, elements) not in _COVERED:
+        entries = load_reference(reference).system_entries(elements)  # type: ignore[arg-type]
+        _COVERED[reference, elements] = any(len(e.composition.elements) > 1 for e in entries)
+    return _COVERED[reference, elements]
 
 
-_COVERED: dict[frozenset[str], bool] = {}
+_COVERED: dict[tuple[str, frozenset[str]], bool] = {}
 
 
-def strategy_metrics(evaluated: Sequence[Evaluated]) -> dict[str, Any]:
+def strategy_metrics(evaluated: Sequence[Evaluated], reference: str = "mp20+matbench") -> dict[str, Any]:
     """Counts, unique hits (both thresholds), curves and the diversity of the unique hits of one run."""
     out: dict[str, Any] = {"oracle_calls": len(evaluated), "ok": sum(e.status == "ok" for e in evaluated)}
     for t in HIT_THRESHOLDS:
@@ -267,7 +287,7 @@ def strategy_metrics(evaluated: Sequence[Evaluated]) -> dict[str, Any]:
         out[f"cumulative_unique_hits_{key}"] = np.cumsum(flags).astype(int).tolist()
         if t == HIT_THRESHOLDS[0]:
             hits = [e.crystal for e, f in zip(evaluated, flags, strict=True) if f]
-            out["unique_hits_ehull_le_0p1_covered"] = sum(covered(c) for c in hits)
+            out["unique_hits_ehull_le_0p1_covered"] = sum(covered(c, reference) for c in hits)
             out["hit_formulas"] = sorted({c.reduced_formula() for c in hits})
             out["diversity"] = {
                 "distinct_formulas": len({c.reduced_formula() for c in hits}),
@@ -475,7 +495,7 @@ def run_benchmark(settings: BenchSettings, out_dir: Path, *,
     rows: list[dict[str, Any]] = []
     report = progress or (lambda _d, _i, _n: None)
     oracle = CHGNetOracle(workers=settings.workers, fmax=settings.fmax, steps=settings.steps,
-                          timeout_s=settings.oracle_timeout_s, device=settings.device)
+                          timeout_s=settings.oracle_timeout_s, device=settings.device, reference=settings.reference)
     try:
         for seed in range(settings.seeds):
             loop_dir = out_dir / f"loop-s{seed}"
@@ -509,7 +529,7 @@ def run_benchmark(settings: BenchSettings, out_dir: Path, *,
                 timings[name] += time.perf_counter() - t0
                 _save_cache(cache, settings, runs[name])
             for name in settings.strategies:
-                per_seed[name].append(strategy_metrics(runs[name]))
+                per_seed[name].append(strategy_metrics(runs[name], settings.reference))
                 for i, e in enumerate(runs[name]):
                     rows.append({"strategy": name, "seed": seed, "call": i, "id": e.crystal.id,
                                  "space_group": e.crystal.space_group, "composition": e.crystal.formula,
@@ -524,7 +544,9 @@ def run_benchmark(settings: BenchSettings, out_dir: Path, *,
         "budget_per_strategy_per_seed": settings.budget,
         "seeds": settings.seeds,
         "settings": asdict(settings),
-        "oracle": f"chgnet relax (fmax {settings.fmax} eV/Å, ≤ {settings.steps} steps), hull reference mp20+li-fe-o",
+        "oracle": f"chgnet relax (fmax {settings.fmax} eV/Å, ≤ {settings.steps} steps), hull reference {settings.reference}",
+        "objective": ("predicted distance to the reference hull (acquisition.relative_to_hull)" if settings.relative_to_hull
+                      else "predicted formation energy"),
         "unique": "pymatgen StructureMatcher (ltol 0.2, stol 0.3, angle_tol 5) on relaxed structures, per strategy and seed",
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, device {settings.device}",
         "wall_s": round(time.perf_counter() - t_start, 1),

@@ -36,6 +36,10 @@ def bench_discovery(
     strategies: Annotated[str, typer.Option(help="Comma-separated subset of loop,random,random_proxy,gfn_once.")] = "loop,random,random_proxy,gfn_once",
     workers: Annotated[int, typer.Option(min=1, help="CHGNet worker processes (one torch thread each).")] = 2,
     device: Annotated[str, typer.Option(help="cpu or cuda (generator, proxy and CHGNet).")] = "cpu",
+    reference: Annotated[str, typer.Option(help="Hull reference for hits and the oracle: mp20+matbench (dense) or "
+                                                "mp20+li-fe-o (sparse).")] = "mp20+matbench",
+    objective: Annotated[str, typer.Option(help="What the loop's acquisition scores: 'hull' (predicted distance to the "
+                                                "reference hull) or 'formation_energy'.")] = "formation_energy",
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
@@ -62,7 +66,8 @@ def bench_discovery(
     try:
         settings = BenchSettings(budget=budget, seeds=seeds, rounds=rounds, candidates_per_round=candidates,
                                  gfn_iterations_first=gfn_iterations, gfn_iterations_per_round=gfn_iterations_per_round,
-                                 workers=workers, device=device,
+                                 workers=workers, device=device, reference=reference,
+                                 objective=objective,  # type: ignore[arg-type]  # checked by BenchSettings
                                  strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()))
     except ValueError as exc:
         fail(str(exc))

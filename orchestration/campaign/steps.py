@@ -103,12 +103,27 @@ def acquisition(camp: Campaign, round_index: int, proxies: dict[str, Any], cryst
         else:
             best = best_label(camp.store, camp.config, target, before_round=round_index)
             s = expected_improvement(post, best=best, maximize=maximize, xi=acq.xi)
+        if acq.relative_to_hull is not None and target.name == "formation_energy_per_atom":
+            s = s.float() + torch.as_tensor(hull_energies(acq.relative_to_hull, crystals), dtype=torch.float32)
         total += target.weight * s.float()
         mu, sd = post.column(0)
         for i in range(len(crystals)):
             preds[i][f"{target.name}_mean"] = float(mu[i])
             preds[i][f"{target.name}_std"] = float(sd[i])
     return total.numpy().astype(float), preds
+
+
+def hull_energies(reference: str, crystals: Sequence[Crystal]) -> np.ndarray:
+    """(n,) formation energy (eV/atom) of the reference hull at each crystal's composition (≤ 0).
+
+    Subtracting it from a predicted formation energy gives the predicted energy above that hull; a score
+    −(μ − κσ) becomes −(μ − E_hull − κσ)."""
+    from pymatgen.core import Composition
+
+    from oracles.reference import load_reference
+
+    ref = load_reference(reference)  # type: ignore[arg-type]
+    return np.array([ref.hull_energy_per_atom(Composition(c.counts)) for c in crystals], dtype=float)
 
 
 def log_rewards(camp: Campaign, scores: np.ndarray) -> np.ndarray:

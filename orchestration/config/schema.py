@@ -166,6 +166,10 @@ class AcquisitionConfig(_Strict):
     kappa: float = Field(default=1.0, ge=0, description="UCB exploration weight (standard deviations)")
     temperature: float = Field(default=1.0, gt=0, description="reward = exp(acquisition / temperature)")
     xi: float = Field(default=0.0, ge=0, description="EI improvement margin")
+    relative_to_hull: Literal["mp20+li-fe-o", "mp20+matbench", "li-fe-o"] | None = Field(default=None, description=(
+        "score the formation_energy_per_atom target by its predicted distance to this reference hull, "
+        "μ − E_hull(composition), instead of μ: the generator then seeks compositions predicted to beat the known "
+        "phases rather than the lowest formation energies (greedy or ucb only)"))
 
 
 class GeneratorConfig(_Strict):
@@ -336,6 +340,14 @@ class CampaignConfig(_Strict):
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ValueError("a target is listed twice; list each target once")
+        if self.acquisition.relative_to_hull is not None:
+            fe = [t for t in self.targets if t.name == "formation_energy_per_atom"]
+            if not fe or fe[0].goal != "minimize":
+                raise ValueError("acquisition.relative_to_hull needs a `formation_energy_per_atom` target with goal "
+                                 "'minimize'; add that target or remove relative_to_hull")
+            if self.acquisition.kind == "ei":
+                raise ValueError("acquisition.relative_to_hull works with kind 'greedy' or 'ucb', not 'ei'; "
+                                 "change acquisition.kind or remove relative_to_hull")
         return self
 
     # -- resolved locations -------------------------------------------------------------------
@@ -361,6 +373,8 @@ class CampaignConfig(_Strict):
         data = self.model_dump(mode="json", exclude=exclude)
         if data["generator"]["checkpoint"] is None:  # configs without one keep their earlier hash
             del data["generator"]["checkpoint"]
+        if data["acquisition"]["relative_to_hull"] is None:
+            del data["acquisition"]["relative_to_hull"]
         return data
 
 

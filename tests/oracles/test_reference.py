@@ -63,3 +63,32 @@ def test_default_reference_records_its_sources(mp20_dir: Path) -> None:
 def test_missing_mp20_tables_fail_with_a_clear_message(tmp_path: Path) -> None:
     with pytest.raises(ReferenceDataError, match="MP-20 reference entries not found"):
         load_reference("mp20+li-fe-o", mp20_dir=tmp_path)
+
+
+def test_dense_reference_puts_matbench_on_the_mp2020_scale() -> None:
+    ref = load_reference("mp20+matbench")
+    prov = ref.provenance()
+    assert prov["reference"] == "mp20+matbench" and prov["matbench_entries"] > 120_000
+    assert any("matbench_mp_e_form" in f for f in prov["reference_files"])
+    # the per-element fit moves MatBench's legacy corrections onto MP2020 (checked on the shared formulas)
+    assert prov["matbench_scale_fit_formulas"] > 2000
+    assert prov["matbench_scale_mae_after_eV_per_atom"] < 0.6 * prov["matbench_scale_mae_before_eV_per_atom"]
+    # Li-Fe-O stays MP's exact MP2020 system: MatBench does not add entries there
+    assert not [e for e in ref.system_entries(frozenset({"Li", "Fe", "O"})) if e.id.startswith("matbench")]
+    assert ref.e_above_hull(Composition("Fe2O3"), -1.71) == pytest.approx(0.0, abs=0.01)
+    # systems absent from MP-20 get their MP phases: MgF2 and NaCl lie on the hull within the scale residual
+    assert load_reference("mp20+li-fe-o").e_above_hull(Composition("MgF2"), -3.70) < -3.0
+    for formula, mp2020_e_form in (("MgF2", -3.80), ("NaCl", -2.10)):
+        assert ref.hull_energy_per_atom(Composition(formula)) == pytest.approx(mp2020_e_form, abs=0.08)
+    # every hull energy is a formation energy of the hull: ≤ 0, and e_above_hull is measured from it
+    c = Composition("Na2Cl6")
+    h = ref.hull_energy_per_atom(c)
+    assert h <= 0 and ref.e_above_hull(c, h + 0.25) == pytest.approx(0.25, abs=1e-6)
+    assert ref.phase_diagram(frozenset({"Na", "Cl"})) is ref.phase_diagram(frozenset({"Na", "Cl"}))  # cached
+
+
+def test_system_entries_are_the_entries_within_the_elements() -> None:
+    ref = load_reference("li-fe-o")
+    subsystem = ref.system_entries(frozenset({"Fe", "O"}))
+    assert subsystem and {el.symbol for e in subsystem for el in e.composition.elements} <= {"Fe", "O"}
+    assert len(ref.system_entries(frozenset({"Li", "Fe", "O"}))) == len(ref.entries)

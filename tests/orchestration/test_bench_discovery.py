@@ -38,7 +38,8 @@ def _e(e_hull: float, cif: str | None, status: str = "ok", counts: dict[str, int
 def test_unique_hits_best_so_far_and_diversity(monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestration import bench_discovery
 
-    monkeypatch.setattr(bench_discovery, "_COVERED", {frozenset({"Na", "Cl"}): True, frozenset({"K", "Cl"}): False})
+    monkeypatch.setattr(bench_discovery, "_COVERED", {("mp20+matbench", frozenset({"Na", "Cl"})): True,
+                                                      ("mp20+matbench", frozenset({"K", "Cl"})): False})
     nacl, nacl_strained, kcl = _cif(5.6), _cif(5.65), _cif(6.3, ("K", "Cl"))
     runs = [_e(0.3, nacl), _e(0.05, nacl), _e(-0.01, nacl_strained),  # same structure twice: one unique hit
             _e(float("nan"), None, status="failed"), _e(0.0, kcl, counts={"K": 4, "Cl": 4})]
@@ -60,8 +61,11 @@ def test_covered_systems_of_the_shipped_reference() -> None:
     def c(counts: dict[str, int]) -> Crystal:
         return Crystal(1, counts, 5, 5, 5, 90, 90, 90)
 
-    assert covered(c({"Li": 2, "Fe": 2, "O": 4}))  # the full MP Li-Fe-O system is shipped
-    assert covered(c({"Li": 1, "Fe": 1, "O": 2, "Se": 1}))  # through its Li-Fe-O subsystem
+    for ref in ("mp20+li-fe-o", "mp20+matbench"):
+        assert covered(c({"Li": 2, "Fe": 2, "O": 4}), ref)  # the full MP Li-Fe-O system is shipped
+        assert covered(c({"Li": 1, "Fe": 1, "O": 2, "Se": 1}), ref)  # through its Li-Fe-O subsystem
+    assert not covered(c({"Mg": 1, "F": 2}), "mp20+li-fe-o")  # MP-20 holds no Mg-F compound
+    assert covered(c({"Mg": 1, "F": 2}), "mp20+matbench")  # MatBench does
 
 
 def test_bootstrap_rates_and_ratio() -> None:
@@ -97,6 +101,11 @@ def test_loop_config_is_a_valid_campaign_with_the_budget_as_cap(tmp_path: Path) 
     cfg = CampaignConfig.model_validate(campaign_config(BenchSettings(budget=10, rounds=3), 4, tmp_path))
     assert cfg.stopping.max_oracle_calls == 10 and cfg.batch_size == 4 and cfg.rounds == 3 and cfg.seed == 4
     assert cfg.oracle.name == "chgnet" and cfg.success.at_most == 0.1
+    assert cfg.acquisition.relative_to_hull is None and cfg.oracle.settings["reference"] == "mp20+matbench"
+    hull = CampaignConfig.model_validate(campaign_config(BenchSettings(objective="hull"), 0, tmp_path))
+    assert hull.acquisition.relative_to_hull == "mp20+matbench"
+    with pytest.raises(ValueError, match="unknown hull reference"):
+        BenchSettings(reference="elements")
     assert len(build_search_space(cfg).elements) == 22
     with pytest.raises(ValueError, match="unknown strategies"):
         BenchSettings(strategies=("loop", "bayes"))

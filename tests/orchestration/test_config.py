@@ -79,6 +79,9 @@ def test_hash_ignores_operational_fields_only() -> None:
     assert "checkpoint" not in a.science()["generator"]  # configs without one keep their earlier hash
     d = parse_config(_minimal(generator={"checkpoint": "discovery/data/checkpoints/crystal-gfn-fe"}))
     assert config_hash(d) != config_hash(a)
+    assert "relative_to_hull" not in a.science()["acquisition"]
+    e = parse_config(_minimal(acquisition={"relative_to_hull": "mp20+matbench"}))
+    assert config_hash(e) != config_hash(a)
 
 
 def test_space_groups_accept_lattice_system_names() -> None:
@@ -121,6 +124,10 @@ def test_unknown_element() -> None:
         ({"rounds": 0}, "`rounds`"),
         ({"store_url": "postgresql://u:secret@127.0.0.1/db"}, "store_url contains a password"),
         ({"generator": {"checkpoint": "nowhere/gfn"}}, "no Crystal-GFN checkpoint at 'nowhere/gfn'"),
+        ({"acquisition": {"relative_to_hull": "mp-all"}}, "`acquisition.relative_to_hull`"),
+        ({"acquisition": {"kind": "ei", "relative_to_hull": "mp20+matbench"}}, "kind 'greedy' or 'ucb', not 'ei'"),
+        ({"targets": [{"name": "density", "goal": "maximize"}], "acquisition": {"relative_to_hull": "li-fe-o"}},
+         "needs a `formation_energy_per_atom` target with goal 'minimize'"),
     ],
 )
 def test_invalid_values_name_the_field(over: dict, needle: str) -> None:
