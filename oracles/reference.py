@@ -318,3 +318,33 @@ def _fit_matbench(entries: list[RefEntry], df: pd.DataFrame) -> dict[str, Any]:
 def _display(path: Path, data_dir: Path) -> str:
     root = data_dir.parent.parent
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def check_against_mp20(name: ReferenceName, *, data_dir: Path = DATA_DIR) -> dict[str, Any]:
+    """How well a reference reproduces MP's published hull distances of the shipped MP-20 entries.
+
+    Each entry's published formation energy is placed against the reference hull (eV/atom) and compared
+    with its published ``e_above_hull``; a reference close to MP's own hull gives small differences."""
+    mp20 = data_dir / "mp20"
+    frames = [pd.read_csv(p) for p in sorted(mp20.glob("mp20_*.csv.gz")) if "cif" not in p.name]
+    df = pd.concat(frames, ignore_index=True)
+    ref = load_reference(name, data_dir=data_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = np.array([ref.e_above_hull(Composition(c), float(e))
+                        for c, e in zip(df["composition"], df["formation_energy_per_atom"], strict=True)])
+    published = df["e_above_hull"].to_numpy(dtype=float)
+    diff = np.abs(got - published)
+    return {"reference": name, "entries": len(df), "mae_e_above_hull_eV_per_atom": round(float(diff.mean()), 4),
+            "share_within_0p05": round(float(np.mean(diff <= 0.05)), 4),
+            "pearson_r": round(float(np.corrcoef(got, published)[0, 1]), 3),
+            "mean_e_above_hull": round(float(got.mean()), 4), "mean_published": round(float(published.mean()), 4)}
+
+
+if __name__ == "__main__":  # python -m oracles.reference --check-mp20
+    import sys
+
+    if sys.argv[1:] != ["--check-mp20"]:
+        sys.exit("usage: python -m oracles.reference --check-mp20   (compare each hull reference with MP's "
+                 "published E_hull of the MP-20 entries; prints JSON)")
+    print(json.dumps([check_against_mp20(n) for n in ("mp20+li-fe-o", "mp20+matbench")], indent=2))

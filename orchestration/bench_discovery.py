@@ -276,6 +276,19 @@ def covered(crystal: Crystal, reference: str = "mp20+matbench") -> bool:
 _COVERED: dict[tuple[str, frozenset[str]], bool] = {}
 
 
+def known_formula(crystal: Crystal, reference: str = "mp20+matbench") -> bool:
+    """True when the hull reference already holds a phase of the crystal's reduced formula: a hit there is a
+    rediscovered (or new polymorph of a) known compound rather than a new composition."""
+    from oracles.reference import load_reference
+
+    if reference not in _KNOWN:
+        _KNOWN[reference] = {e.composition.reduced_formula for e in load_reference(reference).entries}  # type: ignore[arg-type]
+    return crystal.reduced_formula() in _KNOWN[reference]
+
+
+_KNOWN: dict[str, set[str]] = {}
+
+
 def strategy_metrics(evaluated: Sequence[Evaluated], reference: str = "mp20+matbench") -> dict[str, Any]:
     """Counts, unique hits (both thresholds), curves and the diversity of the unique hits of one run."""
     out: dict[str, Any] = {"oracle_calls": len(evaluated), "ok": sum(e.status == "ok" for e in evaluated)}
@@ -288,6 +301,7 @@ def strategy_metrics(evaluated: Sequence[Evaluated], reference: str = "mp20+matb
         if t == HIT_THRESHOLDS[0]:
             hits = [e.crystal for e, f in zip(evaluated, flags, strict=True) if f]
             out["unique_hits_ehull_le_0p1_covered"] = sum(covered(c, reference) for c in hits)
+            out["unique_hits_ehull_le_0p1_new_composition"] = sum(not known_formula(c, reference) for c in hits)
             out["hit_formulas"] = sorted({c.reduced_formula() for c in hits})
             out["diversity"] = {
                 "distinct_formulas": len({c.reduced_formula() for c in hits}),
@@ -363,6 +377,8 @@ def summarize(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         s["unique_hits_ehull_le_0p1_covered"] = sum(cov)
         s["unique_hits_ehull_le_0p1_covered_per_100_calls"] = round(rate, 2)
         s["unique_hits_ehull_le_0p1_covered_per_100_calls_ci95"] = [round(lo, 2), round(hi, 2)]
+        s["unique_hits_ehull_le_0p1_new_composition"] = sum(r.get("unique_hits_ehull_le_0p1_new_composition", 0)
+                                                            for r in runs)
         formulas = sorted({f for r in runs for f in r["hit_formulas"]})
         s["diversity_of_hits"] = {
             "per_seed": [r["diversity"] for r in runs],
@@ -398,11 +414,12 @@ def summarize(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     """The benchmark's table (one row per strategy) and the loop-vs-random ratios, as markdown."""
     def ci(v: list[Any]) -> str:
-        return f"[{v[0]}, {v[1]}]"
+        return f"[{'–' if v[0] is None else v[0]}, {'unbounded' if v[1] is None else v[1]}]"
 
     lines = ["| strategy | oracle calls | ok | unique hits E_hull ≤ 0.1 | per 100 calls (95 % CI) | unique hits E_hull ≤ 0 "
-             "| per 100 calls (95 % CI) | hits ≤ 0.1 in covered systems | per 100 calls (95 % CI) | distinct hit formulas |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| per 100 calls (95 % CI) | hits ≤ 0.1 in covered systems | per 100 calls (95 % CI) | distinct hit formulas "
+             "| hits ≤ 0.1 with a formula new to the reference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in result["strategies"].items():
         lines.append(
             f"| {name} | {s['oracle_calls']} | {s['ok']} | {s['unique_hits_ehull_le_0p1']} "
@@ -411,7 +428,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{s['unique_hits_ehull_le_0_per_100_calls']} {ci(s['unique_hits_ehull_le_0_per_100_calls_ci95'])} | "
             f"{s.get('unique_hits_ehull_le_0p1_covered', '–')} | {s.get('unique_hits_ehull_le_0p1_covered_per_100_calls', '–')} "
             f"{ci(s.get('unique_hits_ehull_le_0p1_covered_per_100_calls_ci95', ['–', '–']))} | "
-            f"{s['diversity_of_hits']['distinct_formulas_all_seeds']} |")
+            f"{s['diversity_of_hits']['distinct_formulas_all_seeds']} | {s.get('unique_hits_ehull_le_0p1_new_composition', '–')} |")
     lines.append("")
     for key, label in (("ratio_loop_vs_random", "E_hull ≤ 0.1"), ("ratio_loop_vs_random_ehull_le_0", "E_hull ≤ 0"),
                        ("ratio_loop_vs_random_covered", "E_hull ≤ 0.1, covered systems")):

@@ -9,12 +9,13 @@ the band-gap distribution around the target, and the restricted-sampling experim
 writes ``metrics.json``, ``metrics.md`` and PNG plots.
 
 "Below the MP hull" for a generated crystal (no coordinates, no DFT): its *predicted* formation
-energy is below the convex hull of its chemical system built from the oracle's reference set
-(``oracles.reference.load_reference("mp20+li-fe-o")``: MP elemental references at 0, every
-MP-20 train/validation entry, the full MP Li-Fe-O system), i.e. ``e_above_hull(composition,
-predicted E_form) < 0`` with pymatgen's ``PhaseDiagram``. MP-20 holds only 2,369 near-hull
-entries, so this hull is above the full MP hull for most chemical systems: the share is an upper
-bound on the share below the full MP hull.
+energy is below the convex hull of its chemical system, i.e. ``e_above_hull(composition, predicted
+E_form) < 0`` with pymatgen's ``PhaseDiagram``, against the dense reference
+``oracles.reference.load_reference("mp20+matbench")`` (MP elemental references at 0, every MP-20
+entry, the full MP Li-Fe-O system and 130k MatBench MP formation energies moved to the MP2020 scale):
+the closest to the paper's full MP hull that ships (``share_below_hull``). The same share against the
+sparse ``"mp20+li-fe-o"`` reference (2,369 near-hull MP-20 entries: an upper bound) is
+``share_below_hull_mp20``.
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ def composition_metrics(crystals: Sequence[Crystal], order: np.ndarray, *, top: 
     }
 
 
-def fe_metrics(crystals: Sequence[Crystal], e_form: np.ndarray, reference: Any | None, *, top: int = 100) -> dict[str, Any]:
-    """Formation-energy figures of one sample set (``e_form``: predicted eV/atom, (n,))."""
+def fe_metrics(crystals: Sequence[Crystal], e_form: np.ndarray, reference: Any | None, *, top: int = 100,
+               sparse_reference: Any | None = None) -> dict[str, Any]:
+    """Formation-energy figures of one sample set (``e_form``: predicted eV/atom, (n,)); the share below the
+    hull of ``reference`` and, when given, of ``sparse_reference`` (``share_below_hull_mp20``)."""
     e = np.asarray(e_form, dtype=float)
     out: dict[str, Any] = {
         "n": len(crystals),
@@ -108,6 +111,8 @@ def fe_metrics(crystals: Sequence[Crystal], e_form: np.ndarray, reference: Any |
     }
     if reference is not None:
         out["share_below_hull"] = round(float(below_hull_flags(crystals, e, reference).mean()), 4)
+    if sparse_reference is not None:
+        out["share_below_hull_mp20"] = round(float(below_hull_flags(crystals, e, sparse_reference).mean()), 4)
     out.update(composition_metrics(crystals, np.argsort(e, kind="stable"), top=top))
     return out
 
@@ -215,7 +220,7 @@ def run_reproduction(*, fe_checkpoint: Path, fe_proxy: Path, out: Path, n: int =
     fe_model = CrystalGFN.load(fe_checkpoint, device=device)
     untrained = CrystalGFN(fe_model.space, device=device, seed=seed, policy=fe_model.policy_cfg, train=fe_model.train_cfg)
     fe_proxy_m = EnsembleProxy.load(fe_proxy)
-    reference = load_reference("mp20+li-fe-o")
+    reference, sparse = load_reference("mp20+matbench"), load_reference("mp20+li-fe-o")
 
     def draw(name: str, model: CrystalGFN, k: int, space: Any = None) -> SampleSet:
         say(f"sampling {k} crystals: {name}")
@@ -233,7 +238,7 @@ def run_reproduction(*, fe_checkpoint: Path, fe_proxy: Path, out: Path, n: int =
     for name, s in sets.items():
         say(f"formation-energy metrics: {name}")
         fe_pred[name] = predict(fe_proxy_m, s.crystals)
-        m = fe_metrics(s.crystals, fe_pred[name], reference)
+        m = fe_metrics(s.crystals, fe_pred[name], reference, sparse_reference=sparse)
         say(f"validity checks: {name}")
         m.update(validity(s.crystals, pyxtal_max=pyxtal_max, seed=seed))
         m["samples_per_s"] = round(len(s.crystals) / s.seconds, 1)
@@ -313,8 +318,10 @@ def markdown(r: dict[str, Any]) -> str:
         ("predicted E_form median (eV/atom)", fe["fe_median"], un["fe_median"], p["fe_median"]),
         ("predicted E_form 95th percentile (eV/atom)", fe["fe_p95"], un["fe_p95"], f"{p['fe_p95']} (95 % below −2.0)"),
         ("share with predicted E_form < −2.0 eV/atom", _pct(fe["share_fe_below_m2"]), _pct(un["share_fe_below_m2"]), "95 %"),
-        ("share below the hull (predicted E_form vs MP-20 + Li-Fe-O hull)", _pct(fe.get("share_below_hull")),
+        ("share below the MP hull (predicted E_form vs MP-20 + MatBench + Li-Fe-O)", _pct(fe.get("share_below_hull")),
          _pct(un.get("share_below_hull")), _pct(p["share_below_hull"])),
+        ("share below the sparse MP-20 + Li-Fe-O hull (upper bound)", _pct(fe.get("share_below_hull_mp20")),
+         _pct(un.get("share_below_hull_mp20")), "–"),
         ("unique", _pct(fe["unique"]), _pct(un["unique"]), _pct(p["unique"])),
         ("elements present / top 100", f"{fe['elements_present']} / {fe['elements_top100']}",
          f"{un['elements_present']} / {un['elements_top100']}", f"{p['elements_present']} / {p['elements_top100']}"),

@@ -92,3 +92,13 @@ def test_system_entries_are_the_entries_within_the_elements() -> None:
     subsystem = ref.system_entries(frozenset({"Fe", "O"}))
     assert subsystem and {el.symbol for e in subsystem for el in e.composition.elements} <= {"Fe", "O"}
     assert len(ref.system_entries(frozenset({"Li", "Fe", "O"}))) == len(ref.entries)
+
+
+@pytest.mark.slow
+def test_dense_reference_reproduces_mp_hull_distances_better_than_mp20_alone() -> None:
+    from oracles.reference import check_against_mp20
+
+    sparse, dense = check_against_mp20("mp20+li-fe-o"), check_against_mp20("mp20+matbench")
+    assert sparse["entries"] == dense["entries"] == 2369
+    assert dense["mae_e_above_hull_eV_per_atom"] < 0.8 * sparse["mae_e_above_hull_eV_per_atom"]
+    assert dense["share_within_0p05"] > 0.95 and dense["pearson_r"] > sparse["pearson_r"]

@@ -52,6 +52,15 @@ def test_unique_hits_best_so_far_and_diversity(monkeypatch: pytest.MonkeyPatch) 
     assert m["diversity"]["distinct_formulas"] == 2 and m["diversity"]["distinct_chemical_systems"] == 2
     assert m["hit_formulas"] == ["KCl", "NaCl"]
     assert m["unique_hits_ehull_le_0p1_covered"] == 1  # KCl's system marked as holding no reference compound
+    assert m["unique_hits_ehull_le_0p1_new_composition"] == 0  # MP knows NaCl and KCl
+
+
+def test_hits_with_formulas_the_reference_lacks_are_new_compositions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestration import bench_discovery
+
+    monkeypatch.setattr(bench_discovery, "_KNOWN", {"mp20+matbench": {"NaCl"}})
+    c = Crystal(221, {"Na": 1, "Cl": 3}, 5.0, 5.0, 5.0, 90, 90, 90)
+    assert not bench_discovery.known_formula(c) and bench_discovery.known_formula(_e(0.0, None).crystal)
 
 
 @pytest.mark.slow
@@ -80,14 +89,16 @@ def test_bootstrap_rates_and_ratio() -> None:
 def test_summarize_reports_the_ratio_and_counts() -> None:
     def run(hits: int) -> dict:
         return {"oracle_calls": 10, "ok": 10, "unique_hits_ehull_le_0p1": hits, "unique_hits_ehull_le_0": hits // 2,
-                "unique_hits_ehull_le_0p1_covered": hits // 4, "hit_formulas": ["NaCl"], "diversity": {"distinct_formulas": 1}, "best_e_above_hull_so_far": [0.0] * 10,
+                "unique_hits_ehull_le_0p1_covered": hits // 4, "unique_hits_ehull_le_0p1_new_composition": hits // 3,
+                "hit_formulas": ["NaCl"], "diversity": {"distinct_formulas": 1}, "best_e_above_hull_so_far": [0.0] * 10,
                 "cumulative_unique_hits_ehull_le_0p1": [0] * 10, "median_formation_energy": -1.0}
 
     s = summarize({"loop": [run(6), run(4)], "random": [run(2), run(2)], "random_proxy": [run(2), run(2)],
                    "gfn_once": [run(3), run(3)]})
     assert s["ratio_loop_vs_random"] == 2.5 and s["ratio_loop_vs_random_ehull_le_0"] == 2.5
     assert s["counts"]["loop"] == {"unique_hits_ehull_le_0p1": 10, "unique_hits_ehull_le_0": 5,
-                                   "unique_hits_ehull_le_0p1_covered": 2, "oracle_calls": 20}
+                                   "unique_hits_ehull_le_0p1_covered": 2, "unique_hits_ehull_le_0p1_new_composition": 3,
+                                   "oracle_calls": 20}
     assert s["ratio_loop_vs_random_covered"] is None  # random: 2 // 4 = 0 covered hits
     assert s["strategies"]["random"]["unique_hits_ehull_le_0p1_per_100_calls"] == 20.0
     assert s["strategies"]["loop"]["unique_hits_ehull_le_0p1_per_100_calls_ci95"] == [40.0, 60.0]

@@ -34,6 +34,8 @@ def test_fe_metrics_on_known_values() -> None:
     assert m["fe_p95"] == pytest.approx(0.3)  # numpy linear interpolation between −0.5 and 0.5
     assert m["share_fe_below_m2"] == 0.4
     assert m["share_below_hull"] == 0.6  # −3, −2.5, −1.5 are below −1
+    assert "share_below_hull_mp20" not in m
+    assert fe_metrics(crystals, e, _ShiftReference(), sparse_reference=_ShiftReference())["share_below_hull_mp20"] == 0.6
     assert m["unique"] == 1.0 and m["distinct_formula_space_group"] == 4
     assert m["elements_present"] == 6 and m["elements_top2"] == 4  # LiF and NaCl are the best two
     assert m["space_groups_present"] == 4 and m["space_groups_top2"] == 2
@@ -52,10 +54,14 @@ def test_composition_metrics_follow_the_order() -> None:
 def test_below_hull_against_the_shipped_reference() -> None:
     from oracles.reference import load_reference
 
-    ref = load_reference("mp20+li-fe-o")
-    lif = _c(225, {"Li": 4, "F": 4})
-    # MP: LiF ≈ −3.2 eV/atom, so −5 is far below the hull and −1 far above it
-    assert below_hull_flags([lif, lif], np.array([-5.0, -1.0]), ref).tolist() == [True, False]
+    lif, mgf2 = _c(225, {"Li": 4, "F": 4}), _c(136, {"Mg": 2, "F": 4})
+    for name in ("mp20+li-fe-o", "mp20+matbench"):
+        ref = load_reference(name)  # type: ignore[arg-type]
+        # MP: LiF ≈ −3.2 eV/atom, so −5 is far below the hull and −1 far above it
+        assert below_hull_flags([lif, lif], np.array([-5.0, -1.0]), ref).tolist() == [True, False]
+    # MgF2 (MP ≈ −3.8 eV/atom) is missing from MP-20: only the dense reference knows −3.5 is above its hull
+    assert below_hull_flags([mgf2], np.array([-3.5]), load_reference("mp20+li-fe-o")).tolist() == [True]
+    assert below_hull_flags([mgf2], np.array([-3.5]), load_reference("mp20+matbench")).tolist() == [False]
 
 
 def test_bg_metrics_on_known_values() -> None:
