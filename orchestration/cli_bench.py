@@ -45,9 +45,9 @@ def bench_discovery(
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
     GFlowNet trained once (same CHGNet budget, same search space; see orchestration/bench_discovery.py).
 
-    The default budget (4 strategies × 2 seeds × 24 relaxations) took 15 min on a quiet 2-core machine
-    (docs/results/discovery.md); finished strategies and seeds are cached in --out, so a rerun with more
-    seeds only runs the new ones.
+    Hits are judged against the dense MP hull reference (mp20+matbench) by default. Three seeds took
+    27 min on a 2-core machine (docs/results/discovery.md); finished strategies and seeds are cached in
+    --out, so a rerun with more seeds only runs the new ones.
 
     Example: matloop bench discovery --budget 24 --seeds 2 --json
     """
