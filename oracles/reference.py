@@ -149,6 +149,7 @@ def _mp20_frames(mp20_dir: Path) -> pd.DataFrame:
                                      "formation_energy_per_atom columns")
         frames.append(pd.DataFrame({"id": df[id_col].astype(str), "composition": df[comp_col].astype(str),
                                     "formation_energy_per_atom": df["formation_energy_per_atom"].astype(float),
+                                    "e_above_hull": df.get("e_above_hull", pd.Series(float("nan"), index=df.index)),
                                     "file": path.name}))
     return pd.concat(frames, ignore_index=True).drop_duplicates("id")
 
@@ -325,9 +326,7 @@ def check_against_mp20(name: ReferenceName, *, data_dir: Path = DATA_DIR) -> dic
 
     Each entry's published formation energy is placed against the reference hull (eV/atom) and compared
     with its published ``e_above_hull``; a reference close to MP's own hull gives small differences."""
-    mp20 = data_dir / "mp20"
-    frames = [pd.read_csv(p) for p in sorted(mp20.glob("mp20_*.csv.gz")) if "cif" not in p.name]
-    df = pd.concat(frames, ignore_index=True)
+    df = _mp20_frames(data_dir / "mp20")
     ref = load_reference(name, data_dir=data_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
