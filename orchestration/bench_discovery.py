@@ -83,6 +83,7 @@ class BenchSettings:
     space: dict[str, Any] = field(default_factory=lambda: dict(BENCH_SPACE))
     reference: str = "mp20+matbench"
     objective: Objective = "formation_energy"
+    oracle_weight: float = 1.0  # proxy.oracle_weight of the loop (rounds ≥ 1 only: baselines do not depend on it)
 
     @property
     def relative_to_hull(self) -> str | None:
@@ -125,7 +126,8 @@ def campaign_config(settings: BenchSettings, seed: int, directory: Path) -> dict
         "targets": [{"name": "formation_energy_per_atom", "goal": "minimize"}],
         "search_space": settings.space,
         "seed_data": {"dataset": "mp20"},
-        "proxy": {"members": 5, "hidden": 128, "layers": 3, "epochs": 60, "warm_start": True},
+        "proxy": {"members": 5, "hidden": 128, "layers": 3, "epochs": 60, "warm_start": True,
+                  **({"oracle_weight": settings.oracle_weight} if settings.oracle_weight != 1.0 else {})},
         "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.125,
                         **({"relative_to_hull": settings.relative_to_hull} if settings.relative_to_hull else {})},
         "generator": {"iterations_first_round": settings.gfn_iterations_first,
@@ -480,7 +482,9 @@ def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    skip = ("seeds", "strategies")  # seed s of a strategy is the same run whatever K and the other strategies
+    # seed s of a baseline is the same run whatever K, the other strategies and the loop's label weight (the
+    # baselines use the loop's round-0 proxy and generator, fitted before any oracle label exists)
+    skip = ("seeds", "strategies", "oracle_weight")
     want = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in skip}
     if {k: v for k, v in data.get("settings", {}).items() if k not in skip} != want:
         return None

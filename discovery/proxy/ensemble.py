@@ -115,13 +115,15 @@ class EnsembleProxy:
 
     # ---------------------------------------------------------------------- fit
     def fit(self, data: LabeledSet, *, warm_start: EnsembleProxy | None = None, validation: LabeledSet | None = None,
-            progress: Progress | None = None) -> FitReport:
+            weights: np.ndarray | None = None, progress: Progress | None = None) -> FitReport:
         """Fit the ensemble on ``data`` (targets (n, m) matching ``target_names``).
 
         ``warm_start``: a fitted proxy with the same targets and configuration shape; its weights and
         standardisation are reused and ``warm_epochs`` are run at ``warm_lr``. Recalibration uses
         ``validation`` when given, else a held-out ``calibration_fraction`` of ``data`` (that share
-        is then not trained on). ``progress(epoch, epochs)`` is called after each epoch.
+        is then not trained on). ``weights``: (n,) relative row weights (≥ 0, default all 1): each member
+        then draws its n training rows with replacement with probability ∝ weight, so a row of weight w
+        counts w times as much in expectation. ``progress(epoch, epochs)`` is called after each epoch.
         """
         if data.target_names != self.target_names:
             data = data.select(self.target_names)
@@ -131,11 +133,15 @@ class EnsembleProxy:
         rng = np.random.default_rng(c.seed)
         calib: LabeledSet | None = validation.select(self.target_names) if validation is not None else None
         train = data
+        w = None if weights is None else np.asarray(weights, dtype=float)
+        if w is not None and (w.shape != (len(data),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0):
+            raise ValueError(f"weights must be {len(data)} finite non-negative numbers, not all zero")
         source = "validation set" if calib is not None else "none"
         if calib is None and c.calibration_fraction > 0 and len(data) >= 20:
             perm = rng.permutation(len(data))
             n_cal = max(5, int(c.calibration_fraction * len(data)))
             calib, train = data.subset(perm[:n_cal]), data.subset(perm[n_cal:])
+            w = None if w is None else w[perm[n_cal:]]
             source = f"held-out {n_cal} of {len(data)} training rows"
         warm = warm_start is not None and warm_start.net is not None
         if warm:
@@ -163,8 +169,12 @@ class EnsembleProxy:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                     pct_start=0.05 if warm else 0.15)
         frac, sg = feats.fractions, feats.space_group
-        rows = (torch.randint(0, n, (e, n), generator=gen) if c.bootstrap
-                else torch.arange(n).expand(e, n))  # (E, n) rows each member trains on
+        if w is not None and w.sum() > 0:  # weighted bootstrap: (E, n) draws ∝ weight
+            rows = torch.multinomial(torch.as_tensor(w, dtype=torch.float64).expand(e, n), n, replacement=True,
+                                     generator=gen)
+        else:
+            rows = (torch.randint(0, n, (e, n), generator=gen) if c.bootstrap
+                    else torch.arange(n).expand(e, n))  # (E, n) rows each member trains on
         # (E, n): 1 where a row trains the member's mean, 0 where it trains only its variance head
         for_mean = (torch.rand(e, n, generator=gen) >= c.variance_holdout).float()
         net.train()

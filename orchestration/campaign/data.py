@@ -105,6 +105,17 @@ def training_set(store: Store, config: CampaignConfig, target: Target, *, before
     return seed.concat(labels) if len(labels) else seed
 
 
+def label_weights(config: CampaignConfig, target: Target, data: LabeledSet) -> np.ndarray | None:
+    """(n,) proxy-fit weights of :func:`training_set` rows: 1 per seed row, ``proxy.oracle_weight`` per oracle
+    label (the rows after the seed data); None when every weight is 1."""
+    w = config.proxy.oracle_weight
+    if w == 1.0 or target.source == "seed_proxy":
+        return None
+    out = np.ones(len(data))
+    out[len(seed_data(config, target.name)):] = w
+    return out
+
+
 def best_label(store: Store, config: CampaignConfig, target: Target, *, before_round: int) -> float:
     """Best value of ``target`` among the training labels (for expected improvement)."""
     y = training_set(store, config, target, before_round=before_round).targets[:, 0]

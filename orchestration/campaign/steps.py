@@ -19,7 +19,7 @@ import torch
 from discovery.crystal import Crystal
 from orchestration.campaign import faults
 from orchestration.campaign.context import Campaign
-from orchestration.campaign.data import best_label, plain, seed_keys, training_set
+from orchestration.campaign.data import best_label, label_weights, plain, seed_keys, training_set
 from orchestration.campaign.progress import step
 from orchestration.config import ConfigError, build_search_space
 from orchestration.store import ROUND_STATES, RoundState
@@ -62,7 +62,8 @@ def fit_proxies(camp: Campaign, round_index: int) -> str:
         warm = EnsembleProxy.load(f"{prev_dir}/{target.name}") if prev_dir and camp.config.proxy.warm_start else None
         proxy = EnsembleProxy(target_names=(target.name,), config=_proxy_config(camp, round_index))
         with step(f"round {round_index}: fit proxy ({target.name}, {len(data)} labels)", total=None) as update:
-            report = proxy.fit(data, warm_start=warm, progress=lambda e, n: update(e))
+            report = proxy.fit(data, warm_start=warm, weights=label_weights(camp.config, target, data),
+                               progress=lambda e, n: update(e))
         proxy.save(target_dir)
         val = report.validation.get(target.name, {})
         metrics.update({f"proxy_mae_{target.name}": val.get("mae", float("nan")),

@@ -159,6 +159,9 @@ class ProxyConfig(_Strict):
     batch_size: int = Field(default=256, ge=1)
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     warm_start: bool = True
+    oracle_weight: float = Field(default=1.0, ge=1, description=(
+        "how much each oracle label counts against a seed-data row in the proxy refit (weighted bootstrap); "
+        "above 1, a round's results move the next round's reward even when the seed data is large"))
 
 
 class AcquisitionConfig(_Strict):
@@ -375,6 +378,8 @@ class CampaignConfig(_Strict):
             del data["generator"]["checkpoint"]
         if data["acquisition"]["relative_to_hull"] is None:
             del data["acquisition"]["relative_to_hull"]
+        if data["proxy"]["oracle_weight"] == 1.0:
+            del data["proxy"]["oracle_weight"]
         return data
 
 

@@ -115,6 +115,9 @@ def test_loop_config_is_a_valid_campaign_with_the_budget_as_cap(tmp_path: Path) 
     assert cfg.acquisition.relative_to_hull is None and cfg.oracle.settings["reference"] == "mp20+matbench"
     hull = CampaignConfig.model_validate(campaign_config(BenchSettings(objective="hull"), 0, tmp_path))
     assert hull.acquisition.relative_to_hull == "mp20+matbench"
+    assert cfg.proxy.oracle_weight == 1.0
+    weighted = CampaignConfig.model_validate(campaign_config(BenchSettings(oracle_weight=25), 0, tmp_path))
+    assert weighted.proxy.oracle_weight == 25
     with pytest.raises(ValueError, match="unknown hull reference"):
         BenchSettings(reference="elements")
     assert len(build_search_space(cfg).elements) == 22
@@ -153,3 +156,4 @@ def test_finished_baselines_are_cached_per_seed_and_settings(tmp_path: Path) -> 
     assert back is not None and [b.crystal for b in back] == [r.crystal for r in runs]
     assert back[0].e_above_hull == 0.05 and back[1].status == "failed" and back[0].relaxed_cif == runs[0].relaxed_cif
     assert _load_cache(path, BenchSettings(budget=9, seeds=2)) is None  # other settings: run again
+    assert _load_cache(path, BenchSettings(budget=6, oracle_weight=20)) is not None  # the loop's refit only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orchestration.config import (
@@ -207,3 +208,20 @@ def test_task_runner_for_each_runner_kind() -> None:
             task_runner_for(slurm)
     else:
         assert task_runner_for(slurm).adapt_kwargs == {"minimum": 1, "maximum": 4}
+
+
+def test_oracle_labels_weigh_more_in_the_refit_when_asked() -> None:
+    from discovery.crystal import Crystal
+    from discovery.datasets.base import LabeledSet
+    from orchestration.campaign.data import label_weights, seed_data
+
+    cfg = parse_config(_minimal(proxy={"oracle_weight": 20}))
+    target = cfg.targets[0]
+    seed = seed_data(cfg, target.name)
+    oracle = LabeledSet([Crystal(225, {"Na": 4, "Cl": 4}, 5.6, 5.6, 5.6, 90, 90, 90)] * 2, np.array([[-2.0], [-1.9]]),
+                        (target.name,))
+    w = label_weights(cfg, target, seed.concat(oracle))
+    assert w is not None and len(w) == len(seed) + 2 and set(w[:len(seed)]) == {1.0} and list(w[-2:]) == [20.0, 20.0]
+    assert label_weights(parse_config(_minimal()), target, seed.concat(oracle)) is None  # default: plain bootstrap
+    assert "oracle_weight" not in parse_config(_minimal()).science()["proxy"]  # earlier configs keep their hash
+    assert "`proxy.oracle_weight`" in _error(_minimal(proxy={"oracle_weight": 0.5}))
