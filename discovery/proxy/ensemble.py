@@ -169,7 +169,7 @@ class EnsembleProxy:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                     pct_start=0.05 if warm else 0.15)
         frac, sg = feats.fractions, feats.space_group
-        if w is not None and w.sum() > 0:  # weighted bootstrap: (E, n) draws ∝ weight
+        if w is not None and np.ptp(w) > 0:  # weighted bootstrap: (E, n) draws ∝ weight (equal weights: plain)
             rows = torch.multinomial(torch.as_tensor(w, dtype=torch.float64).expand(e, n), n, replacement=True,
                                      generator=gen)
         else:

@@ -147,3 +147,12 @@ def test_weighted_rows_pull_the_fit_towards_them(mp20):
         EnsembleProxy(target_names=TARGETS, config=SMALL).fit(data, weights=np.r_[np.ones(len(data) - 1), -1.0])
     with pytest.raises(ValueError, match="non-negative"):
         EnsembleProxy(target_names=TARGETS, config=SMALL).fit(data, weights=np.ones(3))
+
+
+def test_equal_weights_fit_exactly_like_no_weights(mp20):
+    """A campaign's round 0 has only seed rows: weights all 1 must not change the fit (or its random draws)."""
+    train, test = mp20
+    plain, weighted = EnsembleProxy(target_names=TARGETS, config=SMALL), EnsembleProxy(target_names=TARGETS, config=SMALL)
+    plain.fit(train)
+    weighted.fit(train, weights=np.ones(len(train)))
+    assert torch.equal(plain.posterior(test.crystals).mean, weighted.posterior(test.crystals).mean)
