@@ -41,6 +41,13 @@ LATTICE_SYSTEM_GROUPS: dict[str, tuple[int, ...]] = {
 # Fields that say where/how a campaign runs, not what it computes: left out of the config hash.
 OPERATIONAL_FIELDS = frozenset({"store_url", "tracking", "runner", "campaign_dir"})
 OPERATIONAL_ORACLE_FIELDS = frozenset({"wait", "poll_interval_s"})
+# Fields added after campaigns were first hashed, with their defaults: left out of the hash at the default so
+# that configs which do not set them keep their earlier hash.
+HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("generator", "checkpoint"): None,
+    ("acquisition", "relative_to_hull"): None,
+    ("proxy", "oracle_weight"): 1.0,
+}
 
 
 class ConfigError(UserError):
@@ -374,12 +381,9 @@ class CampaignConfig(_Strict):
         exclude: dict[str, Any] = {f: True for f in OPERATIONAL_FIELDS}
         exclude["oracle"] = set(OPERATIONAL_ORACLE_FIELDS)
         data = self.model_dump(mode="json", exclude=exclude)
-        if data["generator"]["checkpoint"] is None:  # configs without one keep their earlier hash
-            del data["generator"]["checkpoint"]
-        if data["acquisition"]["relative_to_hull"] is None:
-            del data["acquisition"]["relative_to_hull"]
-        if data["proxy"]["oracle_weight"] == 1.0:
-            del data["proxy"]["oracle_weight"]
+        for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
+            if data[section][key] == default:
+                del data[section][key]
         return data
 
 
