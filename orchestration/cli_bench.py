@@ -35,7 +35,7 @@ def bench_discovery(
     gfn_iterations_per_round: Annotated[int, typer.Option(min=0, help="Fine-tuning iterations in later rounds.")] = 50,
     strategies: Annotated[str, typer.Option(help="Comma-separated subset of loop,random,random_proxy,gfn_once.")] = "loop,random,random_proxy,gfn_once",
     workers: Annotated[int, typer.Option(min=1, help="CHGNet worker processes (one torch thread each).")] = 2,
-    device: Annotated[str, typer.Option(help="cpu or cuda (generator, proxy and CHGNet).")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu or cuda for the generator and CHGNet (the proxy runs on the CPU); on a GPU machine more --workers on the CPU were faster, see docs/benchmarks.md.")] = "cpu",
     reference: Annotated[str, typer.Option(help="Hull reference for hits and the oracle: mp20+matbench (dense) or "
                                                 "mp20+li-fe-o (sparse).")] = "mp20+matbench",
     objective: Annotated[str, typer.Option(help="What the loop's acquisition scores: 'hull' (predicted distance to the "
