@@ -360,6 +360,47 @@ def bootstrap_ratio(h1: Sequence[int], c1: Sequence[int], h2: Sequence[int], c2:
     return point, lo, hi
 
 
+def bootstrap_difference(h1: Sequence[int], c1: Sequence[int], h2: Sequence[int], c2: Sequence[int], *,
+                         n_boot: int = 5000, seed: int = 0) -> tuple[float, float, float]:
+    """(difference, low, high): pooled hits per 100 calls of strategy 1 minus strategy 2, with a paired
+    95 % percentile bootstrap over seeds (the same resampled seeds for both, as both share each seed's
+    round-0 models). Defined also where a strategy found nothing, unlike the ratio."""
+    a, b, ca, cb = (np.asarray(x, dtype=float) for x in (h1, h2, c1, c2))
+
+    def diff(ix: np.ndarray) -> np.ndarray:
+        return 100.0 * (a[ix].sum(axis=-1) / np.maximum(ca[ix].sum(axis=-1), 1.0)
+                        - b[ix].sum(axis=-1) / np.maximum(cb[ix].sum(axis=-1), 1.0))
+
+    point = float(diff(np.arange(len(a))))
+    if len(a) < 2:
+        return point, point, point
+    boots = diff(np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a))))
+    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def compare_loop(per_seed: dict[str, list[dict[str, Any]]], *, key: str = "unique_hits_ehull_le_0p1"
+                 ) -> dict[str, dict[str, Any]]:
+    """The loop against each other strategy: ratio and difference of pooled unique hits per call (``key``),
+    with paired bootstrap CIs over seeds, and whether the loop is *clearly* ahead (the difference's 95 %
+    CI lies above zero)."""
+    out: dict[str, dict[str, Any]] = {}
+    if "loop" not in per_seed:
+        return out
+    loop_h = [r[key] for r in per_seed["loop"]]
+    loop_c = [r["oracle_calls"] for r in per_seed["loop"]]
+    for name, runs in per_seed.items():
+        if name == "loop":
+            continue
+        h, c = [r[key] for r in runs], [r["oracle_calls"] for r in runs]
+        ratio, rlo, rhi = bootstrap_ratio(loop_h, loop_c, h, c)
+        d, dlo, dhi = bootstrap_difference(loop_h, loop_c, h, c)
+        out[name] = {"ratio": None if ratio is None else round(ratio, 3),
+                     "ratio_ci95": [None if rlo is None else round(rlo, 3), None if rhi is None else round(rhi, 3)],
+                     "difference_per_100_calls": round(d, 2), "difference_ci95": [round(dlo, 2), round(dhi, 2)],
+                     "clearly_more": bool(dlo > 0)}
+    return out
+
+
 def summarize(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Pool per-seed metrics: rates with CIs, totals, union diversity, ratio loop vs random."""
     strategies: dict[str, Any] = {}
@@ -410,6 +451,11 @@ def summarize(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         out["ratio_definition"] = ("unique hits per oracle call (E_hull ≤ 0.1 eV/atom; `_ehull_le_0` variant E_hull ≤ 0) of "
                                    "loop / random, pooled over seeds; CI: paired percentile bootstrap over seeds; "
                                    "null when random found none")
+    if "loop" in per_seed and len(per_seed) > 1:
+        out["loop_vs"] = compare_loop(per_seed)
+        out["loop_vs_definition"] = ("loop against each strategy, unique hits with E_hull ≤ 0.1 eV/atom per oracle call "
+                                     "pooled over seeds: ratio, difference per 100 calls, paired percentile-bootstrap "
+                                     "95 % CIs over seeds; clearly_more: the difference's CI lies above 0")
     return out
 
 
@@ -435,8 +481,14 @@ def markdown(result: dict[str, Any]) -> str:
     for key, label in (("ratio_loop_vs_random", "E_hull ≤ 0.1"), ("ratio_loop_vs_random_ehull_le_0", "E_hull ≤ 0"),
                        ("ratio_loop_vs_random_covered", "E_hull ≤ 0.1, covered systems")):
         if key in result:
-            lines.append(f"- loop / random, unique hits per oracle call ({label}): **{result[key]}** "
+            value = "undefined (random found no unique hit)" if result[key] is None else result[key]
+            lines.append(f"- loop / random, unique hits per oracle call ({label}): **{value}** "
                          f"(95 % CI {ci(result[key + '_ci95'])})")
+    for name, c in result.get("loop_vs", {}).items():
+        ratio = "undefined" if c["ratio"] is None else c["ratio"]
+        lines.append(f"- loop − {name}, unique hits (E_hull ≤ 0.1) per 100 calls: **{c['difference_per_100_calls']:+}** "
+                     f"(95 % CI [{c['difference_ci95'][0]}, {c['difference_ci95'][1]}]; ratio {ratio}, CI {ci(c['ratio_ci95'])}); "
+                     f"clearly more: {'yes' if c['clearly_more'] else 'no'}")
     return "\n".join(lines) + "\n"
 
 

@@ -15,9 +15,11 @@ from discovery.crystal import Crystal
 from orchestration.bench_discovery import (
     BenchSettings,
     Evaluated,
+    bootstrap_difference,
     bootstrap_rate,
     bootstrap_ratio,
     campaign_config,
+    markdown,
     strategy_metrics,
     summarize,
 )
@@ -104,6 +106,32 @@ def test_summarize_reports_the_ratio_and_counts() -> None:
     assert s["strategies"]["loop"]["unique_hits_ehull_le_0p1_per_100_calls_ci95"] == [40.0, 60.0]
     none = summarize({"loop": [run(2)], "random": [run(1)]})  # random: 0 hits at E_hull <= 0
     assert none["ratio_loop_vs_random_ehull_le_0"] is None and none["ratio_loop_vs_random"] == 2.0
+
+
+def test_bootstrap_difference_is_paired_and_defined_without_hits() -> None:
+    assert bootstrap_difference([3, 3], [30, 30], [0, 0], [30, 30]) == (10.0, 10.0, 10.0)  # ratio would be unbounded
+    d, lo, hi = bootstrap_difference([4, 2], [20, 20], [2, 0], [20, 20])  # loop 2 ahead in each seed
+    assert d == pytest.approx(10.0) and lo == pytest.approx(10.0) and hi == pytest.approx(10.0)  # paired: no spread
+    d, lo, hi = bootstrap_difference([4, 2], [20, 20], [0, 2], [20, 20])  # ahead in one seed, tied in the other
+    assert d == pytest.approx(10.0) and lo == pytest.approx(0.0) and hi == pytest.approx(20.0)
+
+
+def test_summarize_compares_the_loop_with_every_baseline() -> None:
+    def run(hits: int) -> dict:
+        return {"oracle_calls": 10, "ok": 10, "unique_hits_ehull_le_0p1": hits, "unique_hits_ehull_le_0": 0,
+                "hit_formulas": [], "diversity": {}, "best_e_above_hull_so_far": [], "median_formation_energy": None,
+                "cumulative_unique_hits_ehull_le_0p1": []}
+
+    s = summarize({"loop": [run(4), run(5), run(3)], "random": [run(0), run(0), run(0)],
+                   "random_proxy": [run(1), run(2), run(1)], "gfn_once": [run(4), run(4), run(4)]})
+    vs = s["loop_vs"]
+    assert set(vs) == {"random", "random_proxy", "gfn_once"}
+    assert vs["random"]["ratio"] is None and vs["random"]["clearly_more"] is True  # 40 per 100 calls vs none
+    assert vs["random_proxy"]["difference_per_100_calls"] == pytest.approx(26.67) and vs["random_proxy"]["clearly_more"]
+    assert vs["gfn_once"]["difference_per_100_calls"] == 0.0 and not vs["gfn_once"]["clearly_more"]
+    text = markdown(s | {"strategies": {}})
+    assert "undefined (random found no unique hit)" in text
+    assert "loop − gfn_once" in text and "clearly more: no" in text and "loop − random_proxy" in text
 
 
 def test_loop_config_is_a_valid_campaign_with_the_budget_as_cap(tmp_path: Path) -> None:
