@@ -54,7 +54,7 @@ def bench_discovery(
     Example: matloop bench discovery --budget 24 --seeds 2 --json
     """
     from orchestration.cli_campaign import _progress as campaign_progress
-    from orchestration.cli_campaign import prefect_environment
+    from orchestration.cli_campaign import exit_on_sigterm, prefect_environment
 
     prefect_environment()
     import torch
@@ -90,7 +90,8 @@ def bench_discovery(
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)  # pymatgen's per-entry compatibility notes
-    with campaign_progress(True):
+    with exit_on_sigterm(f"finished strategies and seeds are kept in {out}; the same command continues"), \
+            campaign_progress(True):
         result = run_benchmark(settings, out, progress=progress)
     if json_out:
         print(json.dumps(result))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,11 +94,51 @@ def _prepare(config_path: Path) -> tuple[Any, Path]:
     return cfg, write_snapshot(cfg)
 
 
+def _stop_temporary_prefect_servers() -> None:
+    """Stop the temporary Prefect server(s) this process started (Prefect's ephemeral mode), if any."""
+    server_module = sys.modules.get("prefect.server.api.server")
+    servers = getattr(getattr(server_module, "SubprocessASGIServer", None), "_instances", {})
+    for server in list(servers.values()):
+        server.stop()
+
+
+@contextmanager
+def exit_on_sigterm(hint: str) -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill PID``, a service manager's or scheduler's stop) ends this
+    process at once with exit code 143, as SIGKILL would, whose aftermath the store is built for
+    (``tests/orchestration/test_kill.py``: nothing lost, nothing repeated on resume), after stopping
+    the temporary Prefect server this process started and printing ``hint``.
+
+    Prefect's own handler, installed while a flow runs, first marks the flow runs crashed and then
+    re-sends the signal to the handler it replaced: this one. With the default handler there, the
+    process died without running its exit hooks and left the Prefect server running with no parent.
+    Oracle worker processes exit with their parent (``oracles/chgnet.py``). Outside the main thread
+    (where signal handlers cannot be set) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        try:
+            _stop_temporary_prefect_servers()
+        finally:
+            print(f"stopped by signal {signum}: {hint}", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_flow(snapshot: Path, *, max_rounds: int | None, show_progress: bool, wait: bool | None = None) -> dict[str, Any]:
     from orchestration.flows import campaign_flow
 
     started = time.perf_counter()
-    with _progress(show_progress):
+    hint = (f"completed rounds and stored oracle results are kept; continue with "
+            f"`matloop resume {snapshot.parent.name}`")
+    with exit_on_sigterm(hint), _progress(show_progress):
         try:
             summary = campaign_flow(str(snapshot), max_rounds=max_rounds, wait=wait)
         except UserError:

@@ -123,3 +123,51 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_oracle_calls(tmp_p
         assert store.get_campaign("killed").status == "completed"
     finally:
         store.close()
+
+
+def _live_processes_with(env_value: str) -> list[str]:
+    """``"PID: command line"`` of live (not zombie) processes whose environment holds ``env_value``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if env_value.encode() in (proc / "environ").read_bytes() and " Z " not in (proc / "stat").read_text():
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{proc.name}: {cmd}")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_stops_gracefully_and_leaves_no_server_behind(tmp_path: Path) -> None:
+    """`kill PID` during an oracle call: the call in flight finishes and is stored, Prefect marks the runs
+    crashed, the process exits with 143 and a resume hint, and the temporary Prefect server it started
+    (no PREFECT_API_URL: ephemeral mode) is stopped, not left running without a parent; resume finishes."""
+    home = tmp_path / "home"
+    (home / ".prefect").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MATLOOP_KILL_AT", "MATLOOP_STORE_URL", "MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    env.update(PREFECT_HOME=str(home / ".prefect"), PREFECT_LOGGING_LEVEL="WARNING")
+    cfg = _config(tmp_path, "termed")
+    proc = _matloop(["run", str(cfg)], env | {"MATLOOP_KILL_AT": "oracle_started:2:TERM"}, tmp_path)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # e.g. an orphaned server holding stderr open
+        os.killpg(proc.pid, signal.SIGKILL)
+        for leftover in _live_processes_with(f"PREFECT_HOME={home / '.prefect'}"):
+            os.kill(int(leftover.split(":")[0]), signal.SIGKILL)
+        pytest.fail("`matloop run` did not end within 300 s of SIGTERM (or its stderr was held open by a child)")
+    text = err.decode()
+    assert proc.returncode == 128 + signal.SIGTERM, text[-2000:]
+    assert "stopped by signal 15" in text and "matloop resume termed" in text
+    assert _live_processes_with(f"PREFECT_HOME={home / '.prefect'}") == []  # no orphaned server or worker
+    db = tmp_path / "termed" / "store.db"
+    assert len(_calls(db, "termed")) >= 2  # both started oracle calls finished and were stored
+
+    final = _matloop(["resume", "termed", "--dir", str(tmp_path / "termed")], env, tmp_path)
+    _, err = final.communicate(timeout=600)
+    assert final.returncode == 0, err.decode()[-2000:]
+    assert len(_calls(db, "termed")) == 10
+    assert _live_processes_with(f"PREFECT_HOME={home / '.prefect'}") == []
