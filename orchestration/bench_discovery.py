@@ -84,6 +84,7 @@ class BenchSettings:
     reference: str = "mp20+matbench"
     objective: Objective = "formation_energy"
     oracle_weight: float = 1.0  # proxy.oracle_weight of the loop (rounds ≥ 1 only: baselines do not depend on it)
+    seed_rows: int | None = None  # seed_data.max_rows: fewer labelled MP-20 rows for the round-0 proxy (a cold start)
 
     @property
     def relative_to_hull(self) -> str | None:
@@ -100,6 +101,8 @@ class BenchSettings:
             raise ValueError("candidates_per_round must be at least the per-round batch (budget / rounds)")
         if self.reference not in ("mp20+li-fe-o", "mp20+matbench"):
             raise ValueError(f"unknown hull reference {self.reference!r}; choose mp20+matbench or mp20+li-fe-o")
+        if self.seed_rows is not None and self.seed_rows < 1:
+            raise ValueError(f"seed_rows must be at least 1, not {self.seed_rows}")
         if self.objective not in ("hull", "formation_energy"):
             raise ValueError(f"unknown objective {self.objective!r}; choose hull or formation_energy")
 
@@ -125,7 +128,7 @@ def campaign_config(settings: BenchSettings, seed: int, directory: Path) -> dict
         "seed": seed,
         "targets": [{"name": "formation_energy_per_atom", "goal": "minimize"}],
         "search_space": settings.space,
-        "seed_data": {"dataset": "mp20"},
+        "seed_data": {"dataset": "mp20", **({"max_rows": settings.seed_rows} if settings.seed_rows else {})},
         "proxy": {"members": 5, "hidden": 128, "layers": 3, "epochs": 60, "warm_start": True,
                   **({"oracle_weight": settings.oracle_weight} if settings.oracle_weight != 1.0 else {})},
         "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.125,
@@ -538,7 +541,9 @@ def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
     # baselines use the loop's round-0 proxy and generator, fitted before any oracle label exists)
     skip = ("seeds", "strategies", "oracle_weight")
     want = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in skip}
-    if {k: v for k, v in data.get("settings", {}).items() if k not in skip} != want:
+    # settings added later (absent from older caches) had their default then
+    cached = json.loads(json.dumps(asdict(BenchSettings()))) | data.get("settings", {})
+    if {k: v for k, v in cached.items() if k not in skip} != want:
         return None
     out = []
     for r in data["evaluated"]:

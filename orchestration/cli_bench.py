@@ -42,6 +42,9 @@ def bench_discovery(
                                                 "reference hull) or 'formation_energy'.")] = "formation_energy",
     oracle_weight: Annotated[float, typer.Option(min=1.0, help="The loop's proxy.oracle_weight: how much each oracle "
                                                      "label counts against a seed row in the refit.")] = 1.0,
+    seed_rows: Annotated[int | None, typer.Option(min=1, help="Labelled MP-20 rows the round-0 proxy starts from "
+                                                  "(default: all); few rows is a cold start, where the proxy must "
+                                                  "learn from the oracle.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
@@ -70,7 +73,7 @@ def bench_discovery(
                                  gfn_iterations_first=gfn_iterations, gfn_iterations_per_round=gfn_iterations_per_round,
                                  workers=workers, device=device, reference=reference,
                                  objective=objective,  # type: ignore[arg-type]  # checked by BenchSettings
-                                 oracle_weight=oracle_weight,
+                                 oracle_weight=oracle_weight, seed_rows=seed_rows,
                                  strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()))
     except ValueError as exc:
         fail(str(exc))

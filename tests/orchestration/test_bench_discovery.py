@@ -146,6 +146,11 @@ def test_loop_config_is_a_valid_campaign_with_the_budget_as_cap(tmp_path: Path) 
     assert cfg.proxy.oracle_weight == 1.0
     weighted = CampaignConfig.model_validate(campaign_config(BenchSettings(oracle_weight=25), 0, tmp_path))
     assert weighted.proxy.oracle_weight == 25
+    assert cfg.seed_data.max_rows is None
+    cold = CampaignConfig.model_validate(campaign_config(BenchSettings(seed_rows=200), 0, tmp_path))
+    assert cold.seed_data.max_rows == 200
+    with pytest.raises(ValueError, match="seed_rows"):
+        BenchSettings(seed_rows=0)
     with pytest.raises(ValueError, match="unknown hull reference"):
         BenchSettings(reference="elements")
     assert len(build_search_space(cfg).elements) == 22
@@ -185,3 +190,9 @@ def test_finished_baselines_are_cached_per_seed_and_settings(tmp_path: Path) -> 
     assert back[0].e_above_hull == 0.05 and back[1].status == "failed" and back[0].relaxed_cif == runs[0].relaxed_cif
     assert _load_cache(path, BenchSettings(budget=9, seeds=2)) is None  # other settings: run again
     assert _load_cache(path, BenchSettings(budget=6, oracle_weight=20)) is not None  # the loop's refit only
+    assert _load_cache(path, BenchSettings(budget=6, seed_rows=200)) is None  # another round-0 proxy
+    older = json.loads(path.read_text())
+    del older["settings"]["seed_rows"]  # a cache written before the setting existed had its default
+    path.write_text(json.dumps(older))
+    assert _load_cache(path, BenchSettings(budget=6)) is not None
+    assert _load_cache(path, BenchSettings(budget=6, seed_rows=200)) is None
