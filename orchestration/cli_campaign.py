@@ -105,11 +105,12 @@ def _stop_temporary_prefect_servers() -> None:
 @contextmanager
 def exit_on_sigterm(hint: str) -> Iterator[None]:
     """While the block runs, SIGTERM (``kill PID``, a service manager's or scheduler's stop) ends this
-    process at once with exit code 143, as SIGKILL would, whose aftermath the store is built for
-    (``tests/orchestration/test_kill.py``: nothing lost, nothing repeated on resume), after stopping
-    the temporary Prefect server this process started and printing ``hint``.
+    process with exit code 143 after stopping the temporary Prefect server this process started and
+    printing ``hint``; the exit itself is immediate, like SIGKILL, whose aftermath the store is built
+    for (``tests/orchestration/test_kill.py``: nothing lost, nothing repeated on resume).
 
-    Prefect's own handler, installed while a flow runs, first marks the flow runs crashed and then
+    While a flow runs, Prefect's own handler gets the signal first: its task runner lets the tasks in
+    flight finish (their oracle results are stored), it marks the flow runs crashed, and then it
     re-sends the signal to the handler it replaced: this one. With the default handler there, the
     process died without running its exit hooks and left the Prefect server running with no parent.
     Oracle worker processes exit with their parent (``oracles/chgnet.py``). Outside the main thread
