@@ -47,7 +47,11 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("generator", "checkpoint"): None,
     ("acquisition", "relative_to_hull"): None,
     ("proxy", "oracle_weight"): 1.0,
+    ("sun", "zero_dimensional"): "exclude",
 }
+
+# Sections added after campaigns were first hashed: left out of the hash when every key is at its default.
+NEW_SECTIONS = frozenset({"sun"})
 
 
 class ConfigError(UserError):
@@ -253,11 +257,22 @@ class SuccessCriterion(_Strict):
             data = {**data, "at_most": 0.1}
         return data
 
-    def is_hit(self, targets: Mapping[str, float | None]) -> bool:
+    def is_hit(self, targets: Mapping[str, float | None], *, status: str) -> bool:
+        """True when the result's ``status`` is ``ok`` and ``metric`` is within the bounds
+        (:func:`discovery.sun.is_hit`: an ``unconverged`` or failed result is never a hit)."""
+        from discovery.sun import is_hit
+
         v = targets.get(self.metric)
-        if v is None or v != v:  # missing or NaN
-            return False
-        return (self.at_most is None or v <= self.at_most) and (self.at_least is None or v >= self.at_least)
+        return is_hit(status, None if v is None else float(v), at_most=self.at_most, at_least=self.at_least)
+
+
+class SunConfig(_Strict):
+    """S.U.N. labels (stable, unique, novel; see :mod:`discovery.sun`): stability uses the success bound on
+    ``e_above_hull`` (else 0.1 eV/atom)."""
+
+    zero_dimensional: Literal["exclude", "include"] = Field(default="exclude", description=(
+        "'exclude': a packing of isolated molecules (dimensionality 0) is never S.U.N. (its hits are counted "
+        "apart, as zero_dimensional_hits); 'include': dimensionality does not matter"))
 
 
 class TrackingConfig(_Strict):
@@ -324,6 +339,7 @@ class CampaignConfig(_Strict):
     rounds: int = Field(ge=1)
     stopping: StoppingConfig = Field(default_factory=StoppingConfig)
     success: SuccessCriterion = Field(default_factory=SuccessCriterion)
+    sun: SunConfig = Field(default_factory=SunConfig)
     campaign_dir: Path | None = Field(default=None, description="default: runs/<name>")
     store_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<campaign_dir>/store.db")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -384,6 +400,8 @@ class CampaignConfig(_Strict):
         for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
             if data[section][key] == default:
                 del data[section][key]
+                if not data[section] and section in NEW_SECTIONS:  # a section added later, all defaults
+                    del data[section]
         return data
 
 

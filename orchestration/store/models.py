@@ -11,6 +11,7 @@ from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Te
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from discovery.crystal import Crystal, parse_composition
+from discovery.sun import SunLabels
 from orchestration.errors import UserError
 
 RoundState = Literal[
@@ -134,6 +135,30 @@ class OracleResultRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class SunLabelRow(Base):
+    """S.U.N. labels of one oracle result (:mod:`discovery.sun`); a separate table so that stores made
+    before labels existed gain it with ``create_all``. Written once per result (insert-ignore)."""
+
+    __tablename__ = "sun_labels"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[str] = mapped_column(String(128))
+    round_index: Mapped[int] = mapped_column(Integer)
+    converged: Mapped[bool] = mapped_column(Boolean)
+    stable: Mapped[bool] = mapped_column(Boolean)
+    novel_formula: Mapped[bool] = mapped_column(Boolean)
+    novel_structure: Mapped[bool] = mapped_column(Boolean)
+    unique: Mapped[bool] = mapped_column("is_unique", Boolean)
+    sun: Mapped[bool] = mapped_column(Boolean)
+    dimensionality: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    relaxed_space_group: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sampled_space_group: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    match: Mapped[str | None] = mapped_column("match_id", String(128), nullable=True)
+    settings_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 class ModelVersionRow(Base):
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("campaign_id", "kind", "version"), UniqueConstraint("campaign_id", "kind", "round_index"))
@@ -209,6 +234,21 @@ def round_record(r: RoundRow) -> RoundRecord:
 def result_record(r: OracleResultRow) -> ResultRecord:
     return ResultRecord(r.candidate_id, r.round_index, r.status, json.loads(r.targets_json), r.relaxed_cif,
                         json.loads(r.provenance_json), r.wall_s)
+
+
+def sun_record(r: SunLabelRow) -> SunLabels:
+    return SunLabels(r.candidate_id, r.converged, r.stable, r.novel_formula, r.novel_structure, r.unique, r.sun,
+                     r.dimensionality, r.relaxed_space_group, r.sampled_space_group, r.match)
+
+
+SUN_COLUMNS: tuple[str, ...] = ("converged", "stable", "novel_formula", "novel_structure", "unique", "sun",
+                                "dimensionality", "relaxed_space_group")
+"""Label columns added to crystal tables (batch.csv, export); the sampled space group is ``space_group``."""
+
+
+def sun_columns(labels: SunLabels | None) -> dict[str, object]:
+    """The :data:`SUN_COLUMNS` of one result (all None when it has no labels yet)."""
+    return {k: (None if labels is None else getattr(labels, k)) for k in SUN_COLUMNS}
 
 
 def row_crystal(r: CandidateRow) -> Crystal:

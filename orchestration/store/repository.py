@@ -23,6 +23,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from discovery.crystal import Crystal
+from discovery.sun import count as sun_count
+from orchestration.store.labels import LabelsMixin
 from orchestration.store.models import (
     ROUND_STATES,
     Base,
@@ -46,6 +48,7 @@ from orchestration.store.models import (
     result_record,
     round_record,
     row_crystal,
+    sun_columns,
 )
 from orchestration.store.submissions import SubmissionsMixin
 
@@ -78,7 +81,7 @@ def safe_url(url: str) -> str:
         return "<unparsable URL>"
 
 
-class Store(SubmissionsMixin):
+class Store(SubmissionsMixin, LabelsMixin):
     """Repository over one database; safe to share between campaigns (rows are keyed by campaign)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -314,7 +317,8 @@ class Store(SubmissionsMixin):
 
     def table(self, name: str, *, round_index: int | None = None, selected_only: bool = True) -> list[Crystal]:
         """Candidates with their oracle results flattened into ``extra`` (one column each), ready for
-        ``discovery.crystal.write_crystal_table``: round, batch_rank, score, pred_<k>, status, <target>, wall_s."""
+        ``discovery.crystal.write_crystal_table``: round, batch_rank, score, pred_<k>, status, <target>, wall_s and,
+        for results, the S.U.N. label columns (:data:`~orchestration.store.models.SUN_COLUMNS`, None until labelled)."""
         with self._session() as s:
             cid = self._campaign(s, name).id
             q = select(CandidateRow, OracleResultRow).outerjoin(
@@ -326,6 +330,7 @@ class Store(SubmissionsMixin):
             if selected_only:
                 q = q.where(CandidateRow.selected)
             rows = s.execute(q.order_by(CandidateRow.round_index, CandidateRow.batch_rank, CandidateRow.id)).all()
+        labels = self.sun_labels(name, round_index)
         out = []
         for cand, res in rows:
             base = row_crystal(cand)
@@ -335,6 +340,7 @@ class Store(SubmissionsMixin):
             if res is not None:
                 extra.update(json.loads(res.targets_json))
                 extra["wall_s"] = res.wall_s
+                extra.update(sun_columns(labels.get(cand.candidate_id)))
             out.append(Crystal(base.space_group, base.counts, base.a, base.b, base.c, base.alpha, base.beta, base.gamma,
                                id=base.id, extra=extra))
         return out
@@ -430,6 +436,7 @@ class Store(SubmissionsMixin):
         rounds = self.rounds(name)
         results = self.results(name)
         per_round = {r.index: len(self.batch(name, r.index)) for r in rounds}
+        labels = list(self.sun_labels(name).values())
         return {
             "name": camp.name, "status": camp.status, "config_hash": camp.config_hash, "seed": camp.seed,
             "code_version": camp.code_version, "mlflow_run_id": camp.mlflow_run_id,
@@ -442,6 +449,7 @@ class Store(SubmissionsMixin):
             ],
             "completed_rounds": sum(r.completed for r in rounds),
             "oracle_results": len(results),
+            "sun": {**sun_count(labels).as_dict(), "unlabelled": len(results) - len(labels)},
             "pending": self.pending(name),
         }
 

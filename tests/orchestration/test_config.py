@@ -64,8 +64,12 @@ def test_defaults_and_resolved_locations(tmp_path: Path, monkeypatch: pytest.Mon
     assert cfg.resolved_store_url() == f"sqlite:///{tmp_path / 'c' / 'store.db'}"
     assert cfg.resolved_tracking_uri().startswith("sqlite:///") and cfg.experiment_name() == "matloop/t"
     assert cfg.success.metric == "e_above_hull" and cfg.success.at_most == 0.1
-    assert cfg.success.is_hit({"e_above_hull": 0.05}) and not cfg.success.is_hit({"e_above_hull": 0.2})
-    assert not cfg.success.is_hit({"e_above_hull": float("nan")}) and not cfg.success.is_hit({})
+    assert cfg.success.is_hit({"e_above_hull": 0.05}, status="ok")
+    assert not cfg.success.is_hit({"e_above_hull": 0.2}, status="ok")
+    assert not cfg.success.is_hit({"e_above_hull": float("nan")}, status="ok") and not cfg.success.is_hit({}, status="ok")
+    for status in ("unconverged", "failed", "invalid", "timeout"):  # only an ok result is a hit
+        assert not cfg.success.is_hit({"e_above_hull": -1.0}, status=status)
+    assert cfg.sun.zero_dimensional == "exclude"
     assert cfg.runner.kind == "local"
     monkeypatch.setenv("MATLOOP_STORE_URL", "postgresql://u@h/db")
     assert cfg.resolved_store_url() == "postgresql://u@h/db"
@@ -83,6 +87,9 @@ def test_hash_ignores_operational_fields_only() -> None:
     assert "relative_to_hull" not in a.science()["acquisition"]
     e = parse_config(_minimal(acquisition={"relative_to_hull": "mp20+matbench"}))
     assert config_hash(e) != config_hash(a)
+    assert "sun" not in a.science()  # the S.U.N. section at its defaults leaves earlier hashes alone
+    assert config_hash(parse_config(_minimal(sun={"zero_dimensional": "exclude"}))) == config_hash(a)
+    assert config_hash(parse_config(_minimal(sun={"zero_dimensional": "include"}))) != config_hash(a)
 
 
 def test_space_groups_accept_lattice_system_names() -> None:
