@@ -160,6 +160,9 @@ def _where(cfg: Any, summary: dict[str, Any]) -> None:
     if summary.get("jobs_in_flight"):
         out_console.print(f"  [yellow]{summary['jobs_in_flight']} oracle job(s) in flight[/]: collect them with "
                           f"`matloop resume {cfg.name}` (nothing is submitted twice)")
+    sun = summary.get("sun")
+    if sun:
+        out_console.print(f"  S.U.N.:   {sun_line(sun)}")
     out_console.print(f"  store:    {cfg.resolved_store_url()}")
     out_console.print(f"  files:    {cfg.resolved_dir()}  (rounds/*/batch.csv, plots, hits)")
     out_console.print(f"  MLflow:   {cfg.resolved_tracking_uri()}  (experiment {cfg.experiment_name()})")
@@ -217,7 +220,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     store: str | None = typer.Option(None, "--store", help="store URL (default $MATLOOP_STORE_URL or runs/NAME/store.db)"),
 ) -> None:
-    """Rounds, oracle calls, hits and the best candidates of a campaign.
+    """Rounds, oracle calls, hits, S.U.N. counts and the best candidates (with their labels) of a campaign.
 
     Example: matloop status demo --json
     """
@@ -234,6 +237,7 @@ def status(
         return
     out_console.print(f"[bold]{info['name']}[/] ({info['status']}): {info['rounds_completed']}/{info['rounds_planned']} "
                       f"rounds, {info['oracle_calls']} oracle calls, {info['hits']} hits ({info['unique_hits']} unique)")
+    out_console.print(f"S.U.N.: {sun_line(info['sun'])}")
     rounds = Table("round", "state", "batch", "results", "hit rate", "best so far")
     for r in info["rounds"]:
         m = r["metrics"]
@@ -245,10 +249,25 @@ def status(
         for j in info["jobs_in_flight"]:
             jobs.add_row(j["id"], str(j["attempt"]), j["scheduler"], j["job_id"], j["workdir"])
         out_console.print(jobs)
-    best = Table("id", "formula", "space group", info["target"], "hit")
+    best = Table("id", "formula", "sampled SG", "relaxed SG", "dim", info["target"], "hit", "stable", "novel formula",
+                 "novel structure", "unique", "S.U.N.")
+
+    def mark(value: object) -> str:
+        return "" if value is None else ("yes" if value is True else "no" if value is False else str(value))
+
     for b in info["best"]:
-        best.add_row(b["id"], b["formula"], str(b["space_group"]), f"{b[info['target']]:.4g}", "yes" if b["hit"] else "")
+        best.add_row(b["id"], b["formula"], str(b["space_group"]), mark(b.get("relaxed_space_group")),
+                     mark(b.get("dimensionality")), f"{b[info['target']]:.4g}", "yes" if b["hit"] else "",
+                     *(mark(b.get(k)) for k in ("stable", "novel_formula", "novel_structure", "unique", "sun")))
     out_console.print(best)
+
+
+def sun_line(counts: dict[str, int]) -> str:
+    """One line of S.U.N. counts (see :class:`discovery.sun.SunCounts`)."""
+    text = (f"{counts['sun']} S.U.N. (stable {counts['stable']}, novel structure {counts['novel']}, novel formula "
+            f"{counts['novel_formula']}, unique {counts['unique']} of {counts['converged']} converged); "
+            f"0-D hits {counts['zero_dimensional_hits']}")
+    return text + (f"; {counts['unlabelled']} result(s) not labelled yet" if counts.get("unlabelled") else "")
 
 
 def export(
@@ -256,7 +275,7 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="output directory (crystals.csv and cifs/)"),
     store: str | None = typer.Option(None, "--store", help="store URL (default $MATLOOP_STORE_URL or runs/NAME/store.db)"),
 ) -> None:
-    """Write the crystal table and relaxed CIFs of every labelled candidate.
+    """Write the crystal table (with S.U.N. label columns) and relaxed CIFs of every evaluated candidate.
 
     Example: matloop export demo --out exports/demo
     """

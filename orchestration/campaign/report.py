@@ -6,6 +6,7 @@ failures never raise (see :mod:`orchestration.tracking`); a failing plot is skip
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -18,10 +19,15 @@ import numpy as np
 from discovery.crystal import Crystal, write_crystal_table
 from orchestration.campaign import faults
 from orchestration.campaign.context import Campaign
+from orchestration.campaign.sun import label_campaign, round_report, sun_metrics
 from orchestration.config import Target
 from orchestration.store import ResultRecord
 
 log = logging.getLogger("matloop.campaign")
+CAMPAIGN_METRICS: tuple[str, ...] = ("best_so_far", "cumulative_unique_hits", "oracle_calls_total", "hit_rate",
+                                     "cumulative_sun", "cumulative_stable", "cumulative_novel", "cumulative_unique",
+                                     "cumulative_zero_dimensional_hits")
+"""Round metrics also logged, per round, to the campaign's parent MLflow run."""
 
 
 def primary_target(camp: Campaign) -> Target:
@@ -55,7 +61,7 @@ def best_result(camp: Campaign, results: list[ResultRecord]) -> ResultRecord | N
 
 def unique_hits(camp: Campaign, results: list[ResultRecord]) -> list[ResultRecord]:
     """Hits (success criterion on ok results), minus structures StructureMatcher finds equal after relaxation."""
-    hits = [r for r in results if r.status == "ok" and camp.config.success.is_hit(r.targets)]
+    hits = [r for r in results if camp.config.success.is_hit(r.targets, status=r.status)]
     with_cif = [r for r in hits if r.relaxed_cif]
     if not with_cif:
         return hits
@@ -83,7 +89,7 @@ def round_metrics(camp: Campaign, round_index: int) -> dict[str, float]:
         "oracle_calls_round": float(len(batch)),
         "oracle_calls_total": float(len(everything)),
         "oracle_success_rate": sum(r.status == "ok" for r in batch) / n,
-        "hits_round": float(sum(r.status == "ok" and camp.config.success.is_hit(r.targets) for r in batch)),
+        "hits_round": float(sum(camp.config.success.is_hit(r.targets, status=r.status) for r in batch)),
         "cumulative_unique_hits": float(len(unique_hits(camp, everything))),
         "best_so_far": _value(best, t.name) if best is not None else float("nan"),
         f"batch_{t.name}_mean": float(np.mean(finite)) if finite else float("nan"),
@@ -126,14 +132,16 @@ def _plots(camp: Campaign, round_index: int, results: list[ResultRecord], out: P
 
 
 def write_round_files(camp: Campaign, round_index: int) -> Path:
-    """``rounds/round-NNN/``: batch.csv (crystal table with results), hits/*.cif, plots/*.png."""
+    """``rounds/round-NNN/``: batch.csv (crystal table with results and S.U.N. labels), sun.json (counts and
+    labels), hits/*.cif, plots/*.png."""
     d = camp.round_dir(round_index)
     table: list[Crystal] = camp.store.table(camp.name, round_index=round_index)
     write_crystal_table(table, d / "batch.csv")
+    (d / "sun.json").write_text(json.dumps(round_report(camp.store, camp.config, round_index), indent=1))
     results = [r for r in camp.store.results(camp.name) if r.round_index <= round_index]
     hits_dir = d / "hits"
     for r in results:
-        if r.round_index == round_index and r.relaxed_cif and r.status == "ok" and camp.config.success.is_hit(r.targets):
+        if r.round_index == round_index and r.relaxed_cif and camp.config.success.is_hit(r.targets, status=r.status):
             hits_dir.mkdir(exist_ok=True)
             (hits_dir / f"{r.candidate_id}.cif").write_text(r.relaxed_cif)
     _plots(camp, round_index, results, d / "plots")
@@ -151,23 +159,44 @@ def top_markdown(camp: Campaign, round_index: int, *, run_link: str | None, limi
     lines.append(f"MLflow run: {run_link}" if run_link else "MLflow run: (tracking off or unavailable)")
     m = rec.metrics
     lines += ["", "| metric | value |", "|---|---|"]
-    for k in ("hit_rate", "oracle_success_rate", "best_so_far", "cumulative_unique_hits", "oracle_calls_total",
+    for k in ("hit_rate", "oracle_success_rate", "best_so_far", "cumulative_unique_hits", "cumulative_sun",
+              "cumulative_stable", "cumulative_novel", "cumulative_unique", "cumulative_zero_dimensional_hits",
+              "oracle_calls_total",
               "batch_distinct_space_groups", "batch_distinct_compositions"):
         if k in m:
             lines.append(f"| {k} | {m[k]:.4g} |")
-    lines += ["", f"| id | formula | space group | status | {t.name} | hit |", "|---|---|---|---|---|---|"]
+    lines += ["", f"| id | formula | space group (sampled → relaxed) | dim | status | {t.name} | hit | S.U.N. |",
+              "|---|---|---|---|---|---|---|---|"]
     for c in rows[:limit]:
         v = c.extra.get(t.name)
-        hit = camp.config.success.is_hit({k: v for k, v in c.extra.items() if isinstance(v, float)})  # type: ignore[misc]
+        floats = {k: x for k, x in c.extra.items() if isinstance(x, float)}
+        hit = camp.config.success.is_hit(floats, status=str(c.extra.get("status")))
         shown = f"{v:.4g}" if isinstance(v, float) else "—"
-        lines.append(f"| {c.id} | {c.reduced_formula()} | {c.space_group} | {c.extra.get('status')} | {shown} | {'yes' if hit else ''} |")
+        relaxed, dim = c.extra.get("relaxed_space_group"), c.extra.get("dimensionality")
+        sg = f"{c.space_group} → {relaxed}" if relaxed is not None else str(c.space_group)
+        lines.append(f"| {c.id} | {c.reduced_formula()} | {sg} | {'' if dim is None else dim} | {c.extra.get('status')} "
+                     f"| {shown} | {'yes' if hit else ''} | {sun_flags(c.extra)} |")
     return "\n".join(lines)
+
+
+def sun_flags(extra: dict[str, object]) -> str:
+    """Short S.U.N. label text of a table row: ``S.U.N.`` or which of stable/unique/novel hold (``s·u·n``)."""
+    if extra.get("converged") is None:
+        return ""
+    if extra.get("sun"):
+        return "S.U.N."
+    flags = [f for f, k in (("s", "stable"), ("u", "unique"), ("n", "novel_structure")) if extra.get(k)]
+    zero = " 0-D" if extra.get("dimensionality") == 0 else ""
+    return ("·".join(flags) or "–") + zero
 
 
 def log_round(camp: Campaign, round_index: int) -> dict[str, Any]:
     """Metrics into the store, files into the round dir, and everything into the round's MLflow run."""
     t0 = time.perf_counter()
-    metrics = round_metrics(camp, round_index)
+    label_campaign(camp.store, camp.config)  # every stored result without labels (a resumed round's too)
+    faults.point("labelled")
+    metrics = {**round_metrics(camp, round_index), **sun_metrics(camp.store, camp.name, round_index),
+               "t_labels_s": time.perf_counter() - t0}
     camp.store.advance_round(camp.name, round_index, "evaluated", metrics=metrics)
     d = write_round_files(camp, round_index)
     tracker = camp.tracker
@@ -175,9 +204,9 @@ def log_round(camp: Campaign, round_index: int) -> dict[str, Any]:
     rec = camp.store.get_round(camp.name, round_index)
     all_metrics = {**rec.metrics, **metrics}
     tracker.log_metrics(all_metrics, step=round_index)
-    tracker.log_metrics({k: all_metrics[k] for k in ("best_so_far", "cumulative_unique_hits", "oracle_calls_total",
-                                                     "hit_rate") if k in all_metrics}, step=round_index, run="campaign")
+    tracker.log_metrics({k: all_metrics[k] for k in CAMPAIGN_METRICS if k in all_metrics}, step=round_index, run="campaign")
     tracker.log_artifact(d / "batch.csv")
+    tracker.log_artifact(d / "sun.json")
     for sub in ("hits", "plots"):
         if (d / sub).is_dir():
             tracker.log_artifact(d / sub, artifact_path=sub)

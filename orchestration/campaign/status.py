@@ -15,6 +15,7 @@ from discovery.crystal import write_crystal_table
 from orchestration.config import CampaignConfig, ConfigError, load_config, parse_config
 from orchestration.errors import UserError
 from orchestration.store import Store, StoreError
+from orchestration.store.models import sun_columns
 
 SNAPSHOT = "campaign.yaml"
 _PASSWORD = re.compile(r"^[\w+.-]+://[^/@:]*:[^/@]*@")
@@ -103,7 +104,8 @@ def campaign_config(store: Store, name: str) -> CampaignConfig:
 
 
 def status(store: Store, name: str, *, top: int = 5) -> dict[str, Any]:
-    """``matloop status --json``: the store summary plus rounds_completed, oracle_calls, hits and best."""
+    """``matloop status --json``: the store summary (with ``sun``: S.U.N. counts) plus rounds_completed,
+    oracle_calls, hits (status ok only) and best (each with its S.U.N. labels, None until labelled)."""
     cfg = campaign_config(store, name)
     summary = store.summary(name)
     target = next((t for t in cfg.targets if t.source == "oracle"), cfg.targets[0])
@@ -117,7 +119,8 @@ def status(store: Store, name: str, *, top: int = 5) -> dict[str, Any]:
     ok.sort(key=key)
     crystals = {c.id: c for c in store.crystals(name, [r.candidate_id for r in ok[:top]])} if ok else {}
     completed = [r for r in store.rounds(name) if r.completed]
-    hits = [r for r in results if r.status == "ok" and cfg.success.is_hit(r.targets)]
+    hits = [r for r in results if cfg.success.is_hit(r.targets, status=r.status)]
+    labels = store.sun_labels(name)
     unique = completed[-1].metrics.get("cumulative_unique_hits") if completed else None
     done = {r.candidate_id for r in results}
     latest = {j.candidate_id: j for j in store.submissions(name)}  # ordered by attempt: the last one wins
@@ -137,14 +140,16 @@ def status(store: Store, name: str, *, top: int = 5) -> dict[str, Any]:
         "best": [
             {"id": r.candidate_id, "formula": crystals[r.candidate_id].reduced_formula(),
              "space_group": crystals[r.candidate_id].space_group, "round": r.round_index,
-             target.name: r.targets[target.name], "hit": cfg.success.is_hit(r.targets)}
+             target.name: r.targets[target.name], "hit": cfg.success.is_hit(r.targets, status=r.status),
+             **sun_columns(labels.get(r.candidate_id))}
             for r in ok[:top]
         ],
     }
 
 
 def export(store: Store, name: str, out: Path) -> tuple[Path, int, int]:
-    """Crystal table (``crystals.csv``) and relaxed CIFs (``cifs/<id>.cif``) of every labelled candidate."""
+    """Crystal table (``crystals.csv``, with the S.U.N. label columns) and relaxed CIFs (``cifs/<id>.cif``) of
+    every candidate with an oracle result."""
     rows = [c for c in store.table(name) if c.extra.get("status") != "pending"]
     cifs = {r.candidate_id: r.relaxed_cif for r in store.results(name) if r.relaxed_cif}
     out.mkdir(parents=True, exist_ok=True)
