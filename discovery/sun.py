@@ -186,7 +186,9 @@ def dimensionality(structure: Structure, *, cutoff: float = 5.0) -> int | None:
 @dataclass(frozen=True, slots=True)
 class SunCounts:
     """Counts over a set of labels: ``sun``; converged ``stable``/``novel`` (structure)/``novel_formula``/
-    ``unique``; ``zero_dimensional_hits``: stable converged results that are 0-D packings."""
+    ``unique``; ``zero_dimensional_hits``: stable converged results that are 0-D packings; ``sun_novel_formula``:
+    S.U.N. results whose formula is new too (the strict count: structural novelty is judged against the shipped
+    structures only, and a known formula whose structures are not shipped counts as a novel structure)."""
 
     results: int
     converged: int
@@ -196,6 +198,7 @@ class SunCounts:
     unique: int
     sun: int
     zero_dimensional_hits: int
+    sun_novel_formula: int
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -209,4 +212,5 @@ def count(labels: Sequence[SunLabels]) -> SunCounts:
         novel=sum(x.novel_structure for x in ok), novel_formula=sum(x.novel_formula for x in ok),
         unique=sum(x.unique for x in ok), sun=sum(x.sun for x in ok),
         zero_dimensional_hits=sum(x.stable and x.dimensionality == 0 for x in ok),
+        sun_novel_formula=sum(x.sun and x.novel_formula for x in ok),
     )

@@ -23,6 +23,8 @@ strategy against it); hits are *unique* after removing relaxed structures that p
 ``StructureMatcher`` (ltol 0.2, stol 0.3, angle_tol 5°; :func:`discovery.selection.unique_structures`)
 finds equal to an earlier hit of the same strategy and seed. Rates are unique hits per 100 oracle
 calls (failed relaxations count as calls); confidence intervals are percentile bootstraps over seeds.
+``sun`` (``sun_counts``: stable, novel, unique, 0-D hits, ...) labels each strategy's calls with the
+campaign's S.U.N. labels (:mod:`discovery.sun`, :func:`sun_counts`).
 ``*_covered`` counts only hits in chemical systems (or subsystems) where the reference holds at least
 one compound: with the sparse ``mp20+li-fe-o`` reference many systems hold none, and there any
 negative formation energy is a "hit".
@@ -49,6 +51,7 @@ import numpy as np
 
 from discovery.crystal import Crystal
 from discovery.selection import dedupe, select_batch, unique_structures
+from discovery.sun import is_hit
 
 STRATEGIES: tuple[str, ...] = ("loop", "random", "random_proxy", "gfn_once")
 Objective = Literal["hull", "formation_energy"]
@@ -250,7 +253,7 @@ def unique_hit_flags(evaluated: Sequence[Evaluated], threshold: float) -> list[b
     """Per call: True when it is a hit (ok, E_hull ≤ threshold) not matching an earlier hit (StructureMatcher)."""
     from pymatgen.core import Structure
 
-    hits = [i for i, e in enumerate(evaluated) if e.status == "ok" and e.e_above_hull <= threshold]
+    hits = [i for i, e in enumerate(evaluated) if is_hit(e.status, e.e_above_hull, at_most=threshold)]
     flags = [False] * len(evaluated)
     with_cif = [i for i in hits if evaluated[i].relaxed_cif]
     with warnings.catch_warnings():
@@ -294,13 +297,29 @@ def known_formula(crystal: Crystal, reference: str = "mp20+matbench") -> bool:
 _KNOWN: dict[str, set[str]] = {}
 
 
+def sun_counts(evaluated: Sequence[Evaluated], reference: str = "mp20+matbench") -> dict[str, int]:
+    """S.U.N. counts of one strategy run (:func:`discovery.sun.count`), labelled like a campaign's results
+    (E_hull ≤ 0.1 eV/atom, 0-D packings excluded) in call order: known formulas are the reference's,
+    known structures the shipped MP-20 and Li-Fe-O ones, uniqueness and novelty within the run."""
+    from discovery.datasets.reference_structures import load_reference_structures
+    from discovery.sun import SunInput, SunLabeler, count
+    from orchestration.campaign.sun import parse_cif
+
+    known_formula(Crystal(1, {"H": 1}, 1, 1, 1, 90, 90, 90), reference)  # fills _KNOWN[reference]
+    labeler = SunLabeler(known_formulas=_KNOWN[reference], reference=load_reference_structures())
+    labels = [labeler.label(SunInput(str(i), 0, e.status, None if math.isnan(e.e_above_hull) else e.e_above_hull,
+                                     parse_cif(e.relaxed_cif), e.crystal.space_group))
+              for i, e in enumerate(evaluated)]
+    return count(labels).as_dict()
+
+
 def strategy_metrics(evaluated: Sequence[Evaluated], reference: str = "mp20+matbench") -> dict[str, Any]:
     """Counts, unique hits (both thresholds), curves and the diversity of the unique hits of one run."""
     out: dict[str, Any] = {"oracle_calls": len(evaluated), "ok": sum(e.status == "ok" for e in evaluated)}
     for t in HIT_THRESHOLDS:
         flags = unique_hit_flags(evaluated, t)
         key = _tkey(t)
-        out[f"hits_{key}"] = sum(e.status == "ok" and e.e_above_hull <= t for e in evaluated)
+        out[f"hits_{key}"] = sum(is_hit(e.status, e.e_above_hull, at_most=t) for e in evaluated)
         out[f"unique_hits_{key}"] = sum(flags)
         out[f"cumulative_unique_hits_{key}"] = np.cumsum(flags).astype(int).tolist()
         if t == HIT_THRESHOLDS[0]:
@@ -319,6 +338,7 @@ def strategy_metrics(evaluated: Sequence[Evaluated], reference: str = "mp20+matb
     out["best_e_above_hull_so_far"] = [None if not np.isfinite(b) else round(float(b), 4) for b in best]
     fe = np.array([x.formation_energy if x.status == "ok" else np.nan for x in evaluated])
     out["median_formation_energy"] = float(np.nanmedian(fe)) if np.isfinite(fe).any() else None
+    out["sun"] = sun_counts(evaluated, reference)
     return out
 
 
@@ -434,10 +454,17 @@ def summarize(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         s["best_e_above_hull_so_far"] = [r["best_e_above_hull_so_far"] for r in runs]
         s["cumulative_unique_hits_ehull_le_0p1"] = [r["cumulative_unique_hits_ehull_le_0p1"] for r in runs]
         s["median_formation_energy_per_seed"] = [r["median_formation_energy"] for r in runs]
+        if all("sun" in r for r in runs):
+            sun = [r["sun"] for r in runs]
+            s["sun_counts"] = {k: sum(x[k] for x in sun) for k in sun[0]}
+            rate, lo, hi = bootstrap_rate([x["sun"] for x in sun], calls)
+            s["sun"], s["sun_per_seed"] = s["sun_counts"]["sun"], [x["sun"] for x in sun]
+            s["sun_per_100_calls"], s["sun_per_100_calls_ci95"] = round(rate, 2), [round(lo, 2), round(hi, 2)]
         strategies[name] = s
     out: dict[str, Any] = {"strategies": strategies,
                            "counts": {n: {k: v for k, v in s.items() if k.startswith("unique_hits") and "per_" not in k}
-                                      | {"oracle_calls": s["oracle_calls"]} for n, s in strategies.items()}}
+                                      | {"oracle_calls": s["oracle_calls"]} | ({"sun": s["sun"]} if "sun" in s else {})
+                                      for n, s in strategies.items()}}
     if "loop" in per_seed and "random" in per_seed:
         for t in HIT_THRESHOLDS:
             k = _tkey(t)
@@ -626,6 +653,9 @@ def run_benchmark(settings: BenchSettings, out_dir: Path, *,
         "objective": ("predicted distance to the reference hull (acquisition.relative_to_hull)" if settings.relative_to_hull
                       else "predicted formation energy"),
         "unique": "pymatgen StructureMatcher (ltol 0.2, stol 0.3, angle_tol 5) on relaxed structures, per strategy and seed",
+        "sun_definition": ("S.U.N. (discovery.sun): status ok, E_hull <= 0.1 eV/atom, no StructureMatcher match among the "
+                           "shipped MP-20 + Li-Fe-O structures of the same formula nor an earlier call of the run, not a "
+                           "0-D packing; sun_novel_formula: also a formula absent from the hull reference"),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, device {settings.device}",
         "wall_s": round(time.perf_counter() - t_start, 1),
         "wall_s_per_strategy": {k: round(v, 1) for k, v in timings.items()},

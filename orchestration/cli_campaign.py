@@ -264,7 +264,7 @@ def status(
 
 def sun_line(counts: dict[str, int]) -> str:
     """One line of S.U.N. counts (see :class:`discovery.sun.SunCounts`)."""
-    text = (f"{counts['sun']} S.U.N. (stable {counts['stable']}, novel structure {counts['novel']}, novel formula "
+    text = (f"{counts['sun']} S.U.N., {counts.get('sun_novel_formula', 0)} with a new formula (stable {counts['stable']}, novel structure {counts['novel']}, novel formula "
             f"{counts['novel_formula']}, unique {counts['unique']} of {counts['converged']} converged); "
             f"0-D hits {counts['zero_dimensional_hits']}")
     return text + (f"; {counts['unlabelled']} result(s) not labelled yet" if counts.get("unlabelled") else "")

@@ -109,7 +109,8 @@ def sun_metrics(store: Store, name: str, round_index: int) -> dict[str, float]:
     return {"sun_round": float(this.sun), "cumulative_sun": float(total.sun), "cumulative_stable": float(total.stable),
             "cumulative_novel": float(total.novel), "cumulative_novel_formula": float(total.novel_formula),
             "cumulative_unique": float(total.unique),
-            "cumulative_zero_dimensional_hits": float(total.zero_dimensional_hits)}
+            "cumulative_zero_dimensional_hits": float(total.zero_dimensional_hits),
+            "cumulative_sun_novel_formula": float(total.sun_novel_formula)}
 
 
 def round_report(store: Store, config: CampaignConfig, round_index: int) -> dict[str, Any]:

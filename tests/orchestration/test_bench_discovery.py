@@ -55,6 +55,11 @@ def test_unique_hits_best_so_far_and_diversity(monkeypatch: pytest.MonkeyPatch) 
     assert m["hit_formulas"] == ["KCl", "NaCl"]
     assert m["unique_hits_ehull_le_0p1_covered"] == 1  # KCl's system marked as holding no reference compound
     assert m["unique_hits_ehull_le_0p1_new_composition"] == 0  # MP knows NaCl and KCl
+    # S.U.N. with the campaign's labels: the failed call is never counted; the strained NaCl is not unique
+    assert m["sun"]["results"] == 5 and m["sun"]["converged"] == 4 and m["sun"]["stable"] == 3
+    assert m["sun"]["unique"] == 2 and m["sun"]["novel_formula"] == 0 and m["sun"]["sun_novel_formula"] == 0
+    flagged = strategy_metrics([_e(-0.5, nacl, status="unconverged")])
+    assert flagged["hits_ehull_le_0p1"] == 0 and flagged["sun"]["sun"] == 0 and flagged["sun"]["stable"] == 0
 
 
 def test_hits_with_formulas_the_reference_lacks_are_new_compositions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,6 +103,11 @@ def test_summarize_reports_the_ratio_and_counts() -> None:
     s = summarize({"loop": [run(6), run(4)], "random": [run(2), run(2)], "random_proxy": [run(2), run(2)],
                    "gfn_once": [run(3), run(3)]})
     assert s["ratio_loop_vs_random"] == 2.5 and s["ratio_loop_vs_random_ehull_le_0"] == 2.5
+    assert "sun" not in s["strategies"]["loop"]  # runs without S.U.N. counts (older caches) still summarise
+    with_sun = summarize({"loop": [{**run(6), "sun": {"sun": 2, "stable": 3}}, {**run(4), "sun": {"sun": 1, "stable": 1}}]})
+    loop = with_sun["strategies"]["loop"]
+    assert loop["sun"] == 3 and loop["sun_per_seed"] == [2, 1] and loop["sun_counts"] == {"sun": 3, "stable": 4}
+    assert loop["sun_per_100_calls"] == 15.0 and with_sun["counts"]["loop"]["sun"] == 3
     assert s["counts"]["loop"] == {"unique_hits_ehull_le_0p1": 10, "unique_hits_ehull_le_0": 5,
                                    "unique_hits_ehull_le_0p1_covered": 2, "unique_hits_ehull_le_0p1_new_composition": 3,
                                    "oracle_calls": 20}

@@ -138,7 +138,7 @@ def test_unconverged_is_never_a_hit_and_labels_are_shown_everywhere(tmp_path: Pa
 
         info = status.status(store, NAME, top=10)
         assert info["hits"] == 4 and info["sun"]["sun"] == 1 and info["sun"]["unlabelled"] == 0
-        assert info["sun"]["zero_dimensional_hits"] == 1
+        assert info["sun"]["zero_dimensional_hits"] == 1 and info["sun"]["sun_novel_formula"] == 1
         best = {b["id"]: b for b in info["best"]}
         assert "unconv" not in best and best["new"]["sun"] is True and best["new"]["relaxed_space_group"] == 221
         assert best["new"]["space_group"] == 1 and best["mol"]["dimensionality"] == 0 and not best["dup"]["unique"]
