@@ -32,7 +32,9 @@ from discovery.crystal import Crystal
 Status = Literal["ok", "failed", "unconverged", "invalid", "timeout"]
 """``ok``: targets are trustworthy. ``unconverged``: hit the step cap (targets from the last step are
 kept but should not be trusted blindly). ``invalid``: the candidate itself cannot be evaluated
-(impossible composition/space-group pair, atoms too close, unknown element). ``timeout``: the
+(impossible composition/space-group pair, atoms too close, unknown element) or it, or what its
+relaxation ended with, is not a physical crystal (an isolated atom, a volume per atom outside the
+bounds of :mod:`oracles.sanity`). ``timeout``: the
 per-candidate time limit ran out. ``failed``: anything else (model error, NaN energy, exploded or
 collapsed structure, no match in a dataset)."""
 

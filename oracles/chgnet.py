@@ -9,6 +9,13 @@ or pymatgen structures (relaxed as given). Targets, all per atom:
 * ``e_above_hull`` (eV/atom, signed) against the reference hull (see :mod:`oracles.reference`);
 * ``density`` (g/cm³) and ``volume_per_atom`` (Å³/atom) of the relaxed structure.
 
+Sanity gates (:mod:`oracles.sanity`): the structure about to be relaxed (or evaluated, in static mode)
+and the relaxed one must have every atom within the loaded model's atom-graph cutoff of a neighbour
+and a volume per atom inside the physical bounds; otherwise the result is ``invalid`` with the reason
+(no relaxation is spent on a refused input). Every result's provenance records the gates
+(``sanity_gates``) and the hull reference it was judged against (``reference`` and the rest of
+:meth:`oracles.reference.HullReference.provenance`).
+
 MP2020 scale: CHGNet 0.3.0 was pretrained on MPtrj energies *with* ``MaterialsProject2020Compatibility``
 corrections applied (CHGNet README), so its energies are already on the MP2020 scale and the default
 ``mp2020_correction="learned"`` adds nothing. Applying the correction a second time
@@ -42,8 +49,9 @@ from pymatgen.core import Structure
 from discovery.crystal import Crystal
 from oracles.base import Candidate, OracleResult, ProgressCallback, failed, library_versions, structure_to_cif
 from oracles.decode import DecodeError, DecodeSettings, decode_crystal
-from oracles.reference import ReferenceName, corrected_energy, load_reference
+from oracles.reference import DEFAULT_REFERENCE, ReferenceName, corrected_energy, load_reference
 from oracles.relax import RelaxFault, RelaxSettings, load_chgnet_calculator, relax_structure, static_energies
+from oracles.sanity import Gates, check_structure, gate_message, model_cutoff
 
 ORACLE_VERSION = "1"
 DIED: Final = "died"
@@ -75,7 +83,7 @@ class CHGNetSettings(BaseModel):
     mp2020_correction: Literal["learned", "apply"] = Field(
         "learned", description="'learned': the model already predicts MP2020-compatible energies (CHGNet); "
                                "'apply': apply pymatgen's MaterialsProject2020Compatibility to its energy")
-    reference: ReferenceName = "mp20+li-fe-o"
+    reference: ReferenceName = Field(DEFAULT_REFERENCE, description="hull reference (see oracles.reference)")
     mp20_dir: str | None = Field(None, description="MP-20 tables for the hull (default: discovery/data/mp20)")
     decode_attempts: int = Field(8, ge=1)
     min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
@@ -155,9 +163,24 @@ def _limit_blas_threads(n: int) -> Any:
 
 def _setup_state(settings: CHGNetSettings, factory: CalculatorFactory | None) -> None:
     _STATE["calculator"] = (factory or load_chgnet_calculator)(settings.device)
+    _STATE["gates"] = _model_gates(_STATE["calculator"])
     _STATE["reference"] = load_reference(settings.reference, **_mp20_kw(settings))
     _STATE["settings"] = settings
     _warm_compatibility()
+
+
+def _model_gates(calculator: Any) -> Gates:
+    """Sanity gates with the loaded model's own atom-graph cutoff (CHGNet 0.3.0: 6 Å)."""
+    cutoff = model_cutoff(getattr(calculator, "model", None))
+    if cutoff is None:
+        return Gates(cutoff_source="default: the calculator exposes no model cutoff")
+    return Gates(cutoff_A=cutoff, cutoff_source="the model's atom-graph cutoff (graph_converter.atom_graph_cutoff)")
+
+
+def _gate(structure: Structure, stage: Literal["input", "result"]) -> str | None:
+    """The message refusing ``structure`` (see :mod:`oracles.sanity`), or ``None`` when it passes."""
+    reason = check_structure(structure, gates=_STATE["gates"])
+    return None if reason is None else gate_message(stage, reason)
 
 
 def _warm_compatibility() -> None:
@@ -210,7 +233,15 @@ def _run_task(task: _Task) -> OracleResult:
 
     try:
         structure, info = _to_structure(task, settings)
+        info["sanity_gates"] = _STATE["gates"].provenance()
+        refused = _gate(structure, "input")
+        if refused is not None:
+            return finish(failed(task.id, "invalid", refused, structure_cif=structure_to_cif(structure)))
         out = relax_structure(structure, calculator=calc, settings=settings.relax_settings(), deadline=deadline)
+        refused = _gate(out.structure, "result")
+        if refused is not None:
+            return finish(failed(task.id, "invalid", refused, structure_cif=structure_to_cif(out.structure),
+                                 energies=out.energies_per_atom, n_steps=out.n_steps))
         targets = _targets(out.structure, out.energy_total, _STATE["reference"])
         return finish(OracleResult(candidate_id=task.id, status=out.status, message=out.message, targets=targets,
                                    structure_cif=structure_to_cif(out.structure), energies=out.energies_per_atom,
@@ -239,11 +270,19 @@ def _run_chunk(tasks: list[_Task]) -> list[OracleResult]:
     for t in tasks:
         try:
             structure, info = _to_structure(t, settings)
-            ready.append((t, structure, info))
         except DecodeError as exc:
             results[t.index] = failed(t.id, "invalid" if exc.impossible else "failed", f"decoding failed: {exc}")
+            continue
+        info["sanity_gates"] = _STATE["gates"].provenance()
+        refused = _gate(structure, "input")  # static: the input is also the result
+        if refused is None:
+            ready.append((t, structure, info))
+        else:
+            results[t.index] = failed(t.id, "invalid", refused, structure_cif=structure_to_cif(structure))
+            results[t.index].provenance.update(info)
     try:
-        energies = static_energies([s for _, s, _ in ready], calculator=calc, batch_size=settings.batch_size)
+        energies = (static_energies([s for _, s, _ in ready], calculator=calc, batch_size=settings.batch_size)
+                    if ready else [])
     except Exception:
         energies = []
         for _, structure, _ in ready:

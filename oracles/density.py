@@ -4,6 +4,10 @@ Cheap and exact, for tests and the paper's density task. For a crystal-table row
 ``Σ n_i·m_i / (N_A · V)`` with the conventional-cell counts and the cell volume from a, b, c (Å) and
 α, β, γ (degrees); for a structure, pymatgen's ``Structure.density``. Targets: ``density`` (g/cm³),
 ``volume_per_atom`` (Å³/atom).
+
+Sanity gate (:mod:`oracles.sanity`): a cell whose volume per atom is outside the physical bounds is
+``invalid`` (its density is exact for the table row but no crystal has it: a density maximiser would
+otherwise be rewarded for collapsing the lattice); a structure is also checked for isolated atoms (6 Å).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from oracles.base import Candidate, OracleResult, ProgressCallback, failed, library_versions
+from oracles.sanity import Gates, check_structure, check_volume, gate_message
 
 ORACLE_VERSION = "1"
+GATES = Gates()
 
 
 class DensitySettings(BaseModel):
@@ -37,7 +43,7 @@ class DensityOracle:
     def evaluate(self, candidates: Sequence[Candidate], *, seed: int = 0,
                  progress: ProgressCallback | None = None) -> list[OracleResult]:
         prov = {"oracle": self.name, "oracle_version": ORACLE_VERSION, "settings": self.settings.model_dump(mode="json"),
-                "versions": library_versions()}
+                "sanity_gates": GATES.provenance(), "versions": library_versions()}
         out: list[OracleResult] = []
         for i, cand in enumerate(candidates, start=1):
             t0 = time.perf_counter()
@@ -49,8 +55,12 @@ class DensityOracle:
                     assert cand.structure is not None
                     volume, n_atoms = float(cand.structure.volume), len(cand.structure)
                     density = float(cand.structure.density)
-                if not (math.isfinite(volume) and volume > 0 and math.isfinite(density)):
+                valid = math.isfinite(volume) and volume > 0 and math.isfinite(density)
+                refused = _gate(cand) if valid else None
+                if not valid:
                     res = failed(cand.id, "invalid", f"the lattice gives no valid cell (volume {volume} Å³)")
+                elif refused is not None:
+                    res = failed(cand.id, "invalid", gate_message("input", refused))
                 else:
                     res = OracleResult(candidate_id=cand.id, status="ok",
                                        targets={"density": density, "volume_per_atom": volume / n_atoms})
@@ -62,3 +72,11 @@ class DensityOracle:
             if progress is not None:
                 progress(i, len(candidates))
         return out
+
+
+def _gate(cand: Candidate) -> str | None:
+    """Why the candidate's cell is unphysical (volume per atom; isolated atoms of a structure), or ``None``."""
+    if cand.crystal is not None:
+        return check_volume(cand.crystal.volume, cand.crystal.n_atoms, gates=GATES)
+    assert cand.structure is not None
+    return check_structure(cand.structure, gates=GATES)

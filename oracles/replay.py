@@ -7,6 +7,11 @@ Matching:
   pymatgen's ``StructureMatcher`` (default tolerances) matches; without a ``cif`` column, the
   structure's space group (``SpacegroupAnalyzer``, symprec 0.1 Å) and formula are used instead.
 
+Sanity gates (:mod:`oracles.sanity`): a candidate whose cell is unphysical is ``invalid`` and never
+matched (a rock-salt NaCl row with a = 30 Å shares formula and space group with NaCl but is a gas of
+atoms): crystal-table rows by their volume per atom, structures by volume and isolated atoms (6 Å);
+a matched entry whose own CIF fails the gates is ``invalid`` too.
+
 When several rows match, the one with the lowest ``e_above_hull`` (else the first) is returned and
 all matching ids are recorded. No match gives status ``failed`` with the reason. The dataset is a CSV
 (or a folder of CSVs) with an id column (``id``/``material_id``), a formula column
@@ -29,10 +34,12 @@ from pydantic import BaseModel, ConfigDict
 from pymatgen.core import Composition, Structure
 
 from oracles.base import Candidate, OracleResult, ProgressCallback, failed, library_versions
+from oracles.sanity import Gates, check_structure, check_volume, gate_message
 
 ORACLE_VERSION = "1"
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "discovery" / "data" / "mp20"
 DEFAULT_TARGETS = ("formation_energy_per_atom", "e_above_hull", "band_gap")
+GATES = Gates()
 
 
 class ReplayError(ValueError):
@@ -94,7 +101,7 @@ class ReplayOracle:
     def evaluate(self, candidates: Sequence[Candidate], *, seed: int = 0,
                  progress: ProgressCallback | None = None) -> list[OracleResult]:
         prov = {"oracle": self.name, "oracle_version": ORACLE_VERSION, "settings": self.settings.model_dump(mode="json"),
-                "dataset": self.dataset_path, "versions": library_versions()}
+                "dataset": self.dataset_path, "sanity_gates": GATES.provenance(), "versions": library_versions()}
         try:
             data = load_dataset(self.dataset_path)
         except Exception as exc:
@@ -115,6 +122,9 @@ class ReplayOracle:
         return out
 
     def _one(self, cand: Candidate, by_formula: dict[str, pd.DataFrame]) -> OracleResult:
+        refused = _input_gate(cand)
+        if refused is not None:
+            return failed(cand.id, "invalid", refused)
         formula = cand.reduced_formula
         rows = by_formula.get(formula)
         if rows is None:
@@ -135,9 +145,23 @@ class ReplayOracle:
         best = matched.iloc[0]
         targets = {t: float(best[t]) for t in self.settings.targets if t in best.index and pd.notna(best[t])}
         cif = str(best["cif"]) if "cif" in best.index and pd.notna(best["cif"]) else None
+        refused = check_structure(_parse_cif(cif), gates=GATES) if cif is not None else None
+        if refused is not None:
+            return failed(cand.id, "invalid", f"matched dataset entry {best['id']} is unphysical: {refused}",
+                          provenance={"matched_id": str(best["id"])})
         return OracleResult(candidate_id=cand.id, status="ok", targets=targets, structure_cif=cif,
                             provenance={"matched_id": str(best["id"]), "matched_by": how,
                                         "all_matches": [str(x) for x in matched["id"]]})
+
+
+def _input_gate(cand: Candidate) -> str | None:
+    """Why the candidate's cell is unphysical (see :mod:`oracles.sanity`), or ``None``."""
+    if cand.crystal is not None:
+        reason = check_volume(cand.crystal.volume, cand.crystal.n_atoms, gates=GATES)
+    else:
+        assert cand.structure is not None
+        reason = check_structure(cand.structure, gates=GATES)
+    return None if reason is None else gate_message("input", reason)
 
 
 def _space_group(structure: Structure | None) -> int:

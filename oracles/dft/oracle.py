@@ -24,6 +24,12 @@ Targets (per atom; energies in eV/atom):
   ``["hull_reference"]`` say what each number is relative to.
 * ``density`` (g/cm³), ``volume_per_atom`` (Å³/atom) of the final structure.
 
+Sanity gates (:mod:`oracles.sanity`, neighbour cutoff 6 Å, volume-per-atom bounds): a structure that
+fails them is ``invalid`` without a job being submitted, and a job's final structure that fails them
+is ``invalid`` (no targets). Every result's provenance records the gates (``sanity_gates``) and the
+hull reference (``reference``; the full :meth:`~oracles.reference.HullReference.provenance` under
+``hull_reference`` when ``e_above_hull`` was computed).
+
 Failures (``provenance["failure"]``, see :data:`oracles.queue.FailureKind`): ``timeout`` → status
 ``timeout``; ``scf_unconverged`` → ``unconverged``; every other failure → ``failed``. A relaxation
 that hits ``relax_steps`` is ``unconverged`` with targets and no ``failure`` (not retried).
@@ -58,10 +64,12 @@ from oracles.dft.jobfiles import job_script, read_job_status, read_json, write_j
 from oracles.dft.schedulers import Scheduler, SchedulerError, get_scheduler
 from oracles.dft.settings import DFTSettings
 from oracles.queue import FailureKind, FileLedger, JobHandle, JobState, drive
+from oracles.sanity import Gates, check_structure, gate_message
 
 ORACLE_VERSION = "1"
 NO_JOB = "none"
 FAILURE_STATUS: dict[str, Status] = {"timeout": "timeout", "scf_unconverged": "unconverged"}
+GATES = Gates(cutoff_source="DFT oracles: no atom of a solid is 6 Å from its nearest neighbour")
 
 
 class DFTOracle:
@@ -149,6 +157,11 @@ class DFTOracle:
             status: Status = "invalid" if exc.impossible else "failed"
             return self._no_job(candidate, jobdir, meta, failed(candidate.id, status, f"decoding failed: {exc}"))
         meta["input"] = info
+        refused = check_structure(structure, gates=GATES)
+        if refused is not None:
+            result = failed(candidate.id, "invalid", gate_message("input", refused),
+                            structure_cif=structure_to_cif(structure))
+            return self._no_job(candidate, jobdir, meta, result)
         try:
             (jobdir / "structure.cif").write_text(structure_to_cif(structure))
             command = write_inputs(jobdir, structure, settings, reference_dir=self._reference_dir(jobdir, settings))
@@ -215,6 +228,7 @@ class DFTOracle:
                                 "job_id": handle.job_id, "attempt": handle.attempt, "job_dir": str(jobdir),
                                 "scheduler_state": end, "exit_code": job.exit_code, "seed": meta.get("seed"),
                                 "kpoints": meta.get("kpoints"), **(meta.get("input") or {}), **out.info,
+                                "reference": settings.reference, "sanity_gates": GATES.provenance(),
                                 **library_versions()}
         wall = job.elapsed_s or 0.0
         if kind is not None:
@@ -222,6 +236,11 @@ class DFTOracle:
             return OracleResult(candidate_id=handle.candidate_id, status=FAILURE_STATUS.get(kind, "failed"),
                                 message=message, wall_time_s=wall, provenance=prov)
         assert out.structure is not None and out.energy_eV is not None
+        refused = check_structure(out.structure, gates=GATES)
+        if refused is not None:
+            return OracleResult(candidate_id=handle.candidate_id, status="invalid",
+                                message=gate_message("result", refused), structure_cif=structure_to_cif(out.structure),
+                                energies=out.energies_per_atom, n_steps=out.n_steps, wall_time_s=wall, provenance=prov)
         targets = self._targets(out, settings, prov)
         status: Status = "ok" if out.status == "ok" else "unconverged"
         message = "" if status == "ok" else f"relaxation stopped at the step cap ({settings.relax_steps})"
@@ -235,7 +254,8 @@ class DFTOracle:
 
     def _no_job(self, candidate: Candidate, jobdir: Path, meta: dict[str, Any], result: OracleResult) -> JobHandle:
         result.provenance.update(oracle=self.name, oracle_version=ORACLE_VERSION, code=self.settings.code,
-                                 job_dir=str(jobdir), **(meta.get("input") or {}))
+                                 job_dir=str(jobdir), reference=self.settings.reference,
+                                 sanity_gates=GATES.provenance(), **(meta.get("input") or {}))
         write_text_atomic(jobdir / "failed.json", result.to_json())
         meta["scheduler"] = NO_JOB
         write_json_atomic(jobdir / "meta.json", meta)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oracles.queue import FailureKind
-from oracles.reference import ReferenceName
+from oracles.reference import DEFAULT_REFERENCE, ReferenceName
 
 Code = Literal["gpaw", "qe", "vasp"]
 SchedulerName = Literal["local", "slurm"]
@@ -99,7 +99,8 @@ class DFTSettings(BaseModel):
     elemental_references: Literal["same-settings", "none"] = Field(
         "same-settings", description="gpaw: formation energy against elemental ground states computed "
                                      "by the job with the same settings (ASE reference structures)")
-    reference: ReferenceName = "mp20+li-fe-o"
+    reference: ReferenceName = Field(DEFAULT_REFERENCE, description="hull reference of e_above_hull "
+                                                                      "(see oracles.reference)")
     mp20_dir: str | None = None
 
     @model_validator(mode="before")

@@ -1,7 +1,7 @@
 """Shared conformance tests: every oracle (built-in or plugin) must pass these.
 
-To check a new oracle, add a factory to ``ORACLE_FACTORIES`` (or call :func:`check_conformance`
-from the plugin's own tests).
+To check a new oracle, add a factory to ``ORACLE_FACTORIES`` (or call :func:`check_conformance` and
+:func:`check_sanity_gates` from the plugin's own tests).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from oracles.base import Candidate, Oracle, OracleResult
 from oracles.registry import get_oracle
-from tests.oracles.helpers import mixed_batch
+from tests.oracles.helpers import mixed_batch, nacl_crystal, rocksalt
 
 STATUSES = {"ok", "failed", "unconverged", "invalid", "timeout"}
 
@@ -44,6 +44,25 @@ def check_conformance(oracle: Oracle, batch: Sequence[Candidate], *, seed: int =
         for k, v in a.targets.items():
             assert v == pytest.approx(b.targets[k], abs=1e-6), k
     assert oracle.evaluate([], seed=seed) == []
+    return results
+
+
+def unphysical_batch() -> list[Candidate]:
+    """Cells no oracle may label ``ok`` (see :mod:`oracles.sanity`): rock-salt NaCl with a = 30 Å as a
+    structure and as a crystal-table row (3,375 Å³/atom, Na-Cl 15 Å apart), and a 1.8 Å rock-salt NaCl
+    structure (0.73 Å³/atom; no oracle decodes or rescales a given structure)."""
+    return [Candidate.from_structure(rocksalt("Na", "Cl", 30.0), id="nacl-a30-structure"),
+            Candidate.from_crystal(nacl_crystal(id="nacl-a30-table", a=30.0)),
+            Candidate.from_structure(rocksalt("Na", "Cl", 1.8), id="nacl-a1.8-structure")]
+
+
+def check_sanity_gates(oracle: Oracle) -> list[OracleResult]:
+    """Every unphysical cell is ``invalid``, with a message naming the volume per atom and its bound."""
+    results = oracle.evaluate(unphysical_batch(), seed=0)
+    for r in results:
+        assert r.status == "invalid", (r.candidate_id, r.status, r.message)
+        assert "volume per atom" in r.message and "physical bound" in r.message, r.message
+        assert not any(v is not None for v in r.targets.values())
     return results
 
 
@@ -78,3 +97,13 @@ def test_oracle_conformance(name: str, request: pytest.FixtureRequest) -> None:
         assert by_id["impossible"].status == "invalid" and "not compatible" in by_id["impossible"].message
     if name == "replay":  # none of these toy cells is an MP-20 entry except rock-salt NaCl
         assert by_id["impossible"].status == "failed"
+
+
+@pytest.mark.parametrize("name", sorted(ORACLE_FACTORIES))
+def test_oracle_sanity_gates(name: str, request: pytest.FixtureRequest) -> None:
+    """The gates apply to every built-in oracle (the GPAW oracle refuses before submitting a job)."""
+    results = check_sanity_gates(ORACLE_FACTORIES[name](request))
+    for r in results:
+        assert r.provenance["sanity_gates"]["volume_per_atom_bounds_A3"][1] > 100
+        if name in ("chgnet", "gpaw"):
+            assert r.provenance["reference"] == "mp20+matbench"

@@ -124,3 +124,14 @@ def test_qe_recorded_outputs(tmp_path: Path) -> None:
     assert relax.status == "ok" and relax.n_steps == 4 and relax.energies[-1] < relax.energies[0]
     scf = replay("qe-si-scf", tmp_path / "c")
     assert scf.status == "unconverged" and scf.provenance["failure"] == "scf_unconverged"
+
+
+def test_an_exploded_final_structure_is_invalid(tmp_path: Path) -> None:
+    """The sanity gate on what the job ended with: the recorded Si cell scaled 10× (20,000 Å³/atom)."""
+    doc = json.loads((REPLAY / "si-ok" / "result.json").read_text())
+    doc["structure"]["cell"] = [[10 * x for x in row] for row in doc["structure"]["cell"]]
+    doc["structure"]["positions"] = [[10 * x for x in row] for row in doc["structure"]["positions"]]
+    r = replay("si-ok", tmp_path, edit={"result.json": json.dumps(doc)})
+    assert r.status == "invalid" and not r.targets, r.message
+    assert r.message.startswith("unphysical final structure: volume per atom") and "460" in r.message
+    assert r.provenance["sanity_gates"]["neighbor_cutoff_A"] == 6.0 and "failure" not in r.provenance
