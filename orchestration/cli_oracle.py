@@ -25,7 +25,7 @@ def _parse_options(options: list[str]) -> dict[str, Any]:
     for item in options:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--option {item!r}: expected KEY=VALUE (for example --option reference=li-fe-o)")
+            raise UserError(f"--option {item!r}: expected KEY=VALUE (for example --option cutoff_eV=300)")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -55,6 +55,9 @@ def run(
     steps: int | None = typer.Option(None, "--steps", help="CHGNet: optimizer step cap (default 200)"),
     timeout: float | None = typer.Option(None, "--timeout", help="CHGNet: time limit per structure, s (default 300)"),
     device: str | None = typer.Option(None, "--device", help="CHGNet: cpu or cuda"),
+    reference: str | None = typer.Option(None, "--reference", help="CHGNet/DFT: hull reference of e_above_hull: "
+                                         "mp20+matbench (dense MP hull, the default), mp20+li-fe-o (sparse MP-20), "
+                                         "li-fe-o or elements; recorded in each result's provenance"),
     seed: int = typer.Option(0, "--seed", help="seed for decoding (results are deterministic for a seed)"),
     workdir: Path | None = typer.Option(None, "--workdir", help="DFT oracles: job folders and ledger (default: a new "
                                         "temp folder); rerunning with the same folder collects instead of resubmitting"),
@@ -70,6 +73,10 @@ def run(
 
       matloop oracle run --oracle gpaw --input cifs/ --out results.csv --workdir dft-jobs --option scheduler=slurm --option partition=cpu --option cores=4 --option walltime_s=7200
 
+    Hull distances are measured against the dense MP reference (mp20+matbench) unless --reference names
+    another; invalid results include unphysical cells (an isolated atom, a volume per atom outside
+    [3.6, 460] Å³/atom; see oracles/sanity.py).
+
     DFT settings (cutoff_eV, kpoint_density, mode, scheduler, walltime_s, cores, memory_mb, ...): see
     oracles/dft/settings.py; a wrong key is an error that names it.
     """
@@ -81,7 +88,7 @@ def run(
     with user_errors(InputError, UnknownOracleError, ValueError):
         settings = _parse_options(option)
         flags = {"workers": workers, "fmax": fmax, "steps": steps, "timeout_s": timeout, "device": device,
-                 "workdir": str(workdir) if workdir is not None else None}
+                 "reference": reference, "workdir": str(workdir) if workdir is not None else None}
         settings.update({k: v for k, v in flags.items() if v is not None})
         candidates, frame = load_candidates(input)
         try:

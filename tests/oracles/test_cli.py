@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +44,20 @@ def test_run_chgnet_on_a_folder_of_cifs_writes_relaxed_cifs(tmp_path: Path, mp20
     assert list(df["id"]) == ["MgO", "NaCl"] and set(df["status"]) == {"ok"}
     assert df["formation_energy_per_atom"].between(-4, -1).all() and df["e_above_hull"].notna().all()
     assert (out.parent / "results_structures" / "NaCl.cif").exists()
+    provenance = [json.loads(line)["provenance"] for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert [p["reference"] for p in provenance] == ["mp20+matbench"] * 2  # the dense hull by default
+
+
+def test_run_reference_option_selects_the_sparse_hull(tmp_path: Path, mp20_dir: Path) -> None:
+    cif = tmp_path / "NaCl.cif"
+    small_structures()["NaCl"].to(filename=str(cif))
+    out = tmp_path / "results.csv"
+    result = runner.invoke(app, ["oracle", "run", "--oracle", "chgnet", "--input", str(cif), "--out", str(out),
+                                 "--workers", "0", "--steps", "5", "--reference", "mp20+li-fe-o",
+                                 "--option", f"mp20_dir={mp20_dir}"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.with_suffix(".jsonl").read_text().splitlines()[0])
+    assert doc["provenance"]["reference"] == "mp20+li-fe-o" and doc["targets"]["e_above_hull"] is not None
 
 
 @pytest.mark.parametrize(
