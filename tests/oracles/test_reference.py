@@ -102,3 +102,14 @@ def test_dense_reference_reproduces_mp_hull_distances_better_than_mp20_alone() -
     assert sparse["entries"] == dense["entries"] == 2369
     assert dense["mae_e_above_hull_eV_per_atom"] < 0.8 * sparse["mae_e_above_hull_eV_per_atom"]
     assert dense["share_within_0p05"] > 0.95 and dense["pearson_r"] > sparse["pearson_r"]
+
+
+def test_the_dense_reference_is_the_default_everywhere() -> None:
+    from oracles.chgnet import CHGNetSettings
+    from oracles.dft.settings import DFTSettings
+    from oracles.reference import DEFAULT_REFERENCE
+
+    assert DEFAULT_REFERENCE == "mp20+matbench"
+    assert CHGNetSettings().reference == DFTSettings().reference == DEFAULT_REFERENCE
+    assert load_reference() is load_reference("mp20+matbench")  # built once per process
+    assert load_reference().provenance()["reference"] == "mp20+matbench"
