@@ -4,6 +4,7 @@ budget caps the last batch, and the round artifacts are written."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,16 @@ def test_campaign_flow_continues_caps_and_is_idempotent(tmp_path: Path, prefect_
             m = r.metrics
             assert 0 <= m["hit_rate"] <= 1 and m["n_unique"] <= m["n_sampled"] and 0 <= m["non_oracle_share"] <= 1
             assert m["batch_distinct_space_groups"] >= 1 and r.proxy_version == r.index + 1
+            assert m["cumulative_sun"] <= m["cumulative_unique"] and "cumulative_zero_dimensional_hits" in m
+        assert store.unlabelled("flowtest") == [] and len(store.sun_labels("flowtest")) == 10  # every result labelled
+        assert done["sun"]["results"] == 10 and done["sun"]["unlabelled"] == 0
     finally:
         store.close()
     round_dir = tmp_path / "run" / "rounds" / "round-002"
     assert (round_dir / "batch.csv").read_text().count("\n") == 3  # header + 2 candidates
+    assert "relaxed_space_group" in (round_dir / "batch.csv").read_text().splitlines()[0]
+    assert {x["candidate_id"] for x in json.loads((round_dir / "sun.json").read_text())["labels"]} == set(
+        Store.open(f"sqlite:///{tmp_path / 'run' / 'store.db'}", create=False).batch("flowtest", 2))
     assert {p.name for p in (round_dir / "plots").iterdir()} >= {"best_so_far.png", "density_by_round.png"}
 
 
