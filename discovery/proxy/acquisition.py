@@ -7,6 +7,10 @@ GFlowNet rewards: ``log_reward_from_acquisition(scores, temperature=T)`` = score
 R = exp(score / T). The paper's rewards are special cases with T = 1/8:
 formation energy R = exp(−8·E) is ``greedy(post, maximize=False)``; band gap
 R = exp(−8·(E_g − 1.34)²) is ``target_value(post, value=1.34)``.
+
+Lattice prior: a posterior may carry the strain energy ΔE (eV/atom) of each crystal's cell
+(:attr:`Posterior.penalty`). Energy means already include it; every other score here loses ΔE, so
+with T = 1/8 a band-gap reward becomes exp(−8·(E_g − 1.34)² − 8·ΔE).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def _col(post: Posterior, target: int | str) -> tuple[Tensor, Tensor]:
 def greedy(post: Posterior, *, target: int | str = 0, maximize: bool = True) -> Tensor:
     """The predicted mean (negated when minimising)."""
     mu, _ = _col(post, target)
-    return mu if maximize else -mu
+    return (mu if maximize else -mu) - post.score_penalty(target)
 
 
 mean = greedy
@@ -39,7 +43,7 @@ mean = greedy
 def ucb(post: Posterior, *, kappa: float = 2.0, target: int | str = 0, maximize: bool = True) -> Tensor:
     """Optimistic bound: μ + κσ when maximising; −(μ − κσ) when minimising."""
     mu, sd = _col(post, target)
-    return mu + kappa * sd if maximize else -(mu - kappa * sd)
+    return (mu + kappa * sd if maximize else -(mu - kappa * sd)) - post.score_penalty(target)
 
 
 def lcb(post: Posterior, *, kappa: float = 2.0, target: int | str = 0) -> Tensor:
@@ -55,13 +59,13 @@ def expected_improvement(post: Posterior, *, best: float, target: int | str = 0,
     gain = (mu - best - xi) if maximize else (best - xi - mu)
     z = gain / sd
     normal = torch.distributions.Normal(torch.zeros_like(z), torch.ones_like(z))
-    return (gain * normal.cdf(z) + sd * normal.log_prob(z).exp()).clamp_min(0.0)
+    return (gain * normal.cdf(z) + sd * normal.log_prob(z).exp()).clamp_min(0.0) - post.score_penalty(target)
 
 
 def target_value(post: Posterior, *, value: float, target: int | str = 0, kappa: float = 0.0) -> Tensor:
     """−(μ − value)² + κσ: closeness to a target value (e.g. band gap 1.34 eV), optionally optimistic."""
     mu, sd = _col(post, target)
-    return -((mu - value) ** 2) + kappa * sd
+    return -((mu - value) ** 2) + kappa * sd - post.score_penalty(target)
 
 
 def log_reward_from_acquisition(scores: Tensor, *, temperature: float = 1.0, min_log_reward: float = -100.0) -> Tensor:

@@ -22,10 +22,27 @@ class Posterior:
     mean: torch.Tensor
     variance: torch.Tensor
     target_names: tuple[str, ...] = ()
+    penalty: torch.Tensor | None = None
+    """(n,) strain energy ΔE (eV/atom ≥ 0) of each crystal's cell under the lattice prior
+    (:mod:`discovery.proxy.lattice`), or None. Already added to the means of the columns flagged in
+    ``penalized`` (energies); the acquisition functions subtract it from the scores of the others, so
+    every reward falls as exp(−ΔE/T) when a cell leaves its plausible volume."""
+    penalized: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mean.shape != self.variance.shape or self.mean.ndim != 2:
             raise ValueError(f"mean {tuple(self.mean.shape)} and variance {tuple(self.variance.shape)} must both be (n, m)")
+        if self.penalty is not None and tuple(self.penalty.shape) != (self.mean.shape[0],):
+            raise ValueError(f"penalty {tuple(self.penalty.shape)} must be (n,) = ({self.mean.shape[0]},)")
+
+    def score_penalty(self, target: int | str) -> torch.Tensor | float:
+        """What an acquisition score of ``target`` must lose to the lattice prior: ΔE (n,) for a column
+        whose mean does not carry it, else 0."""
+        if self.penalty is None:
+            return 0.0
+        j = self.target_names.index(target) if isinstance(target, str) else target
+        carried = self.penalized[j] if j < len(self.penalized) else False
+        return 0.0 if carried else self.penalty
 
     @property
     def std(self) -> torch.Tensor:

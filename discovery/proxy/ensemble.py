@@ -61,6 +61,11 @@ class EnsembleConfig(BaseModel):
     calibration_level: float = Field(default=0.9, gt=0, lt=1)
     calibration_fraction: float = Field(default=0.1, ge=0, lt=0.5,
                                         description="held out for recalibration when no validation set is given")
+    lattice_prior: bool = Field(default=True, description=(
+        "add the strain energy of the cell (discovery.proxy.lattice: equilibrium volume per atom from the "
+        "composition + universal binding curve fitted on CHGNet single points) to energy targets, and grow every "
+        "target's variance with it; without it the network alone barely sees the lattice"))
+    lattice_prior_path: str | None = Field(default=None, description="prior file (default: the shipped one)")
     seed: int = 0
 
 
@@ -270,7 +275,27 @@ class EnsembleProxy:
             return Posterior(torch.zeros(0, m), torch.zeros(0, m), self.target_names)
         mu, var = self.member_predictions(crystals)
         total = var.mean(0) + mu.var(0, unbiased=False)
-        return Posterior(mu.mean(0), total * self.calibration**2, self.target_names)
+        post = Posterior(mu.mean(0), total * self.calibration**2, self.target_names)
+        return self._with_lattice_prior(post, crystals) if self.config.lattice_prior else post
+
+    def _with_lattice_prior(self, post: Posterior, crystals: Sequence[Crystal]) -> Posterior:
+        """Energies gain ΔE and its variance; other targets gain variance (y_std·f)², f ∈ [0, 1) the share of
+        binding lost (an atom-separated cell tells nothing about a band gap); see :mod:`discovery.proxy.lattice`."""
+        from discovery.proxy.lattice import ENERGY_TARGETS, default_lattice_prior
+
+        prior = default_lattice_prior(self.config.lattice_prior_path)
+        de, dvar = (torch.as_tensor(a, dtype=torch.float32) for a in prior.strain(crystals))
+        mean, variance = post.mean.clone(), post.variance.clone()
+        carried = tuple(name in ENERGY_TARGETS for name in self.target_names)
+        if not all(carried):
+            f = torch.as_tensor(prior.plausibility(crystals), dtype=torch.float32)
+        for j, is_energy in enumerate(carried):
+            if is_energy:
+                mean[:, j] += de
+                variance[:, j] += dvar
+            else:
+                variance[:, j] += (self.scalers["y_std"][j] * f) ** 2
+        return Posterior(mean, variance, self.target_names, penalty=de, penalized=carried)
 
     # ---------------------------------------------------------------- save/load
     def save(self, directory: str | Path) -> Path:
