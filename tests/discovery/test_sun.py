@@ -85,8 +85,17 @@ def test_two_packings_of_one_structure_are_one_unique() -> None:
 def test_a_distinct_polymorph_of_the_same_formula_stays_unique() -> None:
     salt = rock_salt(5.0, ("Li", "Cl"))
     cscl = Structure(Lattice.cubic(3.2), ["Li", "Cl"], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
+    labels = SunLabeler(known_formulas=set()).label_all([item("rs", salt), item("cs", cscl)])
+    assert all(x.unique and x.novel_structure and x.novel_formula and x.sun for x in labels)
+
+
+def test_a_known_formula_without_shipped_structures_is_never_novel() -> None:
+    """LiCl is a known compound (its formula is in the hull reference) but no LiCl structure is shipped:
+    novelty cannot be checked, so neither polymorph counts as novel or S.U.N."""
+    salt = rock_salt(5.0, ("Li", "Cl"))
+    cscl = Structure(Lattice.cubic(3.2), ["Li", "Cl"], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
     labels = SunLabeler(known_formulas={"LiCl"}).label_all([item("rs", salt), item("cs", cscl)])
-    assert all(x.unique and x.novel_structure and not x.novel_formula and x.sun for x in labels)
+    assert all(x.unique and not x.novel_structure and not x.novel_formula and not x.sun for x in labels)
 
 
 @pytest.mark.parametrize("status", ["unconverged", "failed", "timeout", "invalid"])
