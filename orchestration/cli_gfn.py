@@ -337,6 +337,8 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
+    volume_baseline: Annotated[Path | None, typer.Option(help="volume_per_atom.npy from `matloop gfn check --out` of "
+                                                             "another model, plotted beside ours.")] = None,
 ) -> None:
     """Reproduce the Crystal-GFN paper's sampling experiments: sample N crystals from the trained and the
     untrained model, and write the paper's figures beside ours (metrics.md, metrics.json) and plots.
@@ -357,7 +359,7 @@ def evaluate(
             result = run_reproduction(fe_checkpoint=fe_checkpoint, fe_proxy=fe_proxy, out=out, n=n,
                                       bg_checkpoint=bg_checkpoint, bg_proxy=bg_proxy, target_gap=target_gap,
                                       n_restricted=n_restricted, pyxtal_max=pyxtal_max, seed=seed, device=device,
-                                      progress=lambda msg: status.update(msg))
+                                      volume_baseline=volume_baseline, progress=lambda msg: status.update(msg))
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if json_out:
@@ -365,3 +367,39 @@ def evaluate(
     else:
         console.print((out / "metrics.md").read_text())
         console.print(f"written to {out}")
+
+
+@app.command()
+def check(
+    checkpoint: Annotated[Path, typer.Option(help="Crystal-GFN checkpoint directory.")],
+    proxy: Annotated[Path, typer.Option(help="Proxy whose predictions are compared with CHGNet (formation energy).")],
+    n: Annotated[int, typer.Option("-n", "--n", min=10, help="Crystals sampled.")] = 2000,
+    relax: Annotated[int, typer.Option(min=0, help="Random samples decoded and relaxed with CHGNet (0: none).")] = 64,
+    workers: Annotated[int, typer.Option(min=1, help="CHGNet worker processes.")] = 2,
+    reference: Annotated[str, typer.Option(help="Hull reference for E_hull.")] = "mp20+matbench",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Directory for check.json, relaxations.json, volumes.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Physical check of a trained model: volume per atom against MP-20, validity, and a CHGNet relaxation of
+    a random sample (share converged, proxy vs CHGNet formation energy, E_hull against the dense reference).
+
+    Example:
+      matloop gfn check --checkpoint discovery/data/checkpoints/crystal-gfn-fe \\
+          --proxy discovery/data/checkpoints/proxy-fe -n 2000 --relax 64 --out runs/gfn-check --json
+    """
+    import torch
+
+    from orchestration.physical_check import run_check
+
+    torch.set_num_threads(1)
+    try:
+        with console.status("starting") as status:
+            result = run_check(checkpoint=checkpoint, proxy=proxy, n=n, n_relax=relax, seed=seed, workers=workers,
+                               reference=reference, out=out, progress=lambda msg: status.update(msg))
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    if json_out:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))

@@ -171,6 +171,24 @@ def plot_distributions(series: dict[str, np.ndarray], *, xlabel: str, out: Path,
     return out
 
 
+def plot_volumes(series: dict[str, np.ndarray], *, vrange: tuple[float, float], out: Path) -> Path:
+    """Volume per atom (Å³/atom, log axis) of each set, with MP-20 train's 1st–99th percentile band shaded."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    bins = np.logspace(0, 4.5, 80)
+    for name, v in series.items():
+        v = v[np.isfinite(v)]
+        ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, density=True, histtype="step", lw=1.8,
+                label=f"{name} (median {np.median(v):.1f})")
+    ax.axvspan(*vrange, color="0.85", zorder=0, label=f"MP-20 train 1st–99th pct ({vrange[0]:.1f}–{vrange[1]:.1f})")
+    ax.set(xscale="log", xlabel="volume per atom (Å³/atom)", ylabel="density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_elements(sets: dict[str, Sequence[Crystal]], elements: Sequence[str], out: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 3.8))
@@ -208,12 +226,18 @@ def plot_space_groups(sets: dict[str, Sequence[Crystal]], out: Path) -> Path:
 def run_reproduction(*, fe_checkpoint: Path, fe_proxy: Path, out: Path, n: int = 10_000,
                      bg_checkpoint: Path | None = None, bg_proxy: Path | None = None, target_gap: float = 1.34,
                      n_restricted: int = 2000, pyxtal_max: int = 200, seed: int = 0, device: str = "cpu",
+                     volume_baseline: Path | None = None,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Sample, predict, measure, plot; returns the metrics (also in ``out/metrics.json``)."""
+    """Sample, predict, measure, plot; returns the metrics (also in ``out/metrics.json``).
+
+    ``volume_baseline``: a ``volume_per_atom.npy`` written by ``matloop gfn check --out`` for another
+    model (e.g. the checkpoint trained before the lattice prior), drawn beside ours in the volume plot."""
     from discovery.datasets import load_mp20
     from discovery.gfn import CrystalGFN
     from discovery.proxy import EnsembleProxy
+    from discovery.proxy.lattice import volumes_per_atom
     from oracles.reference import load_reference
+    from orchestration.physical_check import mp20_volume_range, volume_metrics
 
     say = progress or (lambda _m: None)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,6 +258,7 @@ def run_reproduction(*, fe_checkpoint: Path, fe_proxy: Path, out: Path, n: int =
                               "checkpoints": {"fe": str(fe_checkpoint), "bg": str(bg_checkpoint) if bg_checkpoint else None},
                               "iterations": {"fe": fe_model.iterations_done}, "paper": PAPER, "models": {}}
     val_fe = load_mp20("val", "formation_energy_per_atom").data
+    vrange = mp20_volume_range()
     fe_pred: dict[str, np.ndarray] = {}
     for name, s in sets.items():
         say(f"formation-energy metrics: {name}")
@@ -242,6 +267,7 @@ def run_reproduction(*, fe_checkpoint: Path, fe_proxy: Path, out: Path, n: int =
         say(f"validity checks: {name}")
         m.update(validity(s.crystals, pyxtal_max=pyxtal_max, seed=seed))
         m["samples_per_s"] = round(len(s.crystals) / s.seconds, 1)
+        m["volume"] = volume_metrics(s.crystals, vrange=vrange)
         result["models"][name] = m
     result["validation"] = {"n": len(val_fe), "fe_median": round(float(np.median(val_fe.targets[:, 0])), 3),
                             "fe_p95": round(float(np.percentile(val_fe.targets[:, 0], 95)), 3)}
@@ -253,6 +279,12 @@ def run_reproduction(*, fe_checkpoint: Path, fe_proxy: Path, out: Path, n: int =
         "elements": plot_elements({k: s.crystals for k, s in sets.items()}, fe_model.space.elements, out / "elements.png"),
         "space_groups": plot_space_groups({k: s.crystals for k, s in sets.items()}, out / "space_groups.png"),
     }
+    volumes = {"FE-trained": volumes_per_atom(sets["FE-trained"].crystals),
+               "untrained": volumes_per_atom(sets["untrained"].crystals),
+               "MP-20 train": volumes_per_atom(load_mp20("train").data.crystals)}
+    if volume_baseline is not None:
+        volumes["FE-trained before the lattice prior"] = np.load(volume_baseline)
+        result["volume_baseline"] = str(volume_baseline)
     if bg_checkpoint is not None and bg_proxy is not None:
         bg_model = CrystalGFN.load(bg_checkpoint, device=device)
         result["iterations"]["bg"] = bg_model.iterations_done
@@ -267,10 +299,13 @@ def run_reproduction(*, fe_checkpoint: Path, fe_proxy: Path, out: Path, n: int =
         bgm = result["band_gap"]["BG-trained"]
         bgm.update(fe_metrics(bg.crystals, predict(fe_proxy_m, bg.crystals), None))
         bgm.update(validity(bg.crystals, pyxtal_max=pyxtal_max, seed=seed))
+        bgm["volume"] = volume_metrics(bg.crystals, vrange=vrange)
+        volumes["BG-trained"] = volumes_per_atom(bg.crystals)
         result["band_gap"]["target"] = target_gap
         plots["bg_distribution"] = plot_distributions(
             {"BG-trained (predicted)": bg_pred["BG-trained"], "untrained (predicted)": bg_pred["untrained"],
              "MP-20 validation (DFT)": val_bg}, xlabel="band gap (eV)", out=out / "bg_distribution.png", vline=target_gap)
+    plots["volume_per_atom"] = plot_volumes(volumes, vrange=vrange, out=out / "volume_per_atom.png")
     restricted: dict[str, Any] = {}
     for label, kw in RESTRICTIONS.items():
         say(f"restricted sampling {label}")
@@ -333,6 +368,16 @@ def markdown(r: dict[str, Any]) -> str:
         ("valid: lattice system", _pct(fe["valid_lattice"]), _pct(un["valid_lattice"]), _pct(p["valid_lattice"])),
         ("valid: exact Wyckoff compatibility", _pct(fe["valid_wyckoff"]), _pct(un["valid_wyckoff"]), "–"),
     ]
+    if "volume" in fe:
+        fv, uv = fe["volume"], un["volume"]
+        lo, hi = fv["mp20_range"]
+        rows += [
+            ("volume per atom, median (Å³/atom; MP-20 train 18.1)", f"{fv['volume_per_atom_median']:.1f}",
+             f"{uv['volume_per_atom_median']:.1f}", "–"),
+            (f"share with volume per atom in MP-20 train's 1st–99th pct ({lo:.1f}–{hi:.1f} Å³/atom)",
+             _pct(fv["share_inside_mp20_range"]), _pct(uv["share_inside_mp20_range"]), "–"),
+            ("share with a lattice length > 30 Å", _pct(fv["share_length_above_30A"]), _pct(uv["share_length_above_30A"]), "–"),
+        ]
     lines = [f"Samples per model: {r['n']}; MP-20 validation median E_form {r['validation']['fe_median']} eV/atom "
              f"(paper: {p['validation_fe_median']}).", "",
              "| metric | Crystal-GFN (FE), ours | untrained, ours | paper (FE) |", "|---|---|---|---|"]

@@ -1,0 +1,131 @@
+"""Physical check of a trained Crystal-GFN: are its samples real crystals?
+
+A proxy's number about generated crystals is only worth something beside a physical check. This
+samples N crystals from a checkpoint and reports
+
+* the volume per atom (Å³/atom) against MP-20 train's 1st–99th percentile range, the share of
+  samples with a lattice length above 30 Å, and the proxy's median prediction;
+* SMACT, Wyckoff (pyxtal) and lattice-system validity;
+* for ``n_relax`` random samples: pyxtal decoding and a CHGNet relaxation (the campaign's oracle,
+  fmax 0.1 eV/Å, ≤ 200 steps by default) — status counts, share ``ok``, median |proxy FE − CHGNet
+  FE| and median CHGNet E_hull against the dense reference.
+
+    matloop gfn check --checkpoint discovery/data/checkpoints/crystal-gfn-fe \\
+        --proxy discovery/data/checkpoints/proxy-fe -n 2000 --relax 64 --out runs/gfn-check
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from discovery.crystal import Crystal
+
+
+def mp20_volume_range(*, lo_pct: float = 1.0, hi_pct: float = 99.0) -> tuple[float, float]:
+    """MP-20 train's volume per atom (Å³/atom) at the two percentiles (9.07 and 52.5 for 1 and 99)."""
+    from discovery.datasets import load_mp20
+    from discovery.proxy.lattice import volumes_per_atom
+
+    v = volumes_per_atom(load_mp20("train").data.crystals)
+    return float(np.percentile(v, lo_pct)), float(np.percentile(v, hi_pct))
+
+
+def volume_metrics(crystals: Sequence[Crystal], *, vrange: tuple[float, float]) -> dict[str, float]:
+    """Volume-per-atom summary of ``crystals`` against ``vrange`` (Å³/atom)."""
+    from discovery.proxy.lattice import volumes_per_atom
+
+    v = volumes_per_atom(crystals)
+    lengths = np.array([c.lattice[:3] for c in crystals], dtype=float)
+    return {
+        "n": len(crystals), "volume_per_atom_median": float(np.nanmedian(v)),
+        "volume_per_atom_p5": float(np.nanpercentile(v, 5)), "volume_per_atom_p95": float(np.nanpercentile(v, 95)),
+        "share_inside_mp20_range": float(np.mean((v >= vrange[0]) & (v <= vrange[1]))),
+        "share_above_mp20_max": float(np.mean(v > vrange[1])), "mp20_range": list(vrange),  # type: ignore[dict-item]
+        "share_length_above_30A": float(np.mean(lengths.max(axis=1) > 30.0)),
+    }
+
+
+def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, workers: int = 2, fmax: float = 0.1,
+                     steps: int = 200, reference: str = "mp20+matbench", seed: int = 0,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Decode and relax ``crystals`` with the CHGNet oracle; summary and one row per crystal."""
+    from oracles.base import Candidate
+    from oracles.registry import get_oracle
+
+    oracle = get_oracle("chgnet", fmax=fmax, steps=steps, workers=workers, reference=reference)
+    t0 = time.perf_counter()
+    try:
+        results = oracle.evaluate([Candidate.from_crystal(c, id=c.id or f"s{i}") for i, c in enumerate(crystals)],
+                                  seed=seed, progress=progress)
+    finally:
+        close = getattr(oracle, "close", None)
+        if close is not None:
+            close()
+    rows: list[dict[str, Any]] = []
+    for c, r, p in zip(crystals, results, predicted_fe, strict=True):
+        rows.append({"id": r.candidate_id, "formula": c.formula, "space_group": c.space_group, "status": r.status,
+                     "n_steps": r.n_steps, "proxy_fe": float(p),
+                     "chgnet_fe": r.targets.get("formation_energy_per_atom"),
+                     "e_above_hull": r.targets.get("e_above_hull"), "message": r.message[:200]})
+    ok = [row for row in rows if row["status"] == "ok" and row["chgnet_fe"] is not None]
+    statuses: dict[str, int] = {}
+    for row in rows:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    err = np.array([abs(row["proxy_fe"] - row["chgnet_fe"]) for row in ok])
+    ehull = np.array([row["e_above_hull"] for row in ok if row["e_above_hull"] is not None])
+    summary = {
+        "n_relaxed": len(rows), "statuses": statuses, "share_ok": len(ok) / max(len(rows), 1),
+        "median_abs_proxy_minus_chgnet_fe": float(np.median(err)) if len(err) else None,
+        "median_chgnet_minus_proxy_fe": float(np.median([r["chgnet_fe"] - r["proxy_fe"] for r in ok])) if ok else None,
+        "median_chgnet_e_above_hull": float(np.median(ehull)) if len(ehull) else None,
+        "share_ok_with_e_above_hull_le_0.1": float(np.mean(ehull <= 0.1)) if len(ehull) else None,
+        "median_steps_ok": float(np.median([r["n_steps"] for r in ok])) if ok else None,
+        "reference": reference, "fmax": fmax, "steps": steps, "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return summary, rows
+
+
+def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64, seed: int = 0, workers: int = 2,
+              reference: str = "mp20+matbench", out: Path | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Sample ``n`` crystals from ``checkpoint``; volume, validity and proxy metrics; relax ``n_relax`` of them."""
+    from discovery.gfn import CrystalGFN
+    from discovery.proxy import EnsembleProxy
+    from orchestration.reproduce import predict, validity
+
+    say = progress or (lambda _msg: None)
+    gfn = CrystalGFN.load(checkpoint)
+    prx = EnsembleProxy.load(proxy)
+    say(f"sampling {n} crystals")
+    sampled = gfn.sample(n, seed=seed)
+    crystals = [Crystal(c.space_group, c.counts, *c.lattice, id=f"s{i:05d}") for i, c in enumerate(sampled)]
+    fe = predict(prx, crystals)
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "proxy": str(proxy), "seed": seed}
+    result["volume"] = volume_metrics(crystals, vrange=mp20_volume_range())
+    result["predicted_fe_median"] = float(np.median(fe))
+    result["paper_predicted_fe_median"] = -3.2
+    say("validity (SMACT, pyxtal, lattice)")
+    result["validity"] = validity(crystals, pyxtal_max=min(n, 200), seed=seed)
+    if n_relax > 0:
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(crystals), size=min(n_relax, len(crystals)), replace=False))
+        say(f"decoding and relaxing {len(pick)} samples with CHGNet")
+        summary, rows = relaxation_check([crystals[i] for i in pick], fe[pick], workers=workers,
+                                         reference=reference, seed=seed)
+        result["relaxation"] = summary
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "relaxations.json").write_text(json.dumps(rows, indent=1))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        from discovery.proxy.lattice import volumes_per_atom
+
+        np.save(out / "volume_per_atom.npy", volumes_per_atom(crystals))
+        (out / "check.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,59 @@
+"""`matloop gfn check`: volume metrics on known cells, and a real CHGNet relaxation of a small sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from discovery.crystal import Crystal
+from orchestration.cli import app
+from orchestration.physical_check import mp20_volume_range, relaxation_check, volume_metrics
+
+runner = CliRunner()
+
+
+def test_mp20_range_is_the_documented_one() -> None:
+    lo, hi = mp20_volume_range()
+    assert lo == pytest.approx(9.07, abs=0.01) and hi == pytest.approx(52.48, abs=0.01)
+
+
+def test_volume_metrics_on_known_cells() -> None:
+    nacl = Crystal(225, {"Na": 4, "Cl": 4}, 5.64, 5.64, 5.64, 90, 90, 90)  # 44.9 Å³/atom
+    blown = Crystal(225, {"Na": 4, "Cl": 4}, 30.0, 30.0, 30.0, 90, 90, 90)  # 3,375 Å³/atom
+    needle = Crystal(47, {"Li": 4, "F": 4}, 2.0, 1.23, 47.0, 90, 90, 90)  # 14.5 Å³/atom, but c = 47 Å
+    m = volume_metrics([nacl, blown, needle, nacl], vrange=(9.07, 52.48))
+    assert m["share_inside_mp20_range"] == pytest.approx(0.75)
+    assert m["share_above_mp20_max"] == pytest.approx(0.25)
+    assert m["share_length_above_30A"] == pytest.approx(0.25)
+
+
+def test_relaxation_check_relaxes_and_compares(tmp_path: Path) -> None:
+    """Rock-salt LiF near equilibrium converges ok; the same cell at 30 Å is refused as unphysical."""
+    lif = Crystal(225, {"Li": 4, "F": 4}, 4.0, 4.0, 4.0, 90, 90, 90, id="lif")
+    blown = Crystal(225, {"Li": 4, "F": 4}, 30.0, 30.0, 30.0, 90, 90, 90, id="blown")
+    summary, rows = relaxation_check([lif, blown], np.array([-3.0, -3.0]), workers=1)
+    assert [r["status"] for r in rows] == ["ok", "invalid"]
+    assert summary["share_ok"] == 0.5 and summary["n_relaxed"] == 2
+    assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5  # MP: LiF −3.08 eV/atom
+    assert summary["median_abs_proxy_minus_chgnet_fe"] == pytest.approx(abs(rows[0]["chgnet_fe"] + 3.0))
+    assert summary["reference"] == "mp20+matbench"
+
+
+def test_gfn_check_cli_without_relaxation(tmp_path: Path) -> None:
+    ckpt = tmp_path / "gfn"
+    res = runner.invoke(app, ["gfn", "train", "--reward", "density", "--iterations", "2", "--out", str(ckpt),
+                              "--elements", "Li Mn O", "--max-elements", "3", "--max-atoms-per-element", "4",
+                              "--max-atoms", "12"])
+    assert res.exit_code == 0, res.output
+    proxy = Path(__file__).resolve().parents[2] / "discovery" / "data" / "checkpoints" / "proxy-fe"
+    res = runner.invoke(app, ["gfn", "check", "--checkpoint", str(ckpt), "--proxy", str(proxy), "-n", "50",
+                              "--relax", "0", "--out", str(tmp_path / "check"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["volume"]["n"] == 50 and out["validity"]["valid_smact"] == 1.0
+    assert (tmp_path / "check" / "volume_per_atom.npy").exists()
+    assert json.loads((tmp_path / "check" / "check.json").read_text())["paper_predicted_fe_median"] == -3.2
