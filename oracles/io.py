@@ -6,7 +6,7 @@ Output of :func:`write_results` for ``results.csv``:
   ``energy_per_atom``, ``formation_energy_per_atom``, ``e_above_hull`` (eV/atom), the oracle's other
   targets, ``n_steps``, ``wall_time_s``, ``structure_file`` and, for crystal-table input, the input
   columns (prefixed ``input_`` where a name clashes);
-* ``results_structures/<id>.cif``: the relaxed (or decoded) structure of each candidate that has one;
+* ``results_structures/<id>.cif``: (ids that are not plain short file names: ``<prefix>-<digest>.cif``) the relaxed (or decoded) structure of each candidate that has one;
 * ``results.jsonl``: the full result documents (provenance included), one JSON object per line.
 """
 
@@ -21,6 +21,7 @@ from pymatgen.core import Structure
 
 from discovery.crystal import crystals_to_frame, read_crystal_table
 from oracles.base import Candidate, OracleResult
+from oracles.queue import check_unique_ids, job_name
 
 MAIN_COLUMNS = ("id", "status", "message", "energy_per_atom", "formation_energy_per_atom", "e_above_hull")
 
@@ -53,11 +54,19 @@ def load_candidates(path: str | Path) -> tuple[list[Candidate], pd.DataFrame | N
             cands.append(Candidate.from_structure(structure, id=f.stem))
         return cands, None
     crystals = read_crystal_table(path)
+    try:
+        check_unique_ids([c.id for c in crystals], where=str(path))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     return [Candidate.from_crystal(c) for c in crystals], crystals_to_frame(crystals)
 
 
 def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) or "candidate"
+    """The id itself when it is a plain, short file name, else :func:`oracles.queue.job_name` (a bounded
+    readable prefix plus a digest of the full id)."""
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", text):
+        return text
+    return job_name(text)
 
 
 def results_frame(results: Sequence[OracleResult], *, inputs: pd.DataFrame | None = None,

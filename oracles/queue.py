@@ -21,10 +21,10 @@ queued and pick them up later.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,17 +103,58 @@ class JobLedger(Protocol):
         ...
 
 
+JOB_NAME_PREFIX_CHARS = 40
+"""How many characters of a candidate id the readable part of its job-folder name keeps."""
+
+
+def job_name(candidate_id: str) -> str:
+    """A file/folder name for a candidate: safe, bounded and collision-free.
+
+    ``<readable prefix>-<sha256 of the full id, 16 hex digits>``: the prefix keeps up to
+    :data:`JOB_NAME_PREFIX_CHARS` characters of the id (letters, digits, ``-_.``; anything else becomes
+    ``_``; leading dots dropped, so the name is never ``.``, ``..`` or hidden) and the digest makes
+    different ids different names (``a;b`` and ``a_b`` no longer share a folder). At most 57 characters.
+    """
+    prefix = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_." else "_"
+                     for ch in candidate_id[:JOB_NAME_PREFIX_CHARS]).lstrip(".") or "candidate"
+    digest = hashlib.sha256(candidate_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{prefix}-{digest}"
+
+
 def job_dir(root: Path, candidate_id: str, attempt: int) -> Path:
-    """``root/<candidate id>/attempt-<n>``: one directory per submission."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in candidate_id)
-    return Path(root) / safe / f"attempt-{attempt}"
+    """``root/<job_name(candidate id)>/attempt-<n>``: one directory per submission, always inside ``root``."""
+    root = Path(root)
+    path = root / job_name(candidate_id) / f"attempt-{int(attempt)}"
+    if os.path.commonpath([os.path.abspath(path), os.path.abspath(root)]) != os.path.abspath(root):
+        raise ValueError(f"job folder of candidate {candidate_id[:60]!r} would be outside {root}")
+    return path
+
+
+def duplicate_ids(ids: Sequence[str]) -> list[str]:
+    """The ids that occur more than once, in first-occurrence order."""
+    seen: set[str] = set()
+    dups: dict[str, None] = {}
+    for i in ids:
+        if i in seen:
+            dups[i] = None
+        seen.add(i)
+    return list(dups)
+
+
+def check_unique_ids(ids: Sequence[str], *, where: str = "the input") -> None:
+    """Raise ``ValueError`` naming the duplicated ids (results are keyed by id, so a duplicate would be
+    evaluated once and its result handed to both rows)."""
+    dups = duplicate_ids(ids)
+    if dups:
+        shown = ", ".join(repr(d[:60]) for d in dups[:5]) + (f" and {len(dups) - 5} more" if len(dups) > 5 else "")
+        raise ValueError(f"{where}: duplicate candidate id(s) {shown}; every candidate needs its own id")
 
 
 class FileLedger:
     """A :class:`JobLedger` in JSON files under ``root`` (for the command line and ``evaluate``).
 
-    ``root/submissions/<id>.json`` (list of handles) and ``root/results/<id>.json`` (the final
-    result); every write goes through a temporary file and a rename, so a killed process leaves either
+    ``root/submissions/<job_name(id)>.json`` (list of handles) and ``root/results/<job_name(id)>.json``
+    (the final result); every write goes through a temporary file and a rename, so a killed process leaves either
     the old or the new file. One writer at a time per root.
     """
 
@@ -123,7 +164,7 @@ class FileLedger:
         (self.root / "results").mkdir(parents=True, exist_ok=True)
 
     def _path(self, kind: str, candidate_id: str) -> Path:
-        return self.root / kind / f"{_safe(candidate_id)}-{zlib.crc32(candidate_id.encode()):08x}.json"
+        return self.root / kind / f"{job_name(candidate_id)}.json"
 
     def submissions(self, candidate_id: str) -> list[JobHandle]:
         path = self._path("submissions", candidate_id)
@@ -146,10 +187,6 @@ class FileLedger:
         path = self._path("results", result.candidate_id)
         if not path.exists():
             _write_atomic(path, result.to_json())
-
-
-def _safe(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:80]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -178,7 +215,7 @@ def drive(oracle: QueuedOracle, candidates: Sequence[Candidate], *, root: Path, 
     """Bring every candidate to a final result (or, with ``wait=False``, as far as one pass goes).
 
     For each candidate without a final result in ``ledger``: find its newest submission (ledger first,
-    then ``oracle.find`` on the job folders ``root/<id>/attempt-<n>``); submit attempt 0 if there is
+    then ``oracle.find`` on the job folders ``root/<job_name(id)>/attempt-<n>``); submit attempt 0 if there is
     none. Then poll all live jobs in one call, collect the finished ones, resubmit a failure as attempt
     n+1 when ``oracle.should_retry`` says so (and ``n+1 < oracle.max_attempts``), and record finals.
     A job already queued or running is never submitted again. Returns ``{candidate id: final result}``
@@ -186,6 +223,7 @@ def drive(oracle: QueuedOracle, candidates: Sequence[Candidate], *, root: Path, 
     ``poll_interval_s``).
     """
     root = Path(root)
+    check_unique_ids([c.id for c in candidates])
     by_id = {c.id: c for c in candidates}
     finals: dict[str, OracleResult] = {}
     live: dict[str, JobHandle] = {}

@@ -1,6 +1,6 @@
 """Job folders: what :class:`oracles.dft.oracle.DFTOracle` writes before submitting, and reads back.
 
-One folder per submission (``<root>/<candidate id>/attempt-<n>``, see :func:`oracles.queue.job_dir`)::
+One folder per submission (``<root>/<job_name(candidate id)>/attempt-<n>``, see :func:`oracles.queue.job_dir`)::
 
     meta.json        candidate id, attempt, seed, code, scheduler, submission token, fingerprint
     settings.json    the oracle settings used for this attempt (after retry adjustments)

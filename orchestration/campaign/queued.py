@@ -4,7 +4,8 @@ For a queued oracle the round does not fan out one task per candidate (that woul
 hours per job). It runs :func:`oracles.queue.drive` against the campaign store instead: every
 submitted job is recorded (candidate, attempt, scheduler job id, job directory) in the store's
 ``oracle_submissions`` table, and final results go to the same result table as any other oracle's.
-Job directories live under ``<campaign dir>/oracle-jobs/<candidate id>/attempt-<n>/``.
+Job directories live under ``<campaign dir>/oracle-jobs/<job_name(candidate id)>/attempt-<n>/`` (see
+:func:`oracles.queue.job_name`: a readable prefix plus a digest of the full id).
 
 Waiting holds nothing but the flow process, which polls every ``oracle.poll_interval_s``. With
 ``oracle.wait: false`` (or ``matloop run --no-wait``) the round submits, records and returns; the

@@ -126,7 +126,7 @@ def test_job_survives_its_submitter_and_is_not_resubmitted(tmp_path: Path) -> No
     finals = drive(oracle, [cand], root=tmp_path, ledger=ledger, seed=0, poll_interval_s=0.3)
     assert finals["si"].status == "ok" and finals["si"].provenance["job_id"] == job_id
     assert [h.job_id for h in ledger.submissions("si")] == [job_id]  # submitted exactly once
-    assert sorted(p.name for p in (tmp_path / "si").iterdir()) == ["attempt-0"]
+    assert sorted(p.name for p in job_dir(tmp_path, "si", 0).parent.iterdir()) == ["attempt-0"]
 
 
 def test_undecodable_crystal_and_missing_pseudopotential_fail_without_a_job(tmp_path: Path) -> None:
