@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from orchestration.errors import UserError, fail, user_errors
+from orchestration.urls import mask_url
 
 console = Console(stderr=True)
 out_console = Console()
@@ -163,9 +164,12 @@ def _where(cfg: Any, summary: dict[str, Any]) -> None:
     sun = summary.get("sun")
     if sun:
         out_console.print(f"  S.U.N.:   {sun_line(sun)}")
-    out_console.print(f"  store:    {cfg.resolved_store_url()}")
+    out_console.print(f"  store:    {mask_url(cfg.resolved_store_url())}")
     out_console.print(f"  files:    {cfg.resolved_dir()}  (rounds/*/batch.csv, plots, hits)")
-    out_console.print(f"  MLflow:   {cfg.resolved_tracking_uri()}  (experiment {cfg.experiment_name()})")
+    if cfg.tracking.enabled:
+        out_console.print(f"  MLflow:   {mask_url(cfg.resolved_tracking_uri())}  (experiment {cfg.experiment_name()})")
+    else:
+        out_console.print("  MLflow:   off (tracking.enabled: false)")
     out_console.print(f"  status:   matloop status {cfg.name}    UIs: matloop ui")
 
 
@@ -315,7 +319,7 @@ def ui(
                                               mlflow_port=mlflow_port, mlflow_backend_uri=tracking_uri,
                                               prefect_home=Path(os.environ["PREFECT_HOME"])) as (pf, ml):
         out_console.print(f"Prefect UI: {pf.ui_url}   (API {pf.url})")
-        out_console.print(f"MLflow UI:  {ml.ui_url}   (tracking {tracking_uri or 'new local store'})")
+        out_console.print(f"MLflow UI:  {ml.ui_url}   (tracking {mask_url(tracking_uri) or 'new local store'})")
         out_console.print("Ctrl-C stops both.")
         signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops both servers too
         signal.signal(signal.SIGINT, _interrupt)  # even where a background job ignores SIGINT

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
+from orchestration.urls import mask_url, redact
+
 if TYPE_CHECKING:
     from orchestration.config import CampaignConfig
 
@@ -122,13 +124,15 @@ class Tracker:
         return self.enabled and not self.offline
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        text = f"{what}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        text = redact(f"{what}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+                      self.uri)
         self.failures.append(text)
         self._consecutive += 1
         log.warning("MLflow tracking failed (%s); the round goes on without it", text)
         if self._consecutive >= self.max_failures and not self.offline:
             self.offline = True
-            log.warning("MLflow tracking at %s failed %d times in a row; tracking is off for this run", self.uri, self._consecutive)
+            log.warning("MLflow tracking at %s failed %d times in a row; tracking is off for this run", mask_url(self.uri),
+                        self._consecutive)
 
     @property
     def client(self) -> Any:
@@ -277,7 +281,7 @@ class Tracker:
         rid = run_id or self.round_run_id or self.parent_run_id
         if rid is None or self.experiment_id is None or not self.uri.startswith(("http://", "https://")):
             return None
-        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{rid}"
+        return f"{mask_url(self.uri).rstrip('/')}/#/experiments/{self.experiment_id}/runs/{rid}"
 
     # -- internals --------------------------------------------------------------------------------
     def _experiment_id(self) -> str:

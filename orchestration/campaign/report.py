@@ -22,6 +22,7 @@ from orchestration.campaign.context import Campaign
 from orchestration.campaign.sun import label_campaign, round_report, sun_metrics
 from orchestration.config import Target
 from orchestration.store import ResultRecord
+from orchestration.urls import mask_url
 
 log = logging.getLogger("matloop.campaign")
 CAMPAIGN_METRICS: tuple[str, ...] = ("best_so_far", "cumulative_unique_hits", "oracle_calls_total", "hit_rate",
@@ -217,7 +218,7 @@ def log_round(camp: Campaign, round_index: int) -> dict[str, Any]:
         if uri:
             camp.store.add_model(camp.name, kind, round_index=round_index,  # type: ignore[arg-type]
                                  path=camp.model_dir(kind, round_index), mlflow_uri=uri)
-    link = tracker.run_url(run_id) or (f"{tracker.uri} (run {run_id})" if run_id else None)
+    link = tracker.run_url(run_id) or (f"{mask_url(tracker.uri)} (run {run_id})" if run_id else None)
     metrics["t_log_s"] = time.perf_counter() - t0
     faults.point("logged")
     camp.store.advance_round(camp.name, round_index, "logged", metrics={"t_log_s": metrics["t_log_s"]},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,22 @@ from orchestration.config import CampaignConfig, ConfigError, load_config, parse
 from orchestration.errors import UserError
 from orchestration.store import Store, StoreError
 from orchestration.store.models import sun_columns
+from orchestration.urls import url_secret
 
 SNAPSHOT = "campaign.yaml"
-_PASSWORD = re.compile(r"^[\w+.-]+://[^/@:]*:[^/@]*@")
 
 
 def write_snapshot(config: CampaignConfig) -> Path:
     """``<campaign dir>/campaign.yaml``: the config with its resolved locations, for ``resume`` and deployments.
-    URLs that carry a password are left out (they come from the environment again)."""
+    URLs that carry a secret (a password, a secret query parameter; see :func:`orchestration.urls.url_secret`)
+    are left out (they come from the environment again)."""
     data = config.model_dump(mode="json", exclude_none=True)
     data["campaign_dir"] = str(config.resolved_dir())
     store = config.resolved_store_url()
-    if not _PASSWORD.match(store):
+    if url_secret(store) is None:
         data["store_url"] = store
     uri = config.resolved_tracking_uri()
-    if not _PASSWORD.match(uri):
+    if url_secret(uri) is None:
         data.setdefault("tracking", {})["uri"] = uri
     path = config.resolved_dir() / SNAPSHOT
     path.parent.mkdir(parents=True, exist_ok=True)

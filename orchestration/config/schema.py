@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestration.errors import UserError
+from orchestration.urls import mask_url, url_secret
 
 TargetName = Literal["formation_energy_per_atom", "e_above_hull", "band_gap", "density", "ionic_conductivity"]
 Goal = Literal["minimize", "maximize", "target"]
@@ -358,10 +358,11 @@ class CampaignConfig(_Strict):
                 "sample at least as many candidates as the oracle batch"
             )
         for label, url in (("store_url", self.store_url), ("tracking.uri", self.tracking.uri)):
-            if url and re.match(r"^[\w+.-]+://[^/@:]*:[^/@]*@", url):
+            secret = url_secret(url)
+            if secret:
                 raise ValueError(
-                    f"{label} contains a password; remove it from the file and pass it in the environment "
-                    "(PGPASSWORD for PostgreSQL, MLFLOW_TRACKING_PASSWORD for MLflow)"
+                    f"{label} contains {secret} ({mask_url(url)}); remove it from the file and pass it in the "
+                    "environment (PGPASSWORD for PostgreSQL, MLFLOW_TRACKING_PASSWORD for MLflow)"
                 )
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):

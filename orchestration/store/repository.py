@@ -51,6 +51,7 @@ from orchestration.store.models import (
     sun_columns,
 )
 from orchestration.store.submissions import SubmissionsMixin
+from orchestration.urls import mask_url, redact
 
 if TYPE_CHECKING:
     from orchestration.config import CampaignConfig
@@ -74,11 +75,8 @@ def code_version() -> str:
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password masked, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparsable URL>"
+    """The URL with its secrets masked, for messages (:func:`orchestration.urls.mask_url`)."""
+    return mask_url(url)
 
 
 class Store(SubmissionsMixin, LabelsMixin):
@@ -95,7 +93,7 @@ class Store(SubmissionsMixin, LabelsMixin):
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise StoreError(f"store URL {url!r} is not a database URL; use e.g. sqlite:///runs/x/store.db or postgresql://user@host/db") from None
+            raise StoreError("the store URL is not a database URL (it does not parse); use e.g. sqlite:///runs/x/store.db or postgresql://user@host/db") from None
         connect_args: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
@@ -111,7 +109,8 @@ class Store(SubmissionsMixin, LabelsMixin):
         try:
             engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-            raise StoreError(f"cannot use store URL {shown}: {exc}; use a sqlite:/// or postgresql:// URL") from None
+            raise StoreError(f"cannot use store URL {shown}: {redact(str(exc), url)}; use a sqlite:/// or postgresql:// "
+                             "URL") from None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
             # Take the write lock when a transaction begins (waiting up to the busy timeout), so that
@@ -124,7 +123,7 @@ class Store(SubmissionsMixin, LabelsMixin):
                 Base.metadata.create_all(engine)
         except OperationalError as exc:
             engine.dispose()
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            reason = redact(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc), url)
             raise StoreError(
                 f"cannot reach the campaign store at {shown} ({reason}); check that the server is running and "
                 "the URL, user and database are right (passwords come from the URL or PGPASSWORD)."
