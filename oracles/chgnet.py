@@ -41,7 +41,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
@@ -318,6 +318,7 @@ class CHGNetOracle:
             results = oracle.evaluate([Candidate.from_crystal(c) for c in crystals], seed=0)
     """
 
+    settings_model: ClassVar[type[BaseModel]] = CHGNetSettings
     name = "chgnet"
 
     def __init__(self, *, calculator_factory: CalculatorFactory | None = None, **settings: Any) -> None:

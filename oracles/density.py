@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,6 +35,7 @@ class DensitySettings(BaseModel):
 class DensityOracle:
     """Exact density from the crystal table (g/cm³)."""
 
+    settings_model: ClassVar[type[BaseModel]] = DensitySettings
     name = "density"
 
     def __init__(self, **settings: Any) -> None:

@@ -9,14 +9,20 @@ package metadata. A user's package adds an oracle without touching matloop by de
 where the target is a class (or factory function) called with the settings as keyword arguments
 and returning an object that satisfies :class:`oracles.base.Oracle`. A built-in name cannot be
 overridden by an entry point (the built-in wins, so a stray plugin cannot change default labels).
+
+An oracle class exposes the pydantic model of its settings as the class attribute ``settings_model``;
+:func:`validate_settings` checks a campaign's ``oracle.settings`` against it before a run writes
+anything (a plugin without one is checked only when it is built).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
+
+from pydantic import BaseModel
 
 from oracles.base import Oracle
 
@@ -54,19 +60,39 @@ def _load(target: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
+def _factory(name: str) -> Callable[..., Any]:
+    if name in BUILTINS:
+        return _load(BUILTINS[name])
+    plugins = _plugins()
+    if name not in plugins:
+        raise UnknownOracleError(f"unknown oracle {name!r}; available: {', '.join(available_oracles())}")
+    return plugins[name].load()  # type: ignore[no-any-return]
+
+
+def settings_model(name: str) -> type[BaseModel] | None:
+    """The pydantic model of the oracle's settings (its ``settings_model`` class attribute), or None for a
+    plugin that declares none. Raises :class:`UnknownOracleError` for an unknown name."""
+    model = getattr(_factory(name), "settings_model", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def validate_settings(name: str, settings: Mapping[str, Any]) -> BaseModel | None:
+    """Validate ``settings`` for oracle ``name`` without building it (nothing is loaded, started or written).
+
+    Returns the validated settings, or None when the oracle declares no ``settings_model`` (a plugin's
+    settings are then checked when it is built). Raises :class:`UnknownOracleError` and pydantic's
+    ``ValidationError`` (one entry per bad setting)."""
+    model = settings_model(name)
+    return None if model is None else model.model_validate(dict(settings))
+
+
 def get_oracle(name: str, **settings: Any) -> Oracle:
     """Instantiate the oracle ``name`` with ``settings`` (keyword options; see each oracle's settings).
 
     Raises :class:`UnknownOracleError` for an unknown name, ``TypeError`` if the object built does not
     satisfy the :class:`Oracle` protocol, and the oracle's own validation error for bad settings.
     """
-    if name in BUILTINS:
-        factory = _load(BUILTINS[name])
-    else:
-        plugins = _plugins()
-        if name not in plugins:
-            raise UnknownOracleError(f"unknown oracle {name!r}; available: {', '.join(available_oracles())}")
-        factory = plugins[name].load()
+    factory = _factory(name)
     oracle = factory(**settings)
     if not isinstance(oracle, Oracle):
         raise TypeError(f"oracle {name!r} ({factory!r}) does not implement the Oracle protocol "

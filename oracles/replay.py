@@ -27,7 +27,7 @@ import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
@@ -92,6 +92,7 @@ def load_dataset(path: str) -> pd.DataFrame:
 class ReplayOracle:
     """Labels from a dataset by formula + space group, or by StructureMatcher for structures."""
 
+    settings_model: ClassVar[type[BaseModel]] = ReplaySettings
     name = "replay"
 
     def __init__(self, **settings: Any) -> None:

@@ -76,16 +76,13 @@ def _progress(enabled: bool) -> Iterator[None]:
 
 def _prepare(config_path: Path) -> tuple[Any, Path]:
     """Validate everything a run needs before anything is written; returns (config, snapshot path)."""
-    from oracles.registry import available_oracles
     from orchestration.campaign.data import seed_data
     from orchestration.campaign.status import write_snapshot
-    from orchestration.config import build_search_space, load_config
+    from orchestration.config import build_search_space, load_config, validate_oracle_settings
     from orchestration.store import open_campaign
 
     cfg = load_config(config_path)
-    if cfg.oracle.name not in available_oracles():
-        raise UserError(f"{config_path}: `oracle.name: {cfg.oracle.name}` is not a known oracle; "
-                        f"available: {', '.join(available_oracles())}")
+    validate_oracle_settings(cfg, source=str(config_path))
     with console.status("checking the search space and seed data"):
         build_search_space(cfg)
         for target in cfg.targets:

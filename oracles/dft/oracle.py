@@ -45,8 +45,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import BaseModel
 from pymatgen.core import Structure
 
 from oracles.base import (
@@ -62,7 +63,7 @@ from oracles.decode import DecodeError, decode_crystal
 from oracles.dft.codes import CodeOutput, InputError, kpoint_grid, parse_outputs, write_inputs
 from oracles.dft.jobfiles import job_script, read_job_status, read_json, write_json_atomic, write_text_atomic
 from oracles.dft.schedulers import Scheduler, SchedulerError, get_scheduler
-from oracles.dft.settings import DFTSettings
+from oracles.dft.settings import DFTSettings, GPAWSettings
 from oracles.queue import FailureKind, FileLedger, JobHandle, JobState, drive
 from oracles.sanity import Gates, check_structure, gate_message
 
@@ -80,6 +81,8 @@ class DFTOracle:
         oracle = DFTOracle(code="gpaw", cutoff_eV=300, kpoint_density=2.0, scheduler="local", max_parallel=2)
         results = oracle.evaluate([Candidate.from_structure(s, id="si")], seed=0)
     """
+
+    settings_model: ClassVar[type[BaseModel]] = DFTSettings
 
     def __init__(self, **settings: Any) -> None:
         self.settings = DFTSettings(**settings)
@@ -366,6 +369,8 @@ def _classify(out: CodeOutput, job: Any, end: str | None, settings: DFTSettings,
 
 class GPAWOracle(DFTOracle):
     """The ``gpaw`` oracle: :class:`DFTOracle` with ``code='gpaw'`` (the only accepted code)."""
+
+    settings_model: ClassVar[type[BaseModel]] = GPAWSettings
 
     def __init__(self, **settings: Any) -> None:
         code = settings.setdefault("code", "gpaw")

@@ -126,3 +126,9 @@ class DFTSettings(BaseModel):
                 "smearing_width_eV", "spin", "max_scf_iterations", "mixing_beta", "scf_energy_tol_eV", "fmax",
                 "relax_steps", "relax_cell", "walltime_s", "cores", "memory_mb", "elemental_references")
         return self.resolved().model_dump(mode="json", include=set(keep))
+
+
+class GPAWSettings(DFTSettings):
+    """Settings of the ``gpaw`` oracle: :class:`DFTSettings` whose ``code`` can only be ``gpaw``."""
+
+    code: Literal["gpaw"] = "gpaw"  # type: ignore[assignment]

@@ -9,7 +9,7 @@ Units: energies in eV/atom, band gap in eV, density in g/cm³, ionic conductivit
 """
 
 from orchestration.config.loading import format_validation_error, load_config, parse_config
-from orchestration.config.runtime import build_search_space, task_runner_for
+from orchestration.config.runtime import build_search_space, task_runner_for, validate_oracle_settings
 from orchestration.config.schema import (
     LATTICE_SYSTEM_GROUPS,
     OPERATIONAL_FIELDS,
@@ -39,5 +39,5 @@ __all__ = [
     "DaskRunner", "GeneratorConfig", "LocalClusterSettings", "LocalRunner", "OracleConfig", "ProxyConfig",
     "SearchSpaceConfig", "SeedData", "SelectionConfig", "SlurmClusterSettings", "StoppingConfig", "SuccessCriterion",
     "Target", "TrackingConfig", "build_search_space", "config_hash", "format_validation_error", "load_config",
-    "parse_config", "task_runner_for",
+    "parse_config", "task_runner_for", "validate_oracle_settings",
 ]

@@ -1,7 +1,9 @@
-"""Objects a campaign config asks for at run time: the generator's search space, the task runner."""
+"""Objects a campaign config asks for at run time: the generator's search space, the oracle's settings, the
+task runner."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,43 @@ from orchestration.config.schema import (
 
 if TYPE_CHECKING:
     from discovery.gfn import SearchSpace
+
+
+def validate_oracle_settings(config: CampaignConfig, *, source: str = "the config") -> None:
+    """Check ``oracle.name`` and ``oracle.settings`` against the oracle's own settings model
+    (:func:`oracles.registry.validate_settings`) without building the oracle; a :class:`ConfigError` names
+    the file, each bad ``oracle.settings.<key>`` and the fix. ``matloop run`` calls this before it writes
+    anything (store, snapshot, round 0)."""
+    from pydantic import ValidationError
+
+    from oracles.registry import UnknownOracleError, available_oracles, settings_model, validate_settings
+
+    name = config.oracle.name
+    try:
+        validate_settings(name, config.oracle.settings)
+    except UnknownOracleError:
+        raise ConfigError(f"{source}: `oracle.name: {name}` is not a known oracle; available: "
+                          f"{', '.join(available_oracles())}") from None
+    except ValidationError as exc:
+        model = settings_model(name)
+        parts: list[str] = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            path = ".".join(["oracle.settings", *loc])
+            if err["type"] == "extra_forbidden":
+                hint = ""
+                if model is not None and len(loc) == 1:
+                    allowed = sorted(model.model_fields)
+                    close = difflib.get_close_matches(loc[0], allowed, n=1)
+                    hint = (f"did you mean `{close[0]}`? " if close else "") + f"oracle {name!r} accepts: {', '.join(allowed)}"
+                parts.append(f"`{path}` is not a setting of oracle {name!r}; remove it" + (f" ({hint})" if hint else ""))
+            else:
+                got = err.get("input")
+                shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+                parts.append(f"`{path}`: {str(err['msg']).removeprefix('Value error, ')}{shown}")
+        n = len(parts)
+        raise ConfigError(f"{source} is not a valid campaign config ({n} problem{'s' if n > 1 else ''}): "
+                          + "; ".join(parts) + ". Fix `oracle.settings` and run again.") from None
 
 
 def build_search_space(config: CampaignConfig) -> SearchSpace:

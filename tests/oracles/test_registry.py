@@ -68,3 +68,18 @@ class NotAnOracle:
         get_oracle("broken")
     assert type(get_oracle("density")).__module__ == "oracles.density"  # built-ins cannot be overridden
     sys.modules.pop("matloop_test_plugin", None)
+
+
+def test_every_builtin_exposes_its_settings_model_and_validates_without_building() -> None:
+    from pydantic import BaseModel, ValidationError
+
+    from oracles.registry import BUILTINS, settings_model, validate_settings
+
+    for name in BUILTINS:
+        model = settings_model(name)
+        assert model is not None and issubclass(model, BaseModel), name
+        assert isinstance(validate_settings(name, {}), model)
+        with pytest.raises(ValidationError, match="bogus"):
+            validate_settings(name, {"bogus": 1})
+    with pytest.raises(ValidationError, match="code"):
+        validate_settings("gpaw", {"code": "vasp"})

@@ -75,8 +75,15 @@ def _one_paragraph_error(result: object, *needles: str) -> str:
         ({**BASE, "store_url": "postgresql://nobody@127.0.0.1:1/matloop"}, ["cannot reach the campaign store",
                                                                             "127.0.0.1:1"]),
         ({**BASE, "oracle": {"name": "vasp9000"}}, ["vasp9000", "not a known oracle"]),
+        ({**BASE, "oracle": {"name": "density", "settings": {"bogus": 1}}},
+         ["bad.yaml", "`oracle.settings.bogus` is not a setting of oracle 'density'"]),
+        ({**BASE, "oracle": {"name": "chgnet", "settings": {"fmx": 0.1, "steps": -1}}},
+         ["`oracle.settings.fmx`", "did you mean `fmax`?", "`oracle.settings.steps`", "2 problems"]),
+        ({**BASE, "oracle": {"name": "gpaw", "settings": {"code": "qe", "retry": {"max_attempt": 2}}}},
+         ["`oracle.settings.code`", "`oracle.settings.retry.max_attempt`"]),
     ],
-    ids=["malformed-yaml", "unknown-key", "unknown-element", "impossible-space", "unreachable-store", "unknown-oracle"],
+    ids=["malformed-yaml", "unknown-key", "unknown-element", "impossible-space", "unreachable-store", "unknown-oracle",
+         "unknown-oracle-setting", "bad-chgnet-settings", "bad-gpaw-settings"],
 )
 def test_bad_input_exits_with_one_paragraph_and_writes_nothing(workdir: Path, content: object, needles: list[str]) -> None:
     cfg = _write(workdir / "bad.yaml", content)
