@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,11 @@ def _progress(enabled: bool) -> Iterator[None]:
             set_reporter(None)
 
 
-def _prepare(config_path: Path) -> tuple[Any, Path]:
-    """Validate everything a run needs before anything is written; returns (config, snapshot path)."""
+def _prepare(config_path: Path, *, hold: ExitStack | None = None) -> tuple[Any, Path]:
+    """Validate everything a run needs before anything is written; returns (config, snapshot path).
+
+    With ``hold``, take the campaign's lock (one writer per campaign, see orchestration/store/locks.py)
+    before writing, held until ``hold`` closes; a second writer is refused with a message naming the holder."""
     from orchestration.campaign.data import seed_data
     from orchestration.campaign.status import write_snapshot
     from orchestration.config import build_search_space, load_config, validate_oracle_settings
@@ -87,6 +90,13 @@ def _prepare(config_path: Path) -> tuple[Any, Path]:
         build_search_space(cfg)
         for target in cfg.targets:
             seed_data(cfg, target.name)
+    if hold is not None:
+        from orchestration.store.locks import hold_campaign
+
+        command = " ".join(["matloop", *sys.argv[1:]])
+        lock = hold.enter_context(hold_campaign(cfg.resolved_store_url(), cfg.name, command=command))
+        if lock.taken_over:
+            console.print(f"[yellow]campaign {cfg.name}: took over the lock of {lock.taken_over}[/]", highlight=False)
     store, _record = open_campaign(cfg)
     store.close()
     return cfg, write_snapshot(cfg)
@@ -172,8 +182,8 @@ def _where(cfg: Any, summary: dict[str, Any]) -> None:
 
 def _run(config: Path, *, rounds: int | None, verbose: bool, quiet: bool, wait: bool | None = None) -> None:
     prefect_environment(verbose=verbose)
-    with user_errors():
-        cfg, snapshot = _prepare(config)
+    with user_errors(), ExitStack() as hold:
+        cfg, snapshot = _prepare(config, hold=hold)
         summary = _run_flow(snapshot, max_rounds=rounds, show_progress=not quiet, wait=wait)
     _where(cfg, summary)
 

@@ -23,7 +23,8 @@ from orchestration.campaign import steps
 from orchestration.campaign.context import Campaign, campaign_for, release
 from orchestration.campaign.report import log_round
 from orchestration.config import task_runner_for
-from orchestration.store import code_version
+from orchestration.store import StoreError, code_version
+from orchestration.store.locks import CampaignLock, hold_campaign
 
 
 @task(name="fit-proxy", retries=1, retry_delay_seconds=2)
@@ -174,40 +175,52 @@ def campaign_flow(config_path: str, max_rounds: int | None = None, wait: bool | 
     """Run (or continue) the campaign of ``config_path`` up to its ``rounds``; ``max_rounds`` limits how
     many rounds this flow run adds (a scheduled deployment continues one round per run). ``wait``
     overrides ``oracle.wait`` for queued oracles: false stops once a round's jobs are submitted and
-    reports them as ``jobs_in_flight`` (collect them later with another run or ``matloop resume``)."""
-    logger = get_run_logger()
+    reports them as ``jobs_in_flight`` (collect them later with another run or ``matloop resume``).
+
+    Holds the campaign's lock (:mod:`orchestration.store.locks`; re-entrant: under ``matloop run`` the
+    command's lock) so that a second writer of the campaign is refused."""
     camp = campaign_for(config_path)
     try:
-        tracker = camp.tracker
-        run_id = tracker.start_campaign(camp.name, params=camp.config.science(),
-                                        tags={"matloop.code_version": code_version()})
-        camp.store.set_campaign(camp.name, status="running", mlflow_run_id=run_id)
-        runner = task_runner_for(camp.config.runner, log_directory=camp.root / "dask-logs")
-        done_now = in_flight = 0
-        reason: str | None = None
-        for r in range(camp.config.rounds):
-            rounds = {x.index: x for x in camp.store.rounds(camp.name)}
-            if r in rounds and rounds[r].completed:
-                continue
-            reason = should_stop(camp)
-            if reason or (max_rounds is not None and done_now >= max_rounds):
-                break
-            logger.info("campaign %s: round %d", camp.name, r)
-            out = round_flow.with_options(task_runner=runner)(config_path, r, campaign=camp.name, wait=wait)
-            if out.get("jobs_in_flight"):
-                in_flight = int(out["jobs_in_flight"])
-                logger.info("campaign %s: round %d has %d oracle job(s) in flight; collect them with "
-                            "`matloop resume %s`", camp.name, r, in_flight, camp.name)
-                break
-            done_now += 1
-        reason = reason or should_stop(camp)
-        completed = sum(x.completed for x in camp.store.rounds(camp.name))
-        status = "completed" if completed >= camp.config.rounds else ("stopped" if reason else "running")
-        camp.store.set_campaign(camp.name, status=status)  # type: ignore[arg-type]
-        if status != "running":
-            tracker.end_campaign()
-        if reason:
-            logger.info("campaign %s stopped: %s", camp.name, reason)
-        return {**camp.store.summary(camp.name), "jobs_in_flight": in_flight}
+        with hold_campaign(camp.config.resolved_store_url(), camp.name, command=f"campaign flow {config_path}") as lock:
+            return _campaign_rounds(camp, config_path, lock, max_rounds=max_rounds, wait=wait)
     finally:
         release(config_path)
+
+
+def _campaign_rounds(camp: Campaign, config_path: str, lock: CampaignLock, *, max_rounds: int | None,
+                     wait: bool | None) -> dict[str, Any]:
+    logger = get_run_logger()
+    tracker = camp.tracker
+    run_id = tracker.start_campaign(camp.name, params=camp.config.science(),
+                                    tags={"matloop.code_version": code_version()})
+    camp.store.set_campaign(camp.name, status="running", mlflow_run_id=run_id)
+    runner = task_runner_for(camp.config.runner, log_directory=camp.root / "dask-logs")
+    done_now = in_flight = 0
+    reason: str | None = None
+    for r in range(camp.config.rounds):
+        rounds = {x.index: x for x in camp.store.rounds(camp.name)}
+        if r in rounds and rounds[r].completed:
+            continue
+        reason = should_stop(camp)
+        if reason or (max_rounds is not None and done_now >= max_rounds):
+            break
+        if lock.lost:
+            raise StoreError(f"campaign {camp.name!r}: another run took over this run's campaign lock; this run stops "
+                             f"before round {r} (see `matloop status {camp.name}`)")
+        logger.info("campaign %s: round %d", camp.name, r)
+        out = round_flow.with_options(task_runner=runner)(config_path, r, campaign=camp.name, wait=wait)
+        if out.get("jobs_in_flight"):
+            in_flight = int(out["jobs_in_flight"])
+            logger.info("campaign %s: round %d has %d oracle job(s) in flight; collect them with "
+                        "`matloop resume %s`", camp.name, r, in_flight, camp.name)
+            break
+        done_now += 1
+    reason = reason or should_stop(camp)
+    completed = sum(x.completed for x in camp.store.rounds(camp.name))
+    status = "completed" if completed >= camp.config.rounds else ("stopped" if reason else "running")
+    camp.store.set_campaign(camp.name, status=status)  # type: ignore[arg-type]
+    if status != "running":
+        tracker.end_campaign()
+    if reason:
+        logger.info("campaign %s stopped: %s", camp.name, reason)
+    return {**camp.store.summary(camp.name), "jobs_in_flight": in_flight}

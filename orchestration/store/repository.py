@@ -16,17 +16,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, insert, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from discovery.crystal import Crystal
 from discovery.sun import count as sun_count
 from orchestration.store.labels import LabelsMixin
 from orchestration.store.models import (
+    CORE_TABLES,
     ROUND_STATES,
+    SCHEMA_VERSION,
     Base,
     CampaignRecord,
     CampaignRow,
@@ -43,6 +45,7 @@ from orchestration.store.models import (
     RoundRow,
     RoundState,
     StoreError,
+    StoreMetaRow,
     _now,
     campaign_record,
     result_record,
@@ -97,6 +100,10 @@ class Store(SubmissionsMixin, LabelsMixin):
         connect_args: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
+                db = Path(parsed.database)
+                if db.is_file() and db.stat().st_size == 0:  # never connect: SQLite would write a header
+                    raise StoreError(f"the campaign store {db} is empty (0 bytes): it was emptied or truncated; "
+                                     "restore it from a backup, or delete the file to start a new store")
                 try:
                     Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
@@ -111,23 +118,41 @@ class Store(SubmissionsMixin, LabelsMixin):
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise StoreError(f"cannot use store URL {shown}: {redact(str(exc), url)}; use a sqlite:/// or postgresql:// "
                              "URL") from None
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-            # Take the write lock when a transaction begins (waiting up to the busy timeout), so that
-            # concurrent writers (parallel oracle tasks) queue instead of failing on a stale snapshot.
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        sqlite_file = engine.dialect.name == "sqlite"
+        if sqlite_file:  # read-only pragmas until the database is known to be a campaign store
+            event.listen(engine, "connect", _sqlite_pragmas_reading)
         try:
-            with engine.connect() as conn:
+            with engine.connect().execution_options(**READ_ONLY) as conn:
                 conn.exec_driver_sql("SELECT 1")
-            if create:
-                Base.metadata.create_all(engine)
+            upgrade = _check_schema(engine, shown, create=create)
+            if sqlite_file and create:
+                engine.dispose()
+                event.remove(engine, "connect", _sqlite_pragmas_reading)
+                event.listen(engine, "connect", _sqlite_pragmas)
+                # Take the write lock when a transaction begins (waiting up to the busy timeout), so that
+                # concurrent writers (parallel oracle tasks) queue instead of failing on a stale snapshot.
+                event.listen(engine, "begin", _begin_immediate)
+            if upgrade:
+                _create_tables(engine)
+        except StoreError:
+            engine.dispose()
+            raise
         except OperationalError as exc:
             engine.dispose()
             reason = redact(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc), url)
+            if engine.dialect.name == "sqlite" and ("malformed" in reason or "not a database" in reason):
+                raise StoreError(_damaged(shown, reason)) from None
+            if engine.dialect.name == "sqlite" and "readonly" in reason:
+                raise StoreError(f"the campaign store {shown} is read-only ({reason}); make the file and its folder "
+                                 "writable for this user") from None
             raise StoreError(
                 f"cannot reach the campaign store at {shown} ({reason}); check that the server is running and "
                 "the URL, user and database are right (passwords come from the URL or PGPASSWORD)."
             ) from None
+        except DatabaseError as exc:  # SQLite: "file is not a database", "database disk image is malformed"
+            engine.dispose()
+            reason = redact(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc), url)
+            raise StoreError(_damaged(shown, reason)) from None
         return cls(engine)
 
     def close(self) -> None:
@@ -487,13 +512,22 @@ class Store(SubmissionsMixin, LabelsMixin):
 def open_campaign(config: CampaignConfig) -> tuple[Store, CampaignRecord]:
     """Open the config's store and create (or, resuming, find) its campaign with full provenance.
 
-    Raises :class:`StoreError` if the store is unreachable or holds a campaign of the same name
-    with a different config hash.
+    Raises :class:`StoreError` if the store is unreachable, damaged or foreign, holds a campaign of the
+    same name with a different config hash, or lacks a campaign that was started (its snapshot
+    ``<campaign dir>/campaign.yaml`` exists): an emptied or replaced store must not restart it at round 0.
     """
     from orchestration.config import config_hash
 
-    store = Store.open(config.resolved_store_url())
+    url = config.resolved_store_url()
+    store = Store.open(url)
     try:
+        snapshot = config.resolved_dir() / "campaign.yaml"
+        if snapshot.exists() and config.name not in store.campaigns():
+            raise StoreError(
+                f"campaign {config.name!r} was started (its snapshot {snapshot} exists) but the store {mask_url(url)} "
+                f"has no campaign {config.name!r}: the store was emptied or replaced, or is not the one the campaign "
+                f"used; restore it from a backup or point store_url at the right store (to start the campaign anew, "
+                f"delete {snapshot} first)")
         record = store.create_campaign(config.name, config=config.science(), config_hash=config_hash(config),
                                        seed=config.seed, code_version=code_version())
     except BaseException:
@@ -506,6 +540,71 @@ def _has_module(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+READ_ONLY = {"matloop_read": True}
+"""Execution options of a connection that only reads: on SQLite it takes no write lock (a reader in WAL
+mode never waits for a writer, even one that is stopped mid-transaction)."""
+
+
+def _begin_immediate(conn: Any) -> None:
+    if not conn.get_execution_options().get("matloop_read"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _damaged(shown: str, reason: str) -> str:
+    return (f"the campaign store {shown} is damaged ({reason}); it is not used, so nothing is repeated or lost: "
+            "restore it from a backup (or delete it to start the campaign anew)")
+
+
+def _check_schema(engine: Engine, shown: str, *, create: bool) -> bool:
+    """Refuse a damaged, empty or foreign database before it is used; create or upgrade tables when ``create``.
+
+    SQLite: ``PRAGMA quick_check`` must say ok. Then: no tables → a new store (created when ``create``,
+    else refused: reading an empty database would report nothing or restart silently); tables but no
+    ``campaigns`` → a foreign database (refused, never written); a missing core table → damaged; a
+    ``schema_version`` newer than this code's → refused. Returns whether tables must be created (a new
+    store, or an older one that gains the new tables and the current version); reads only."""
+    with engine.connect().execution_options(**READ_ONLY) as conn:
+        if engine.dialect.name == "sqlite":
+            check = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+            if check != ["ok"]:
+                raise StoreError(_damaged(shown, f"sqlite quick_check: {'; '.join(check[:3])}"))
+        tables = set(inspect(conn).get_table_names())
+        version: int | None = None
+        if "store_meta" in tables:
+            raw = conn.execute(select(StoreMetaRow.value).where(StoreMetaRow.key == "schema_version")).scalar()
+            version = int(raw) if raw is not None and str(raw).isdigit() else None
+    if not tables:
+        if not create:
+            raise StoreError(f"the campaign store {shown} is empty (no tables): it was emptied or points at a new "
+                             "database; restore it from a backup or pass the right store URL")
+    elif "campaigns" not in tables:
+        shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"{shown} is not a matloop campaign store (it holds other tables: {shown_tables}); "
+                         "point store_url (or --store) at a campaign store or at a new database")
+    elif missing := sorted(CORE_TABLES - tables):
+        raise StoreError(_damaged(shown, f"table(s) {', '.join(missing)} missing"))
+    elif (version or 1) > SCHEMA_VERSION:
+        raise StoreError(f"the campaign store {shown} was made by a newer matloop (schema version {version}, this "
+                         f"one reads up to {SCHEMA_VERSION}); upgrade matloop")
+    return create and (not tables or version != SCHEMA_VERSION or bool(set(Base.metadata.tables) - tables))
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the missing tables and record :data:`SCHEMA_VERSION` (a new store, or one of an older release)."""
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(StoreMetaRow).where(StoreMetaRow.key == "schema_version"))
+        conn.execute(insert(StoreMetaRow).values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+
+def _sqlite_pragmas_reading(dbapi_conn: Any, _record: Any) -> None:
+    """Pragmas of a reader (``create=False``): no journal-mode change, which would write to the file."""
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
