@@ -242,22 +242,40 @@ class CrystalGFN:
         d = Path(directory)
         if not (d / "config.json").exists() or not (d / "model.pt").exists():
             raise FileNotFoundError(f"{d} is not a Crystal-GFN checkpoint (needs config.json and model.pt)")
-        config = json.loads((d / "config.json").read_text())
+        fix = "restore the file or train the generator again"
+        try:
+            config = json.loads((d / "config.json").read_text())
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{d / 'config.json'}: damaged Crystal-GFN config ({_first_line(exc)}); {fix}") from None
         if config.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{d}: checkpoint format {config.get('format')} is not supported (expected {CHECKPOINT_FORMAT})")
-        model = cls(
-            SearchSpace.from_dict(config["space"]),
-            device=device,
-            seed=config.get("seed", 0),
-            policy=PolicyConfig(**config["policy"]),
-            train=TrainConfig(**config["train"]),
-        )
-        state = torch.load(d / "model.pt", map_location=device, weights_only=True)
-        model.forward_policy.load_state_dict(state["forward"])
-        model.backward_policy.load_state_dict(state["backward"])
-        with torch.no_grad():
-            model.log_z.copy_(state["log_z"].to(device))
-        if "optimizer" in state:  # older checkpoints have none: training then starts a fresh Adam
-            model.optimizer().load_state_dict(state["optimizer"])
-        model.iterations_done = int(config.get("iterations", 0))
+        try:
+            state = torch.load(d / "model.pt", map_location=device, weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{d / 'model.pt'}: damaged Crystal-GFN weights ({_first_line(exc)}); {fix}") from None
+        try:
+            model = cls(
+                SearchSpace.from_dict(config["space"]),
+                device=device,
+                seed=config.get("seed", 0),
+                policy=PolicyConfig(**config["policy"]),
+                train=TrainConfig(**config["train"]),
+            )
+            model.forward_policy.load_state_dict(state["forward"])
+            model.backward_policy.load_state_dict(state["backward"])
+            with torch.no_grad():
+                model.log_z.copy_(state["log_z"].to(device))
+            if "optimizer" in state:  # older checkpoints have none: training then starts a fresh Adam
+                model.optimizer().load_state_dict(state["optimizer"])
+            model.iterations_done = int(config.get("iterations", 0))
+        except Exception as exc:
+            raise ValueError(f"{d}: config.json and model.pt do not make a Crystal-GFN checkpoint "
+                             f"({type(exc).__name__}: {_first_line(exc)}); {fix}") from None
         return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -322,19 +322,37 @@ class EnsembleProxy:
         cfg_path, w_path = directory / "config.json", directory / "weights.pt"
         if not cfg_path.exists() or not w_path.exists():
             raise FileNotFoundError(f"{directory}: not a proxy model directory (needs config.json and weights.pt)")
-        meta = json.loads(cfg_path.read_text())
+        fix = "restore the file or fit the proxy again"
+        try:
+            meta = json.loads(cfg_path.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{cfg_path}: damaged proxy config ({_first_line(exc)}); {fix}") from None
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{directory}: model format {meta.get('format_version')} is not {FORMAT_VERSION}")
-        blob = torch.load(w_path, map_location="cpu", weights_only=True)
-        config = EnsembleConfig(**meta["config"])
-        encoder = encoder_from_state(blob["encoder"]) if "encoder" in blob else None
-        proxy = cls(target_names=meta["target_names"], config=config.model_copy(update={"use_encoder": encoder is not None}),
-                    encoder=encoder)
-        proxy.scalers = blob["scalers"]
-        net = proxy._new_net(meta["n_lattice"], meta["n_dense"])
-        net.load_state_dict(blob["net"])
-        net.eval()
-        proxy.net = net
-        proxy.calibration = torch.tensor(meta["calibration"], dtype=torch.float32)
-        proxy.info = meta.get("info", {})
+        try:
+            blob = torch.load(w_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{w_path}: damaged proxy weights ({_first_line(exc)}); {fix}") from None
+        try:
+            config = EnsembleConfig(**meta["config"])
+            encoder = encoder_from_state(blob["encoder"]) if "encoder" in blob else None
+            proxy = cls(target_names=meta["target_names"],
+                        config=config.model_copy(update={"use_encoder": encoder is not None}), encoder=encoder)
+            proxy.scalers = blob["scalers"]
+            net = proxy._new_net(meta["n_lattice"], meta["n_dense"])
+            net.load_state_dict(blob["net"])
+            net.eval()
+            proxy.net = net
+            proxy.calibration = torch.tensor(meta["calibration"], dtype=torch.float32)
+            proxy.info = meta.get("info", {})
+        except Exception as exc:
+            raise ValueError(f"{directory}: {cfg_path.name} and {w_path.name} do not make a proxy model "
+                             f"({type(exc).__name__}: {_first_line(exc)}); {fix}") from None
         return proxy
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
