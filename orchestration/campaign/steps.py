@@ -166,7 +166,7 @@ def train_generator(camp: Campaign, round_index: int) -> str:
     out = camp.model_dir("generator", round_index)
     if past(camp, round_index, "generator_trained"):
         return str(out)
-    from discovery.gfn import CrystalGFN
+    from discovery.gfn import CrystalGFN, VolumePriorReward
 
     t0 = time.perf_counter()
     seed = camp.seed_for(round_index)
@@ -186,8 +186,10 @@ def train_generator(camp: Campaign, round_index: int) -> str:
     torch.manual_seed(seed)
     proxies = load_proxies(camp, round_index)
 
-    def reward(crystals: Sequence[Crystal]) -> np.ndarray:
+    def proxy_reward(crystals: Sequence[Crystal]) -> np.ndarray:
         return log_rewards(camp, acquisition(camp, round_index, proxies, crystals)[0])
+
+    reward = VolumePriorReward(proxy_reward, weight=camp.config.generator.volume_prior)
 
     with step(f"round {round_index}: train generator", total=iterations) as update:
         report = gfn.train(reward, iterations=iterations, progress=lambda i, _row: update(i), log_every=5)

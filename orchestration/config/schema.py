@@ -48,6 +48,7 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("acquisition", "relative_to_hull"): None,
     ("proxy", "oracle_weight"): 1.0,
     ("sun", "zero_dimensional"): "exclude",
+    ("generator", "volume_prior"): 1.0,
 }
 
 # Sections added after campaigns were first hashed: left out of the hash when every key is at its default.
@@ -191,6 +192,9 @@ class GeneratorConfig(_Strict):
     iterations_per_round: int = Field(default=500, ge=0, description="fine-tuning iterations in later rounds (warm start)")
     device: Literal["cpu", "cuda"] = "cpu"
     hyper: dict[str, float | int | str | bool] = Field(default_factory=dict, description="passed to CrystalGFN(**hyper)")
+    volume_prior: float = Field(default=1.0, ge=0, description=(
+        "weight of the lattice prior's volume likelihood in the generator's reward (Student-t on the z-score of "
+        "ln(volume per atom) against the composition's predicted equilibrium volume); 0 turns it off"))
     checkpoint: str | None = Field(default=None, description=(
         "start round 0 from this trained Crystal-GFN (a `matloop gfn train --out` directory, e.g. the shipped "
         "discovery/data/checkpoints/crystal-gfn-fe) and fine-tune it for iterations_first_round iterations on the "
