@@ -15,9 +15,10 @@ if [ ! -f "$DATA/PG_VERSION" ]; then
   mkdir -p "$DATA"
   [ "$(id -u)" = 0 ] && chown postgres "$DATA"
   if [ -n "${MATLOOP_PG_PASSWORD:-}" ]; then
-    pw="$(mktemp)"; printf '%s' "$MATLOOP_PG_PASSWORD" > "$pw"; [ "$(id -u)" = 0 ] && chown postgres "$pw"
+    pw="$(mktemp)"; trap 'rm -f "$pw"' EXIT   # removed however the script ends (initdb failing included)
+    printf '%s' "$MATLOOP_PG_PASSWORD" > "$pw"; [ "$(id -u)" = 0 ] && chown postgres "$pw"
     "${RUN[@]}" "$PG_BIN/initdb" -D "$DATA" -U "$PGUSER" -E UTF8 --auth=scram-sha-256 --pwfile="$pw"
-    rm -f "$pw"
+    rm -f "$pw"; trap - EXIT
   else
     "${RUN[@]}" "$PG_BIN/initdb" -D "$DATA" -U "$PGUSER" -E UTF8 --auth=trust
   fi

@@ -126,6 +126,24 @@ def _row_id(row: pd.Series, i: int) -> str:
     return str(value)
 
 
+def _integer(value: object) -> int | None:
+    """``value`` as an int when it is one exactly (``225``, ``225.0``, ``"225"``); None otherwise (``225.7``,
+    ``"225.7"``, NaN, inf, ``True``, text): a space group is never rounded or truncated."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return int(value) if math.isfinite(value) and float(value).is_integer() else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return int(number) if math.isfinite(number) and number.is_integer() else None
+    return None
+
+
 def crystals_from_frame(df: pd.DataFrame, *, source: str = "table") -> list[Crystal]:
     """Validate a crystal-table frame and turn it into crystals.
 
@@ -141,9 +159,8 @@ def crystals_from_frame(df: pd.DataFrame, *, source: str = "table") -> list[Crys
     out: list[Crystal] = []
     for i, row in enumerate(df.to_dict("records")):
         where = f"{source}, row {i + 1}"
-        try:
-            sg = int(row["space_group"])
-        except (TypeError, ValueError):
+        sg = _integer(row["space_group"])
+        if sg is None:
             raise CrystalTableError(f"{where}: space_group {row['space_group']!r} is not an integer") from None
         if not 1 <= sg <= 230:
             raise CrystalTableError(f"{where}: space_group {sg} is outside 1–230")

@@ -141,12 +141,21 @@ def exit_on_sigterm(hint: str) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_flow(snapshot: Path, *, max_rounds: int | None, show_progress: bool, wait: bool | None = None) -> dict[str, Any]:
+def resume_command(name: str, snapshot: Path) -> str:
+    """The command that continues campaign ``name`` whose snapshot is ``snapshot``: ``matloop resume NAME``,
+    with ``--dir`` when the campaign directory is not ``runs/NAME`` (the folder name is not the campaign's)."""
+    directory = snapshot.parent
+    default = (Path("runs") / name).resolve()
+    return f"matloop resume {name}" + ("" if directory.resolve() == default else f" --dir {directory}")
+
+
+def _run_flow(snapshot: Path, name: str, *, max_rounds: int | None, show_progress: bool,
+              wait: bool | None = None) -> dict[str, Any]:
     from orchestration.flows import campaign_flow
 
     started = time.perf_counter()
-    hint = (f"completed rounds and stored oracle results are kept; continue with "
-            f"`matloop resume {snapshot.parent.name}`")
+    again = resume_command(name, snapshot)
+    hint = f"completed rounds and stored oracle results are kept; continue with `{again}`"
     with exit_on_sigterm(hint), _progress(show_progress):
         try:
             summary = campaign_flow(str(snapshot), max_rounds=max_rounds, wait=wait)
@@ -154,9 +163,8 @@ def _run_flow(snapshot: Path, *, max_rounds: int | None, show_progress: bool, wa
             raise
         except Exception as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            name = snapshot.parent.name
-            fail(f"the campaign stopped with an error: {type(exc).__name__}: {text}. Completed rounds and oracle "
-                 f"results are kept in the store; fix the cause and continue with `matloop resume {name}`.", code=1)
+            fail(f"the campaign {name!r} stopped with an error: {type(exc).__name__}: {text}. Completed rounds and "
+                 f"oracle results are kept in the store; fix the cause and continue with `{again}`.", code=1)
     summary["wall_s"] = round(time.perf_counter() - started, 1)
     return dict(summary)
 
@@ -167,7 +175,7 @@ def _where(cfg: Any, summary: dict[str, Any]) -> None:
                       f"({summary.get('wall_s', '?')} s)")
     if summary.get("jobs_in_flight"):
         out_console.print(f"  [yellow]{summary['jobs_in_flight']} oracle job(s) in flight[/]: collect them with "
-                          f"`matloop resume {cfg.name}` (nothing is submitted twice)")
+                          f"`{resume_command(cfg.name, cfg.resolved_dir() / 'campaign.yaml')}` (nothing is submitted twice)")
     sun = summary.get("sun")
     if sun:
         out_console.print(f"  S.U.N.:   {sun_line(sun)}")
@@ -184,7 +192,7 @@ def _run(config: Path, *, rounds: int | None, verbose: bool, quiet: bool, wait: 
     prefect_environment(verbose=verbose)
     with user_errors(), ExitStack() as hold:
         cfg, snapshot = _prepare(config, hold=hold)
-        summary = _run_flow(snapshot, max_rounds=rounds, show_progress=not quiet, wait=wait)
+        summary = _run_flow(snapshot, cfg.name, max_rounds=rounds, show_progress=not quiet, wait=wait)
     _where(cfg, summary)
 
 

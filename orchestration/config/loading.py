@@ -48,10 +48,37 @@ def load_config(path: str | Path) -> CampaignConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read campaign config {p}: {exc}; check the file and its permissions.") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_message(exc, p)) from None
+    except RecursionError:
+        raise ConfigError(f"{p} is nested too deeply to be a campaign config; start from configs/demo.yaml.") from None
     return parse_config(data, source=str(p), base_dir=p.parent)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML says keys are
+    unique; PyYAML would silently keep the last value)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+    seen: dict[object, yaml.Node] = {}
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: the base constructor reports it
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"the key {key!r} appears twice (first at line {first.start_mark.line + 1}); keep one of them",
+                key_node.start_mark)
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def _yaml_message(exc: yaml.YAMLError, path: Path) -> str:
