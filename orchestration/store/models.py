@@ -159,27 +159,15 @@ class SunLabelRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
-SCHEMA_VERSION = 2
-"""Version of the store's tables, recorded in ``store_meta`` (``schema_version``). 1: campaigns, rounds,
-candidates, oracle jobs/submissions/results, S.U.N. labels, model versions (stores made before the
-version was recorded count as 1); 2: + ``store_meta``, ``campaign_locks``."""
-
 CORE_TABLES = frozenset({"campaigns", "rounds", "candidates", "oracle_results"})
-"""Tables every campaign store has had from the start: one missing means a damaged store."""
-
-
-class StoreMetaRow(Base):
-    """Facts about the store itself (``schema_version``)."""
-
-    __tablename__ = "store_meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+"""Tables every campaign store has had from the start: one missing means a damaged store. Schema changes are
+Alembic revisions (:mod:`orchestration.store.migrations`)."""
 
 
 class CampaignLockRow(Base):
     """Who is writing a campaign now (:mod:`orchestration.store.locks`): one row per campaign name while a run
     holds it, refreshed by a heartbeat; times are Unix seconds of the holder's clock. A separate table keyed by
-    name (the lock is taken before the campaign row is created); older stores gain it with ``create_all``."""
+    name (the lock is taken before the campaign row is created); added by migration 0002."""
 
     __tablename__ = "campaign_locks"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, delete, event, func, insert, inspect, select, update
+from sqlalchemy import create_engine, event, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
@@ -28,8 +28,6 @@ from orchestration.store.labels import LabelsMixin
 from orchestration.store.models import (
     CORE_TABLES,
     ROUND_STATES,
-    SCHEMA_VERSION,
-    Base,
     CampaignRecord,
     CampaignRow,
     CampaignStatus,
@@ -45,7 +43,6 @@ from orchestration.store.models import (
     RoundRow,
     RoundState,
     StoreError,
-    StoreMetaRow,
     _now,
     campaign_record,
     result_record,
@@ -124,7 +121,7 @@ class Store(SubmissionsMixin, LabelsMixin):
         try:
             with engine.connect().execution_options(**READ_ONLY) as conn:
                 conn.exec_driver_sql("SELECT 1")
-            upgrade = _check_schema(engine, shown, create=create)
+            todo = _check_schema(engine, shown, create=create)
             if sqlite_file and create:
                 engine.dispose()
                 event.remove(engine, "connect", _sqlite_pragmas_reading)
@@ -132,8 +129,10 @@ class Store(SubmissionsMixin, LabelsMixin):
                 # Take the write lock when a transaction begins (waiting up to the busy timeout), so that
                 # concurrent writers (parallel oracle tasks) queue instead of failing on a stale snapshot.
                 event.listen(engine, "begin", _begin_immediate)
-            if upgrade:
-                _create_tables(engine)
+            if todo is not None:
+                from orchestration.store import migrations
+
+                migrations.upgrade(engine, new=todo)
         except StoreError:
             engine.dispose()
             raise
@@ -557,46 +556,42 @@ def _damaged(shown: str, reason: str) -> str:
             "restore it from a backup (or delete it to start the campaign anew)")
 
 
-def _check_schema(engine: Engine, shown: str, *, create: bool) -> bool:
-    """Refuse a damaged, empty or foreign database before it is used; create or upgrade tables when ``create``.
+def _check_schema(engine: Engine, shown: str, *, create: bool) -> bool | None:
+    """Refuse a damaged, empty, foreign or too new database before it is used.
 
     SQLite: ``PRAGMA quick_check`` must say ok. Then: no tables → a new store (created when ``create``,
     else refused: reading an empty database would report nothing or restart silently); tables but no
     ``campaigns`` → a foreign database (refused, never written); a missing core table → damaged; a
-    ``schema_version`` newer than this code's → refused. Returns whether tables must be created (a new
-    store, or an older one that gains the new tables and the current version); reads only."""
+    migration revision this code does not know → made by a newer matloop (refused). Reads only.
+
+    Returns what a writer must do (:mod:`orchestration.store.migrations`): None (nothing), True (create a
+    new store), False (migrate an existing one to the head revision)."""
+    from orchestration.store import migrations
+
     with engine.connect().execution_options(**READ_ONLY) as conn:
         if engine.dialect.name == "sqlite":
             check = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
             if check != ["ok"]:
                 raise StoreError(_damaged(shown, f"sqlite quick_check: {'; '.join(check[:3])}"))
         tables = set(inspect(conn).get_table_names())
-        version: int | None = None
-        if "store_meta" in tables:
-            raw = conn.execute(select(StoreMetaRow.value).where(StoreMetaRow.key == "schema_version")).scalar()
-            version = int(raw) if raw is not None and str(raw).isdigit() else None
+        revision = migrations.current(conn) if "alembic_version" in tables else None
     if not tables:
         if not create:
             raise StoreError(f"the campaign store {shown} is empty (no tables): it was emptied or points at a new "
                              "database; restore it from a backup or pass the right store URL")
-    elif "campaigns" not in tables:
+        return True
+    if "campaigns" not in tables:
         shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(f"{shown} is not a matloop campaign store (it holds other tables: {shown_tables}); "
                          "point store_url (or --store) at a campaign store or at a new database")
-    elif missing := sorted(CORE_TABLES - tables):
+    if missing := sorted(CORE_TABLES - tables):
         raise StoreError(_damaged(shown, f"table(s) {', '.join(missing)} missing"))
-    elif (version or 1) > SCHEMA_VERSION:
-        raise StoreError(f"the campaign store {shown} was made by a newer matloop (schema version {version}, this "
-                         f"one reads up to {SCHEMA_VERSION}); upgrade matloop")
-    return create and (not tables or version != SCHEMA_VERSION or bool(set(Base.metadata.tables) - tables))
-
-
-def _create_tables(engine: Engine) -> None:
-    """Create the missing tables and record :data:`SCHEMA_VERSION` (a new store, or one of an older release)."""
-    Base.metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(delete(StoreMetaRow).where(StoreMetaRow.key == "schema_version"))
-        conn.execute(insert(StoreMetaRow).values(key="schema_version", value=str(SCHEMA_VERSION)))
+    if revision is not None and not migrations.known(revision):
+        raise StoreError(f"the campaign store {shown} was made by a newer matloop (schema revision {revision}, "
+                         f"this one knows up to {migrations.head()}); upgrade matloop")
+    if create and revision != migrations.head():
+        return False
+    return None
 
 
 def _sqlite_pragmas_reading(dbapi_conn: Any, _record: Any) -> None:

@@ -1,0 +1,1 @@
+"""Revisions of the campaign store's schema (see :mod:`orchestration.store.migrations`)."""
