@@ -257,6 +257,8 @@ def status(
     out_console.print(f"[bold]{info['name']}[/] ({info['status']}): {info['rounds_completed']}/{info['rounds_planned']} "
                       f"rounds, {info['oracle_calls']} oracle calls, {info['hits']} hits ({info['unique_hits']} unique)")
     out_console.print(f"S.U.N.: {sun_line(info['sun'])}")
+    if info.get("writer"):
+        out_console.print(f"being written by {info['writer']}", highlight=False)
     rounds = Table("round", "state", "batch", "results", "hit rate", "best so far")
     for r in info["rounds"]:
         m = r["metrics"]

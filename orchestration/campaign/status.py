@@ -105,7 +105,8 @@ def campaign_config(store: Store, name: str) -> CampaignConfig:
 
 def status(store: Store, name: str, *, top: int = 5) -> dict[str, Any]:
     """``matloop status --json``: the store summary (with ``sun``: S.U.N. counts) plus rounds_completed,
-    oracle_calls, hits (status ok only) and best (each with its S.U.N. labels, None until labelled)."""
+    oracle_calls, hits (status ok only), best (each with its S.U.N. labels, None until labelled) and writer
+    (the run holding the campaign lock: pid, host, command; None when no run writes it)."""
     cfg = campaign_config(store, name)
     summary = store.summary(name)
     target = next((t for t in cfg.targets if t.source == "oracle"), cfg.targets[0])
@@ -127,8 +128,11 @@ def status(store: Store, name: str, *, top: int = 5) -> dict[str, Any]:
     in_flight = [{"id": j.candidate_id, "attempt": j.attempt, "job_id": j.job_id, "scheduler": j.scheduler,
                   "workdir": j.workdir}
                  for j in latest.values() if j.candidate_id not in done]
+    from orchestration.store.locks import lock_holder
+
     return {
         "jobs_in_flight": in_flight,
+        "writer": lock_holder(store, name),
         **summary,
         "rounds_completed": len(completed),
         "rounds_planned": cfg.rounds,

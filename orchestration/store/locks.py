@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestration.store.models import CampaignLockRow, StoreError
@@ -224,10 +224,14 @@ class CampaignLock:
 
 
 def lock_holder(store: Store, name: str) -> str | None:
-    """Who holds campaign ``name``'s lock now (a description), or None (read-only; for ``status``)."""
-    with store.engine.connect().execution_options(**READ_ONLY) as conn, Session(conn) as s:
-        row = s.scalar(select(CampaignLockRow).where(CampaignLockRow.name == name))
-        return None if row is None else _describe(row, time.time())
+    """Who holds campaign ``name``'s lock now (a description), or None (read-only; for ``status``; a store of
+    an older schema without the lock table has no holder)."""
+    try:
+        with store.engine.connect().execution_options(**READ_ONLY) as conn, Session(conn) as s:
+            row = s.scalar(select(CampaignLockRow).where(CampaignLockRow.name == name))
+            return None if row is None else _describe(row, time.time())
+    except DBAPIError:
+        return None
 
 
 _held: dict[str, CampaignLock] = {}

@@ -84,6 +84,22 @@ def test_a_lock_of_a_killed_process_is_taken_over_at_once(url: str) -> None:
         proc.wait()
 
 
+def test_status_names_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestration.campaign.status import status
+    from orchestration.config import parse_config
+    from orchestration.store import open_campaign
+
+    monkeypatch.delenv("MATLOOP_STORE_URL", raising=False)
+    cfg = parse_config({"name": "w", "targets": [{"name": "density"}], "search_space": {"elements": ["Na", "Cl"]},
+                        "seed_data": {"dataset": "mp20"}, "candidates_per_round": 4, "batch_size": 2,
+                        "oracle": {"name": "density"}, "rounds": 1, "campaign_dir": str(tmp_path / "w")})
+    store, _ = open_campaign(cfg)
+    with store:
+        assert status(store, "w")["writer"] is None
+        with CampaignLock(store, "w", command="matloop run w.yaml"):
+            assert f"pid {os.getpid()}" in status(store, "w")["writer"]
+
+
 def test_hold_campaign_is_reentrant_within_a_process(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     with hold_campaign(url, "demo", command="outer") as outer, hold_campaign(url, "demo", command="inner") as inner:
