@@ -65,7 +65,7 @@ def build_lattice_prior(*, n_structures: int | None = None, scales: Sequence[flo
     from discovery.datasets import load_mp20
     from discovery.datasets.mp20 import raw_path
     from discovery.datasets.structures import structure_from_cif
-    from discovery.proxy.lattice import LatticePrior, StrainModel, VolumeModel, volumes_per_atom
+    from discovery.proxy.lattice import LatticePrior, StrainModel, VolumeModel, fit_image_ratio, volumes_per_atom
 
     t0 = time.perf_counter()
     train = load_mp20("train").data
@@ -93,7 +93,8 @@ def build_lattice_prior(*, n_structures: int | None = None, scales: Sequence[flo
         "strain_lambda": strain.lam, "strain_ec_median": strain.ec_default, "strain_ec_resid_std": strain.ec_std,
         "n_nan_points": int(np.isnan(energies).sum()), "seconds": round(time.perf_counter() - t0, 1),
     }
-    return LatticePrior(volume=volume, strain_model=strain, tolerance=tolerance, info=info)
+    return LatticePrior(volume=volume, strain_model=strain, tolerance=tolerance,
+                        image_ratio=fit_image_ratio(train.crystals), info=info)
 
 
 def write_lattice_prior(out: Path, **kwargs: Any) -> dict[str, Any]:

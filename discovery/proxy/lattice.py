@@ -15,7 +15,10 @@ the data cannot teach it:
   additive per-element model. Fitted on CHGNet single points of MP-20 train cells scaled from
   0.7× to 3× their volume (``matloop proxy fit-lattice-prior``).
 * :class:`LatticePrior` — both together: ``strain(crystals)`` gives the strain energy ΔE (eV/atom)
-  of each crystal's cell relative to its predicted equilibrium volume and its variance. Volumes
+  of each crystal's cell relative to its predicted equilibrium volume and its variance. The cell's
+  shape counts too: an atom whose own periodic image is closer than ``image_ratio``·V₀^(1/3) (MP-20
+  train's 1st percentile) is a compressed bond, priced by the same curve (a needle cell with
+  b = 1.2 Å and c = 60 Å can have the right volume and still be no crystal). Volumes
   within ``tolerance`` predictive standard deviations of V₀ cost nothing (the volume model's own
   error must not bias predictions for real crystals); beyond that band ΔE follows the UBER curve
   from the band's edge. The variance grows with the strain (E_c's uncertainty times the curve,
@@ -66,6 +69,25 @@ def volumes_per_atom(crystals: Sequence[Crystal]) -> np.ndarray:
         return np.zeros(0)
     vol = cell_volume(np.array([c.lattice for c in crystals], dtype=float))
     return np.asarray(vol / np.array([sum(c.counts.values()) for c in crystals], dtype=float))
+
+
+def shortest_translation(crystals: Sequence[Crystal]) -> np.ndarray:
+    """(n,) shortest of the cell's translations a, b, c, |a ± b|, |a ± c|, |b ± c| (Å): the distance from
+    every atom to its own nearest periodic image (an upper bound on it for very oblique cells)."""
+    lat = np.array([c.lattice for c in crystals], dtype=float).reshape(-1, 6)
+    a, b, c = lat[:, 0], lat[:, 1], lat[:, 2]
+    ca, cb, cg = (np.cos(np.radians(lat[:, i])) for i in (3, 4, 5))
+    pairs = [(a, b, cg), (a, c, cb), (b, c, ca)]
+    cands = [a, b, c] + [np.sqrt(np.maximum(x**2 + y**2 - 2 * s * x * y * cos, 0.0)) for x, y, cos in pairs
+                         for s in (1.0, -1.0)]
+    return np.asarray(np.min(np.stack(cands, axis=1), axis=1))
+
+
+def fit_image_ratio(crystals: Sequence[Crystal], *, quantile: float = 0.01) -> float:
+    """The ``quantile`` of shortest translation / (volume per atom)^(1/3) over equilibrium crystals (MP-20 train:
+    1.07 at the 1st percentile, 2.0 at the median)."""
+    ratio = shortest_translation(crystals) / np.cbrt(volumes_per_atom(crystals))
+    return float(np.nanquantile(ratio, quantile))
 
 
 def sphere_ln_volume(element: str) -> float:
@@ -123,14 +145,15 @@ class VolumeModel:
 
 
 def uber(a: np.ndarray) -> np.ndarray:
-    """Universal binding curve f(a) = 1 − (1 + a)·e^(−a): 0 at a = 0, → 1 at separation, steep for a < 0."""
-    a = np.clip(a, -5.0, 60.0)
+    """Universal binding curve f(a) = 1 − (1 + a)·e^(−a): 0 at a = 0, → 1 at separation, steep for a < 0
+    (a is clipped at −3, f = 41: any harder compression is equally impossible)."""
+    a = np.clip(a, -3.0, 60.0)
     return np.asarray(1.0 - (1.0 + a) * np.exp(-a))
 
 
 def uber_slope(a: np.ndarray) -> np.ndarray:
     """df/da = a·e^(−a)."""
-    a = np.clip(a, -5.0, 60.0)
+    a = np.clip(a, -3.0, 60.0)
     return np.asarray(a * np.exp(-a))
 
 
@@ -196,7 +219,17 @@ class LatticePrior:
     strain_model: StrainModel
     tolerance: float = 1.5
     """Half-width, in predictive standard deviations of ln V₀, of the volume band that costs nothing."""
+    image_ratio: float = 1.07
+    """An atom's nearest periodic image closer than ``image_ratio``·V₀^(1/3) is a compressed bond (MP-20 train's
+    1st percentile, :func:`fit_image_ratio`): a 47-atom cell with b = 1.2 Å has the right volume but is no crystal."""
     info: dict[str, Any] = field(default_factory=dict)
+
+    def image_strain(self, crystals: Sequence[Crystal]) -> np.ndarray:
+        """(n,) UBER argument a ≤ 0 of the shortest translation against ``image_ratio``·V₀^(1/3) (0 when longer)."""
+        mean, _ = self.volume.predict(crystals)
+        d0 = self.image_ratio * np.exp(mean / 3.0)
+        a = (shortest_translation(crystals) / d0 - 1.0) / self.strain_model.lam
+        return np.nan_to_num(np.minimum(a, 0.0), nan=-5.0)
 
     def effective_strain(self, crystals: Sequence[Crystal]) -> tuple[np.ndarray, np.ndarray]:
         """(n,) signed ln(V/V₀) beyond the tolerance band (0 inside it) and (n,) σ of ln V₀."""
@@ -215,22 +248,24 @@ class LatticePrior:
         lam = self.strain_model.lam
         a = (np.exp(excess / 3.0) - 1.0) / lam
         f = uber(a)
+        f_image = uber(self.image_strain(crystals))
         ec = self.strain_model.cohesion(crystals)
-        de = ec * f
+        de = ec * np.maximum(f, f_image)
         # d a / d ln V₀ = −e^(excess/3) / (3λ) (only outside the band)
         slope = np.where(excess != 0, ec * uber_slope(a) * np.exp(excess / 3.0) / (3.0 * lam), 0.0)
-        var = (self.strain_model.ec_std * f) ** 2 + (slope * sd) ** 2
+        var = (self.strain_model.ec_std * np.maximum(f, f_image)) ** 2 + (slope * sd) ** 2
         return de, var
 
     def plausibility(self, crystals: Sequence[Crystal]) -> np.ndarray:
         """(n,) share of the binding lost, f(a) ∈ [0, 1) (0: a plausible cell, → 1: separated atoms)."""
         excess, _ = self.effective_strain(crystals)
-        return uber((np.exp(excess / 3.0) - 1.0) / self.strain_model.lam)
+        f = uber((np.exp(excess / 3.0) - 1.0) / self.strain_model.lam)
+        return np.minimum(np.maximum(f, uber(self.image_strain(crystals))), 1.0)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "volume": asdict(self.volume), "strain": asdict(self.strain_model),
-                "tolerance": self.tolerance, "info": self.info}
+                "tolerance": self.tolerance, "image_ratio": self.image_ratio, "info": self.info}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -246,7 +281,8 @@ class LatticePrior:
             if meta.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"format {meta.get('format_version')} is not {FORMAT_VERSION}")
             return cls(volume=VolumeModel(**meta["volume"]), strain_model=StrainModel(**meta["strain"]),
-                       tolerance=float(meta["tolerance"]), info=dict(meta.get("info", {})))
+                       tolerance=float(meta["tolerance"]), image_ratio=float(meta["image_ratio"]),
+                       info=dict(meta.get("info", {})))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no lattice prior there; rebuild it with `matloop proxy fit-lattice-prior "
                                     f"--out {path}`") from None

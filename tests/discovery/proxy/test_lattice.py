@@ -124,3 +124,19 @@ def test_shipped_bg_reward_falls_with_the_cell(val: list[Crystal]) -> None:
     assert big.penalty is not None and not any(big.penalized)
     assert float((target_value(big, value=1.34) < target_value(base, value=1.34)).float().mean()) > 0.9
     assert float((big.std > base.std).float().mean()) > 0.9
+
+
+def test_a_needle_cell_of_the_right_volume_is_strained() -> None:
+    """Issue 13's example: 47 atoms with b = 1.23 Å. Scale a·c so that the volume per atom is the predicted
+    one; the shortest translation still compresses every atom onto its own image."""
+    prior = default_lattice_prior()
+    counts = {"Mg": 16, "F": 31}
+    mean, _ = prior.volume.predict([Crystal(47, counts, 1, 1, 1, 90, 90, 90)])
+    cell = float(np.exp(mean[0])) * 47
+    needle = Crystal(47, counts, 12.0, 1.23, cell / (12.0 * 1.23), 90, 90, 90)
+    block = Crystal(47, counts, cell ** (1 / 3), cell ** (1 / 3), cell ** (1 / 3), 90, 90, 90)
+    assert float(volumes_per_atom([needle])[0]) == pytest.approx(float(volumes_per_atom([block])[0]))
+    de, _ = prior.strain([needle, block])
+    assert de[1] == 0.0 and de[0] > 10.0
+    assert prior.plausibility([needle])[0] == 1.0
+    assert 1.0 < prior.image_ratio < 1.2
