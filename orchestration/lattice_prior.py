@@ -65,7 +65,13 @@ def build_lattice_prior(*, n_structures: int | None = None, scales: Sequence[flo
     from discovery.datasets import load_mp20
     from discovery.datasets.mp20 import raw_path
     from discovery.datasets.structures import structure_from_cif
-    from discovery.proxy.lattice import LatticePrior, StrainModel, VolumeModel, fit_image_ratio, volumes_per_atom
+    from discovery.proxy.lattice import (
+        LatticePrior,
+        StrainModel,
+        VolumeModel,
+        fit_image_ratio,
+        volumes_per_atom,
+    )
 
     t0 = time.perf_counter()
     train = load_mp20("train").data
