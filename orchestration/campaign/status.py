@@ -15,6 +15,7 @@ from orchestration.config import CampaignConfig, ConfigError, load_config, parse
 from orchestration.errors import UserError
 from orchestration.store import Store, StoreError
 from orchestration.store.models import sun_columns
+from orchestration.store.repository import SNAPSHOT_MARK
 from orchestration.urls import url_secret
 
 SNAPSHOT = "campaign.yaml"
@@ -35,7 +36,8 @@ def write_snapshot(config: CampaignConfig) -> Path:
     path = config.resolved_dir() / SNAPSHOT
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.write_text(f"{SNAPSHOT_MARK}: the config of campaign {config.name!r} as `matloop run` started it "
+                   f"(resume reads it)\n" + yaml.safe_dump(data, sort_keys=False))
     tmp.replace(path)
     return path
 

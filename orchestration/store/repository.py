@@ -508,12 +508,26 @@ class Store(SubmissionsMixin, LabelsMixin):
         return n
 
 
+SNAPSHOT_MARK = "# matloop campaign snapshot"
+"""First line of ``<campaign dir>/campaign.yaml`` as ``matloop run`` writes it (after creating the campaign in
+its store): a campaign dir with such a snapshot holds a started campaign."""
+
+
+def _is_snapshot(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().startswith(SNAPSHOT_MARK)
+    except OSError:
+        return False
+
+
 def open_campaign(config: CampaignConfig) -> tuple[Store, CampaignRecord]:
     """Open the config's store and create (or, resuming, find) its campaign with full provenance.
 
     Raises :class:`StoreError` if the store is unreachable, damaged or foreign, holds a campaign of the
     same name with a different config hash, or lacks a campaign that was started (its snapshot
-    ``<campaign dir>/campaign.yaml`` exists): an emptied or replaced store must not restart it at round 0.
+    ``<campaign dir>/campaign.yaml``, starting with :data:`SNAPSHOT_MARK`, exists): an emptied or replaced
+    store must not restart it at round 0.
     """
     from orchestration.config import config_hash
 
@@ -521,7 +535,7 @@ def open_campaign(config: CampaignConfig) -> tuple[Store, CampaignRecord]:
     store = Store.open(url)
     try:
         snapshot = config.resolved_dir() / "campaign.yaml"
-        if snapshot.exists() and config.name not in store.campaigns():
+        if _is_snapshot(snapshot) and config.name not in store.campaigns():
             raise StoreError(
                 f"campaign {config.name!r} was started (its snapshot {snapshot} exists) but the store {mask_url(url)} "
                 f"has no campaign {config.name!r}: the store was emptied or replaced, or is not the one the campaign "

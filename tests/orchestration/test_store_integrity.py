@@ -159,3 +159,19 @@ def test_an_emptied_postgresql_store_does_not_restart_the_campaign(workdir: Path
     with Store.open(postgres_url, create=False) as s:
         assert s.campaigns() == []
     assert config_hash(cfg)  # the config itself is fine
+
+
+def test_a_config_named_campaign_yaml_in_a_new_campaign_dir_is_not_a_started_campaign(workdir: Path) -> None:
+    """Only the snapshot `matloop run` writes (first line SNAPSHOT_MARK) marks a started campaign; a config
+    someone saved as <campaign dir>/campaign.yaml (the discovery benchmark does) starts a new one."""
+    import yaml
+
+    from orchestration.store.repository import SNAPSHOT_MARK
+
+    data = {**BASE, "campaign_dir": str(workdir / "runs" / "dmg")}
+    (workdir / "runs" / "dmg").mkdir(parents=True)
+    (workdir / "runs" / "dmg" / "campaign.yaml").write_text(yaml.safe_dump(data))
+    store, record = open_campaign(parse_config(data))
+    store.close()
+    assert record.name == "dmg"
+    assert write_snapshot(parse_config(data)).read_text().startswith(SNAPSHOT_MARK)
