@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,7 +165,20 @@ class FileLedger:
         (self.root / "results").mkdir(parents=True, exist_ok=True)
 
     def _path(self, kind: str, candidate_id: str) -> Path:
-        return self.root / kind / f"{job_name(candidate_id)}.json"
+        """The file of ``candidate_id``; a ledger written before job names (``<sanitised id>-<crc32>.json``)
+        is still read, when its file holds this very id, so a rerun on an old workdir collects instead of
+        resubmitting."""
+        path = self.root / kind / f"{job_name(candidate_id)}.json"
+        if path.exists():
+            return path
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in candidate_id)[:80]
+        legacy = self.root / kind / f"{safe}-{zlib.crc32(candidate_id.encode()):08x}.json"
+        try:
+            if legacy.is_file() and _legacy_holds(kind, legacy.read_text(), candidate_id):
+                return legacy
+        except (OSError, ValueError):
+            pass
+        return path
 
     def submissions(self, candidate_id: str) -> list[JobHandle]:
         path = self._path("submissions", candidate_id)
@@ -187,6 +201,14 @@ class FileLedger:
         path = self._path("results", result.candidate_id)
         if not path.exists():
             _write_atomic(path, result.to_json())
+
+
+def _legacy_holds(kind: str, text: str, candidate_id: str) -> bool:
+    doc = json.loads(text)
+    if kind == "results":
+        return isinstance(doc, dict) and doc.get("candidate_id") == candidate_id
+    return isinstance(doc, list) and bool(doc) and all(isinstance(d, dict) and d.get("candidate_id") == candidate_id
+                                                       for d in doc)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -97,3 +97,29 @@ def test_duplicate_ids_are_an_error_that_names_them(tmp_path: Path) -> None:
     res = runner.invoke(app, ["oracle", "run", "--oracle", "density", "--input", str(table), "--out", str(out)])
     assert res.exit_code == 2 and "'dup'" in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_a_file_ledger_written_before_job_names_is_still_read(tmp_path: Path) -> None:
+    """A workdir of the previous release (``<sanitised id>-<crc32>.json``): a rerun collects, not resubmits."""
+    import json
+    import zlib
+    from dataclasses import asdict
+
+    from oracles.base import OracleResult
+    from oracles.queue import JobHandle
+
+    ledger = FileLedger(tmp_path / "ledger")
+    for cid in ("a;b", "a_b"):
+        legacy = f"a_b-{zlib.crc32(cid.encode()):08x}.json"
+        (tmp_path / "ledger" / "results" / legacy).write_text(
+            OracleResult(candidate_id=cid, status="ok", targets={"density": 1.0}).to_json())
+        handle = JobHandle(cid, 0, "42", "local", str(tmp_path / "a_b" / "attempt-0"))
+        (tmp_path / "ledger" / "submissions" / legacy).write_text(json.dumps([asdict(handle)]))
+    for cid in ("a;b", "a_b"):
+        result = ledger.final_result(cid)
+        assert result is not None and result.candidate_id == cid
+        assert [h.job_id for h in ledger.submissions(cid)] == ["42"]
+    # a legacy file that holds another id (a crc32 collision) is not taken for this one
+    other = f"x-{zlib.crc32(b'x'):08x}.json"
+    (tmp_path / "ledger" / "results" / other).write_text(OracleResult(candidate_id="y", status="ok").to_json())
+    assert ledger.final_result("x") is None
