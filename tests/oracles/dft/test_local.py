@@ -120,9 +120,12 @@ def test_job_survives_its_submitter_and_is_not_resubmitted(tmp_path: Path) -> No
     cand = Candidate.from_structure(si_structure(), id="si")
     handle = oracle.find(cand, workdir=jobdir, attempt=0)
     assert handle is not None and handle.job_id == job_id
-    assert oracle.poll([handle]) != ["finished"]  # still alive after its submitter was killed
-    finals = drive(oracle, [cand], root=tmp_path, ledger=ledger, seed=0, wait=False)
-    assert finals == {}  # one pass: the job is still running, nothing resubmitted
+    # The job outlives its submitter. It usually is still running here; on a heavily loaded machine the ~1 s
+    # GPAW job can already have finished by now (seen in CI under load), which also means it survived: the
+    # checks below (ok, same job id, submitted exactly once) hold either way.
+    if oracle.poll([handle]) != ["finished"]:
+        finals = drive(oracle, [cand], root=tmp_path, ledger=ledger, seed=0, wait=False)
+        assert finals == {}  # one pass: the job is still running, nothing resubmitted
     finals = drive(oracle, [cand], root=tmp_path, ledger=ledger, seed=0, poll_interval_s=0.3)
     assert finals["si"].status == "ok" and finals["si"].provenance["job_id"] == job_id
     assert [h.job_id for h in ledger.submissions("si")] == [job_id]  # submitted exactly once
