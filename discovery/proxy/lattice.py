@@ -224,31 +224,37 @@ class LatticePrior:
     1st percentile, :func:`fit_image_ratio`): a 47-atom cell with b = 1.2 Å has the right volume but is no crystal."""
     info: dict[str, Any] = field(default_factory=dict)
 
-    def image_strain(self, crystals: Sequence[Crystal]) -> np.ndarray:
-        """(n,) UBER argument a ≤ 0 of the shortest translation against ``image_ratio``·V₀^(1/3) (0 when longer)."""
-        mean, _ = self.volume.predict(crystals)
+    def image_strain(self, crystals: Sequence[Crystal], *, ln_v0: np.ndarray | None = None) -> np.ndarray:
+        """(n,) UBER argument a ≤ 0 of the shortest translation against ``image_ratio``·V₀^(1/3) (0 when longer);
+        ``ln_v0``: the volume model's mean ln V₀ when the caller has it already."""
+        mean = self.volume.predict(crystals)[0] if ln_v0 is None else ln_v0
         d0 = self.image_ratio * np.exp(mean / 3.0)
         a = (shortest_translation(crystals) / d0 - 1.0) / self.strain_model.lam
         return np.nan_to_num(np.minimum(a, 0.0), nan=-5.0)
 
     def effective_strain(self, crystals: Sequence[Crystal]) -> tuple[np.ndarray, np.ndarray]:
         """(n,) signed ln(V/V₀) beyond the tolerance band (0 inside it) and (n,) σ of ln V₀."""
+        excess, sd, _ = self._strains(crystals)
+        return excess, sd
+
+    def _strains(self, crystals: Sequence[Crystal]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Volume excess and σ (as :meth:`effective_strain`) and the image strain, from one volume prediction."""
         lnv = np.log(volumes_per_atom(crystals))
         mean, sd = self.volume.predict(crystals)
         dev = lnv - mean
         band = self.tolerance * sd
-        excess = np.sign(dev) * np.maximum(np.abs(dev) - band, 0.0)
-        return np.nan_to_num(excess, nan=10.0), sd
+        excess = np.nan_to_num(np.sign(dev) * np.maximum(np.abs(dev) - band, 0.0), nan=10.0)
+        return excess, sd, self.image_strain(crystals, ln_v0=mean)
 
     def strain(self, crystals: Sequence[Crystal]) -> tuple[np.ndarray, np.ndarray]:
         """ΔE (n,) eV/atom ≥ 0 and its variance (n,): 0 and 0 for a cell inside the plausible band."""
         if not crystals:
             return np.zeros(0), np.zeros(0)
-        excess, sd = self.effective_strain(crystals)
+        excess, sd, a_image = self._strains(crystals)
         lam = self.strain_model.lam
         a = (np.exp(excess / 3.0) - 1.0) / lam
         f = uber(a)
-        f_image = uber(self.image_strain(crystals))
+        f_image = uber(a_image)
         ec = self.strain_model.cohesion(crystals)
         de = ec * np.maximum(f, f_image)
         # d a / d ln V₀ = −e^(excess/3) / (3λ) (only outside the band)
@@ -258,9 +264,9 @@ class LatticePrior:
 
     def plausibility(self, crystals: Sequence[Crystal]) -> np.ndarray:
         """(n,) share of the binding lost, f(a) ∈ [0, 1) (0: a plausible cell, → 1: separated atoms)."""
-        excess, _ = self.effective_strain(crystals)
+        excess, _, a_image = self._strains(crystals)
         f = uber((np.exp(excess / 3.0) - 1.0) / self.strain_model.lam)
-        return np.minimum(np.maximum(f, uber(self.image_strain(crystals))), 1.0)
+        return np.minimum(np.maximum(f, uber(a_image)), 1.0)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
