@@ -13,15 +13,16 @@ export DO_NOT_TRACK := 1
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU torch first (local wheel); a bare `torch` would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# constraints.txt: the exact versions CI tests, inside pyproject's ranges (deploy/freeze_constraints.py).
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# GPAW (real DFT, `gpaw` oracle) builds against Debian's libxc-dev/libblas-dev/liblapack-dev
 	# (.ci/run installs them); the C++ extension only compiles with CC=g++. ~40 s.
-	CC=g++ $(PY) -m pip install --quiet -e '.[dev,dft]' || { echo "GPAW build failed: apt-get install libxc-dev libblas-dev liblapack-dev" >&2; exit 1; }
+	CC=g++ $(PY) -m pip install --quiet -c constraints.txt -e '.[dev,dft]' || { echo "GPAW build failed: apt-get install libxc-dev libblas-dev liblapack-dev" >&2; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install matloop with dev tools
