@@ -10,6 +10,12 @@ Resuming: ``start_campaign`` finds the parent run by its tags (``matloop.campaig
 ``matloop.kind=campaign``) and ``start_round`` the nested run by ``matloop.round``, so a resumed
 campaign keeps logging into the same runs. The explicit ``MlflowClient`` is used throughout (no
 global active run), which keeps this safe to call from Prefect task threads.
+
+The experiment is tagged ``mlflow.experimentKind = custom_model_development`` so that MLflow's UI
+opens it in the runs / model-training view (not the GenAI traces view). Runs started inside a Prefect
+flow run carry its id (``prefect.flow_run_id``, and ``prefect.flow_run_url`` when Prefect knows its
+UI URL). Models are logged as MLflow ``pyfunc`` models (:mod:`orchestration.tracking_models`); the
+``champion`` alias goes to the registered version with the best validation metric.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,8 +41,35 @@ P = ParamSpec("P")
 R = TypeVar("R")
 RunKind = Literal["round", "campaign"]
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
+ModelKind = Literal["proxy", "generator"]
+ValidationMetric = tuple[str, float, Literal["min", "max"]]
+"""(metric name, value, goal): how a model version is ranked for the ``champion`` alias."""
 MAX_PARAM_CHARS = 6000
 ALIAS_CURRENT = "champion"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by MLflow 3.x's UI to pick the experiment's view
+EXPERIMENT_KIND = "custom_model_development"  # runs, charts and models (not "genai_development": traces)
+METRIC_TAG = "matloop.validation_metric"
+"""Model-version tags: ``<METRIC_TAG>`` names the metric, ``<METRIC_TAG>.value`` and ``.goal`` hold it."""
+
+
+def prefect_tags() -> dict[str, str]:
+    """Tags naming the Prefect flow run this code runs in (empty outside a flow run)."""
+    if "prefect" not in sys.modules:  # never imported: not inside a flow run, and no import cost
+        return {}
+    try:
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.id
+        if not run_id:
+            return {}
+        tags = {"prefect.flow_run_id": str(run_id)}
+        url = flow_run.ui_url
+        if url:
+            tags["prefect.flow_run_url"] = str(url)
+        return tags
+    except Exception as exc:  # a missing context or API must not stop tracking
+        log.debug("no Prefect flow-run tags: %s", exc)
+        return {}
 
 
 def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -104,6 +139,7 @@ class Tracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     @classmethod
     def for_config(cls, config: CampaignConfig) -> Tracker:
@@ -159,8 +195,10 @@ class Tracker:
             run_id = found[0].info.run_id
             if found[0].info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
+            for k, v in {**(tags or {}), **prefect_tags()}.items():
+                self.client.set_tag(run_id, k, str(v))
         else:
-            all_tags = {"matloop.campaign": campaign, "matloop.kind": "campaign", **(tags or {})}
+            all_tags = {"matloop.campaign": campaign, "matloop.kind": "campaign", **(tags or {}), **prefect_tags()}
             run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=campaign).info.run_id
         self.parent_run_id = run_id
         if params:
@@ -181,9 +219,11 @@ class Tracker:
             run_id = found[0].info.run_id
             if found[0].info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
+            for k, v in prefect_tags().items():
+                self.client.set_tag(run_id, k, v)
         else:
             tags = {"mlflow.parentRunId": self.parent_run_id, "matloop.campaign": self.campaign or "",
-                    "matloop.kind": "round", "matloop.round": str(int(index))}
+                    "matloop.kind": "round", "matloop.round": str(int(index)), **prefect_tags()}
             run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=f"round-{index}").info.run_id
         self.round_run_id = run_id
         if params:
@@ -239,20 +279,25 @@ class Tracker:
         return f"{base}/{artifact_path + '/' if artifact_path else ''}{p.name}"
 
     @_guarded()
-    def log_model(self, kind: str, model_dir: str | Path, *, round_index: int, run: RunKind = "round",
-                  aliases: tuple[str, ...] = (ALIAS_CURRENT,)) -> str | None:
-        """Upload a saved model directory and register it as ``matloop.<campaign>.<kind>``.
+    def log_model(self, kind: ModelKind, model_dir: str | Path, *, round_index: int, run: RunKind = "round",
+                  metric: ValidationMetric | None = None) -> str | None:
+        """Log a saved campaign model directory as an MLflow ``pyfunc`` model (artifact path
+        ``models/<kind>``) and register it as ``matloop.<campaign>.<kind>``.
 
-        The new version gets the aliases ``round-<round_index>`` and ``aliases`` (default
-        ``champion``, moved from the previous version). Returns ``models:/<name>/<version>``, or the
-        artifact URI when registration is off.
+        The version gets the alias ``round-<round_index>`` and, as tags, its validation ``metric``
+        (name, value, goal); ``champion`` then points at the version with the best metric (versions
+        without one count only when none has one: then the latest). Returns
+        ``models:/<name>/<version>``, or the artifact URI when registration is off.
         """
+        from orchestration.tracking_models import save_pyfunc
+
         p = Path(model_dir)
         if not p.is_dir():
             raise FileNotFoundError(f"model directory {p} does not exist")
         run_id = self._run(run)
         artifact_path = f"models/{kind}"
-        self.client.log_artifacts(run_id, str(p), artifact_path)
+        with tempfile.TemporaryDirectory(prefix="matloop-pyfunc-") as tmp:
+            self.client.log_artifacts(run_id, str(save_pyfunc(kind, p, Path(tmp) / kind)), artifact_path)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
         if not self.register_models:
             return source
@@ -264,17 +309,74 @@ class Tracker:
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
+        tags = {"matloop.round": str(round_index)}
+        if metric is not None:
+            tags.update({METRIC_TAG: metric[0], f"{METRIC_TAG}.value": repr(float(metric[1])),
+                         f"{METRIC_TAG}.goal": metric[2]})
         version = self._existing_version(name, f"round-{round_index}")
         if version is None:
-            mv = self.client.create_model_version(name, source=source, run_id=run_id,
-                                                  tags={"matloop.round": str(round_index)})
-            version = str(mv.version)
-        for alias in (f"round-{round_index}", *aliases):
-            self.client.set_registered_model_alias(name, alias, version)
+            version = str(self.client.create_model_version(name, source=source, run_id=run_id, tags=tags).version)
+        else:
+            for k, v in tags.items():
+                self.client.set_model_version_tag(name, version, k, v)
+        self.client.set_registered_model_alias(name, f"round-{round_index}", version)
+        self.client.set_registered_model_alias(name, ALIAS_CURRENT, self.champion(name) or version)
         return f"models:/{name}/{version}"
+
+    def champion(self, name: str) -> str | None:
+        """The version of registered model ``name`` with the best validation metric (see :meth:`log_model`)."""
+        versions = self.client.search_model_versions(f"name = '{_quote(name)}'")
+        scored: list[tuple[float, int]] = []
+        for mv in versions:
+            value, goal = mv.tags.get(f"{METRIC_TAG}.value"), mv.tags.get(f"{METRIC_TAG}.goal")
+            if value is not None and _finite(value):
+                scored.append((float(value) if goal == "max" else -float(value), int(mv.version)))
+        if scored:
+            return str(max(scored)[1])  # ties: the later version
+        return str(max(int(mv.version) for mv in versions)) if versions else None
+
+    @_guarded()
+    def log_table(self, table: Any, artifact_file: str, *, key: str = "id", run: RunKind = "campaign") -> int | None:
+        """Append the rows of DataFrame ``table`` whose ``key`` is not yet in the run's table
+        ``artifact_file`` (an MLflow table, shown in the UI's artifact view); returns how many were added."""
+        run_id = self._run(run)
+        folder = os.path.dirname(artifact_file) or None
+        if artifact_file in {f.path for f in self.client.list_artifacts(run_id, folder)}:
+            import pandas as pd
+
+            with tempfile.TemporaryDirectory() as tmp:
+                existing = pd.read_json(self.client.download_artifacts(run_id, artifact_file, tmp), orient="split")
+            if key in existing.columns:
+                table = table[~table[key].astype(str).isin(set(existing[key].astype(str)))]
+        if len(table) == 0:
+            return 0
+        self.client.log_table(run_id, data=table, artifact_file=artifact_file)
+        return len(table)
+
+    def artifact_uri(self, run: RunKind = "round") -> str | None:
+        """The artifact root of the round (or campaign) run, or None when there is none."""
+        if not self.active:
+            return None
+        try:
+            return str(self.client.get_run(self._run(run)).info.artifact_uri)
+        except Exception:
+            return None
 
     def model_name(self, kind: str) -> str:
         return f"matloop.{self.campaign}.{kind}"
+
+    def run_link(self, run_id: str | None = None) -> str | None:
+        """Where to see a run: its URL with a tracking server, else its id, store and how to open it."""
+        rid = run_id or self.round_run_id or self.parent_run_id
+        if rid is None:
+            return None
+        url = self.run_url(rid)
+        if url:
+            return url
+        where = mask_url(self.uri)
+        opener = "matloop ui" if where.startswith("sqlite:") else f"mlflow ui --backend-store-uri {where}"
+        path = f"#/experiments/{self.experiment_id}/runs/{rid}" if self.experiment_id else ""
+        return f"run `{rid}` in {where} (open with `{opener}`, then {path or 'the experiment ' + self.experiment})"
 
     def run_url(self, run_id: str | None = None) -> str | None:
         """A link to the run in the MLflow UI (only for http(s) tracking URIs)."""
@@ -289,13 +391,16 @@ class Tracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # experiments made before the tag, too
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return str(exp.experiment_id)
         location = self.artifact_location
         if location is not None and not str(location).startswith(("file:", "s3:", "gs:", "mlflow-artifacts:", "http")):
             Path(location).mkdir(parents=True, exist_ok=True)
             location = Path(location).resolve().as_uri()
         return str(self.client.create_experiment(self.experiment, artifact_location=location,
-                                                 tags={"matloop.campaign": self.campaign or ""}))
+                                                 tags={"matloop.campaign": self.campaign or "",
+                                                       EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
 
     def _existing_version(self, name: str, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException

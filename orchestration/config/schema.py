@@ -281,7 +281,12 @@ class SunConfig(_Strict):
 
 class TrackingConfig(_Strict):
     enabled: bool = True
-    uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite under the campaign dir")
+    uri: str | None = Field(default=None, description=(
+        "MLflow tracking URI; default $MLFLOW_TRACKING_URI, else the project's shared SQLite store (see `shared`)"))
+    shared: bool = Field(default=True, description=(
+        "without a uri: true = one store for every campaign of the project, mlflow.db next to the campaign "
+        "directories (runs/mlflow.db); false = mlflow.db inside the campaign directory. A campaign directory that "
+        "already has its own mlflow.db keeps using it"))
     experiment: str | None = Field(default=None, description="default: matloop/<campaign name>")
     register_models: bool = True
 
@@ -390,8 +395,15 @@ class CampaignConfig(_Strict):
         return self.store_url or os.environ.get("MATLOOP_STORE_URL") or f"sqlite:///{self.resolved_dir() / 'store.db'}"
 
     def resolved_tracking_uri(self) -> str:
-        """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the campaign dir."""
-        return self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.resolved_dir() / 'mlflow.db'}"
+        """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite: the campaign dir's own ``mlflow.db``
+        when it has one (campaigns made before the shared store) or ``tracking.shared`` is false, else the
+        project's store shared by all campaigns, ``mlflow.db`` next to the campaign dirs (``runs/mlflow.db``)."""
+        explicit = self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if explicit:
+            return explicit
+        own = self.resolved_dir() / "mlflow.db"
+        db = own if own.exists() or not self.tracking.shared else self.resolved_dir().parent / "mlflow.db"
+        return f"sqlite:///{db}"
 
     def experiment_name(self) -> str:
         return self.tracking.experiment or f"matloop/{self.name}"

@@ -133,7 +133,15 @@ def test_tracker_for_config_keeps_artifacts_in_campaign_dir(tmp_path: Path, monk
                         "candidates_per_round": 4, "batch_size": 2, "oracle": {"name": "density"}, "rounds": 1,
                         "campaign_dir": str(tmp_path / "camp")})
     tracker = Tracker.for_config(cfg)
-    assert tracker.uri == f"sqlite:///{tmp_path / 'camp' / 'mlflow.db'}" and tracker.experiment == "matloop/cfg"
+    # By default one store for the project, next to the campaign directories; artifacts stay in the campaign's.
+    assert tracker.uri == f"sqlite:///{tmp_path / 'mlflow.db'}" and tracker.experiment == "matloop/cfg"
     assert tracker.artifact_location == tmp_path / "camp" / "mlartifacts"
+    own = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"shared": False})})
+    assert Tracker.for_config(own).uri == f"sqlite:///{tmp_path / 'camp' / 'mlflow.db'}"
+    (tmp_path / "camp").mkdir()
+    (tmp_path / "camp" / "mlflow.db").touch()  # a campaign made before the shared store keeps its own
+    assert Tracker.for_config(cfg).uri == f"sqlite:///{tmp_path / 'camp' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert Tracker.for_config(cfg).uri == "http://127.0.0.1:5999"
     remote = Tracker.for_config(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": "http://127.0.0.1:5000"})}))
     assert remote.artifact_location is None
