@@ -318,20 +318,19 @@ def ui(
     prefect_port: int = typer.Option(4200, "--prefect-port"),
     mlflow_port: int = typer.Option(5000, "--mlflow-port"),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri",
-                                            help="MLflow backend store (default: the only runs/*/mlflow.db, if one)"),
+                                            help="MLflow backend store (default: the project's runs/mlflow.db, else "
+                                                 "the latest runs/<campaign>/mlflow.db; the others are listed)"),
 ) -> None:
     """Start a Prefect server and an MLflow server on 127.0.0.1 and print their URLs (Ctrl-C stops both).
 
     Example: matloop ui --mlflow-port 5001
     """
-    import glob
-
-    from orchestration.servers import ServerError, ui_services
+    from orchestration.servers import ServerError, pick_tracking_store, ui_services
 
     prefect_environment()
-    if tracking_uri is None:
-        found = sorted(glob.glob("runs/*/mlflow.db"))
-        tracking_uri = f"sqlite:///{Path(found[0]).resolve()}" if len(found) == 1 else None
+    tracking_uri, notes = pick_tracking_store(Path("runs"), tracking_uri)
+    for note in notes:
+        out_console.print(note)
     with user_errors(ServerError), ui_services(Path.cwd() / ".matloop-ui", prefect_port=prefect_port,
                                               mlflow_port=mlflow_port, mlflow_backend_uri=tracking_uri,
                                               prefect_home=Path(os.environ["PREFECT_HOME"])) as (pf, ml):

@@ -293,6 +293,67 @@ def mlflow_server(
         proc.stop()
 
 
+def tracking_stores(runs_dir: Path) -> list[Path]:
+    """The SQLite MLflow stores of a project: the shared ``runs/mlflow.db`` first, then the campaigns' own
+    ``runs/<campaign>/mlflow.db`` (made before the shared store, or with ``tracking.shared: false``)."""
+    runs_dir = Path(runs_dir)
+    shared = [runs_dir / "mlflow.db"] if (runs_dir / "mlflow.db").is_file() else []
+    return [p.resolve() for p in shared + sorted(runs_dir.glob("*/mlflow.db"))]
+
+
+def store_experiments(db: Path) -> list[str] | None:
+    """Names of the active experiments in an MLflow SQLite store (read-only), or None when unreadable."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT name FROM experiments WHERE lifecycle_stage = 'active' ORDER BY name").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return [str(r[0]) for r in rows if r[0] != "Default"]
+
+
+def pick_tracking_store(runs_dir: Path, tracking_uri: str | None = None) -> tuple[str | None, list[str]]:
+    """The backend store ``matloop ui`` serves, and lines telling the user which stores exist.
+
+    ``tracking_uri`` (``--tracking-uri``), else ``$MLFLOW_TRACKING_URI`` when it is a SQLite store, else the
+    project's shared store ``runs/mlflow.db``, else the most recent ``runs/<campaign>/mlflow.db``; the other
+    stores are listed with the command that opens each. None (with a line saying so) when there is none."""
+    def describe(db: Path) -> str:
+        names = store_experiments(db)
+        shown = "unreadable" if names is None else (", ".join(names) if names else "no experiments yet")
+        return f"{db} ({shown})"
+
+    stores = tracking_stores(runs_dir)
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    notes: list[str] = []
+    if tracking_uri is None and env:
+        if env.startswith("sqlite:"):
+            tracking_uri = env
+            notes.append("MLflow store from $MLFLOW_TRACKING_URI")
+        else:
+            notes.append(f"campaigns here track to $MLFLOW_TRACKING_URI ({env.split('@')[-1]}): open that server's UI "
+                         "for them; the MLflow UI started below shows the local stores")
+    if tracking_uri is None and stores:
+        shared = runs_dir.resolve() / "mlflow.db"
+        chosen = shared if shared in stores else max(stores, key=lambda p: p.stat().st_mtime)
+        tracking_uri = f"sqlite:///{chosen}"
+        notes.append(f"MLflow store: {describe(chosen)}")
+    elif tracking_uri is None:
+        notes.append(f"no MLflow store found ({runs_dir}/mlflow.db or {runs_dir}/<campaign>/mlflow.db): the MLflow UI "
+                     "opens an empty store; run a campaign first, or pass --tracking-uri")
+    others = [db for db in stores if tracking_uri is None or f"sqlite:///{db}" != tracking_uri]
+    if others and tracking_uri is not None:
+        notes.append(f"{len(others)} other MLflow store(s), not shown in this UI (one campaign each, made before the "
+                     "shared store); open one with the command beside it:")
+        notes += [f"  {describe(db)}: matloop ui --mlflow-port 5001 --prefect-port 4201 --tracking-uri sqlite:///{db}"
+                  for db in others]
+    return tracking_uri, notes
+
+
 @contextlib.contextmanager
 def ui_services(root: Path, *, prefect_port: int = 4200, mlflow_port: int = 5000, host: str = HOST,
                 mlflow_backend_uri: str | None = None, prefect_home: Path | None = None,
