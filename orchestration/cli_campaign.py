@@ -38,7 +38,8 @@ def prefect_environment(*, verbose: bool = False) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # run logs (INFO and up) reach the Prefect API and UI
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "WARNING")  # the terminal
 
 
 class _RichReporter:
@@ -352,68 +353,67 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def schedule(
     config: Path = typer.Argument(..., help="campaign YAML"),
-    cron: str = typer.Option(..., "--cron", help='cron expression, e.g. "0 2 * * *" (02:00 every day)'),
+    cron: str | None = typer.Option(None, "--cron", help='cron expression, e.g. "0 2 * * *" (02:00 every day)'),
+    interval: float | None = typer.Option(None, "--interval", min=1, help="or: seconds between runs"),
     rounds_per_run: int = typer.Option(1, "--rounds-per-run", min=1, help="rounds each scheduled run adds"),
-    timezone: str = typer.Option("UTC", "--timezone", help="time zone of the cron expression"),
-    prefect_port: int = typer.Option(4200, "--prefect-port", help="port of the Prefect server started when "
-                                                                  "PREFECT_API_URL is not set"),
+    timezone: str = typer.Option("UTC", "--timezone", help="time zone of the schedule"),
+    pool: str = typer.Option("matloop", "--pool", help="Prefect process work pool (created if missing)"),
 ) -> None:
-    """Create a Prefect deployment that continues the campaign on a schedule, and serve it from this
-    process (keep it running; Ctrl-C stops serving; the campaign state stays in its store). Without
-    PREFECT_API_URL a Prefect server (with its UI) is started on 127.0.0.1 for the scheduler.
+    """Create a Prefect deployment (campaign/NAME-schedule) that continues the campaign on an active
+    schedule, in the process work pool --pool (created if missing), on the Prefect server of
+    PREFECT_API_URL. The server's scheduler creates the runs; a worker executes them, one at a time:
+    start it as printed (`prefect worker start --pool matloop`, or deploy/start-worker.sh) and keep it
+    running. Running the command again updates the deployment and replaces its schedule.
 
-    Example: matloop schedule configs/demo.yaml --cron "0 */6 * * *"
+    Examples:
+
+      export PREFECT_API_URL=http://127.0.0.1:4200/api    # a server: deploy/start-prefect.sh, or matloop ui
+
+      matloop schedule configs/demo.yaml --cron "0 */6 * * *"
+
+      matloop schedule configs/band_gap.yaml --cron "0 2 * * *" --timezone Europe/Paris --rounds-per-run 2
+
+      matloop schedule configs/density.yaml --interval 600 --pool matloop-cpu
     """
     prefect_environment()
     with user_errors():
-        from prefect.client.schemas.schedules import CronSchedule
-        from pydantic import ValidationError
+        import asyncio
+
+        from prefect.settings import PREFECT_API_URL
+
+        from orchestration.campaign.scheduling import deploy_campaign, make_schedule, worker_command
 
         try:
-            CronSchedule(cron=cron, timezone=timezone)
-        except (ValidationError, ValueError) as exc:
-            errors = exc.errors() if isinstance(exc, ValidationError) else [{"msg": str(exc)}]
-            reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors)
-            raise UserError(f"--cron {cron!r} / --timezone {timezone!r} is not a valid schedule ({reason}); "
-                            'use five cron fields, e.g. "0 2 * * *", and a time zone name such as UTC') from None
+            when = make_schedule(cron=cron, interval_s=interval, timezone=timezone)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        api = PREFECT_API_URL.value()
+        if not api:
+            raise UserError("matloop schedule needs a Prefect server (without one nothing creates or runs the scheduled "
+                            "runs): start one (deploy/start-prefect.sh, `prefect server start --host 127.0.0.1` or "
+                            "`matloop ui`) and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            problem = client.api_healthcheck()
+        if problem is not None:
+            raise UserError(f"cannot reach the Prefect API at {mask_url(str(api))} ({type(problem).__name__}: "
+                            f"{problem}); start the server or fix PREFECT_API_URL")
         cfg, snapshot = _prepare(config)
-    with _scheduler(prefect_port) as api:
-        from prefect.schedules import Cron
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        from orchestration.flows import campaign_flow
-
-        out_console.print(f"serving deployment campaign/{cfg.name}-schedule ({cron}, {timezone}) against {api}; "
-                          "Ctrl-C stops")
-        from orchestration.campaign.scheduling import CronTicker
-
-        ticker = CronTicker(f"campaign/{cfg.name}-schedule", cron=cron, timezone=timezone, api_url=api)
-        ticker.start()
         try:
-            with temporary_settings({PREFECT_API_URL: api}):
-                campaign_flow.serve(name=f"{cfg.name}-schedule", schedule=Cron(cron, timezone=timezone, active=False),
-                                    parameters={"config_path": str(snapshot), "max_rounds": rounds_per_run},
-                                    description=f"continues campaign {cfg.name} by {rounds_per_run} round(s) per run",
-                                    print_starting_message=False)
-        finally:
-            ticker.stop.set()
-
-
-@contextmanager
-def _scheduler(port: int) -> Iterator[str]:
-    """The Prefect API to schedule on: $PREFECT_API_URL, else a server started here (ephemeral
-    Prefect cannot schedule)."""
-    from prefect.settings import PREFECT_API_URL
-
-    configured = PREFECT_API_URL.value()
-    if configured:
-        yield str(configured)
-        return
-    from orchestration.servers import ServerError, prefect_server
-
-    with user_errors(ServerError), prefect_server(Path(os.environ["PREFECT_HOME"]), port=port) as service:
-        out_console.print(f"Prefect server (scheduler and UI): {service.ui_url}")
-        yield service.url
+            made = asyncio.run(deploy_campaign(config=cfg, snapshot=snapshot, schedule=when, pool=pool,
+                                               rounds_per_run=rounds_per_run))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    every = f"cron {cron!r}" if cron is not None else f"every {interval:g} s"
+    out_console.print(f"deployment [bold]{made.deployment}[/] ({every}, {timezone}, {rounds_per_run} round(s) per run) "
+                      f"in work pool [bold]{made.pool}[/]{' (created)' if made.pool_created else ''} on "
+                      f"{mask_url(str(api))}", highlight=False)
+    out_console.print("The Prefect server creates the runs; a worker of the pool runs them. Start one and keep it "
+                      "running (or deploy/start-worker.sh):", highlight=False)
+    out_console.print(f"  {worker_command(made.pool, api_url=mask_url(str(api)))}", highlight=False, soft_wrap=True)
+    out_console.print(f"Progress: matloop status {cfg.name}. Pause the schedule in the Prefect UI; remove it with "
+                      f"`prefect deployment delete {made.deployment}`.", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,23 +8,60 @@ files, MLflow → done. Tasks are thin wrappers over :mod:`orchestration.campaig
 The store is the source of truth: each step is skipped when its round state is already reached,
 and the oracle tasks evaluate only ``pending()`` candidates, so a campaign killed at any moment
 resumes (``campaign_flow`` on the same config) with exactly the oracle calls of an uninterrupted run.
+
+In Prefect the campaign's flow run is named after the campaign (rounds ``<campaign>-round-<i>``) and it,
+its rounds and their tasks carry the tags ``campaign:<name>``, ``oracle:<name>``, ``target:<property>``.
+Records of the ``matloop`` loggers (INFO and up) logged inside a flow or task run go to that run's logs
+in the Prefect API/UI, as ``get_run_logger()``'s do.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+import yaml
+from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import wait
+from prefect.logging.handlers import APILogHandler
 
 from orchestration.campaign import steps
 from orchestration.campaign.context import Campaign, campaign_for, release
 from orchestration.campaign.report import log_round
+from orchestration.campaign.scheduling import campaign_tags
 from orchestration.config import task_runner_for
 from orchestration.store import StoreError, code_version
 from orchestration.store.locks import CampaignLock, hold_campaign
+
+log = logging.getLogger("matloop.flows")
+
+
+class RunLogHandler(APILogHandler):
+    """Prefect's API log handler for the ``matloop`` loggers: a record logged inside a flow or task run
+    joins that run's logs; one logged outside any run is not sent (the console still shows it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        if getattr(record, "flow_run_id", None) or TaskRunContext.get() or FlowRunContext.get():
+            super().emit(record)
+
+
+def send_logs_to_prefect(name: str = "matloop", *, level: int = logging.INFO) -> None:
+    """Send the records (``level`` and up) of logger ``name`` logged in a run to the Prefect API; idempotent.
+    The console shows what Prefect's console handler lets through (``matloop run``: warnings;
+    ``--verbose`` or a worker: INFO)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(h, RunLogHandler) for h in logger.handlers):
+        logger.addHandler(RunLogHandler())
+    if logger.level == logging.NOTSET or logger.level > level:
+        logger.setLevel(level)
+
+
+send_logs_to_prefect()
 
 
 @task(name="fit-proxy", retries=1, retry_delay_seconds=2)
@@ -121,7 +158,9 @@ def round_flow(config_path: str, round_index: int, campaign: str = "", wait: boo
     fit_proxy_task(config_path, round_index)
     train_generator_task(config_path, round_index)
     sample_task(config_path, round_index)
-    select_task(config_path, round_index)
+    batch = select_task(config_path, round_index)
+    log.info("campaign %s round %d: batch of %d candidate(s) for oracle %s", camp.name, round_index, len(batch),
+             camp.config.oracle.name)
     if not steps.past(camp, round_index, "evaluated"):
         from orchestration.campaign.queued import queued_oracle
 
@@ -146,6 +185,8 @@ def round_flow(config_path: str, round_index: int, campaign: str = "", wait: boo
                                  description=f"{camp.name} round {round_index}: metrics and top candidates")
     camp.tracker.end_round()
     rec = camp.store.advance_round(camp.name, round_index, "completed", metrics=timing)
+    log.info("campaign %s round %d completed in %.1f s (%d oracle result(s) so far)", camp.name, round_index, wall,
+             len(camp.store.results(camp.name)))
     return rec.metrics
 
 
@@ -170,7 +211,37 @@ def should_stop(camp: Campaign) -> str | None:
     return None
 
 
-@flow(name="campaign", flow_run_name="{config_path}", log_prints=True)
+def campaign_name(config_path: str) -> str:
+    """The ``name`` in a campaign YAML (the file's stem when it has none or cannot be read)."""
+    try:
+        name = (yaml.safe_load(Path(config_path).read_text()) or {}).get("name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = None
+    return str(name) if name else Path(config_path).stem
+
+
+def _campaign_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return campaign_name(str(flow_run.parameters.get("config_path", "campaign")))
+
+
+def _tag_this_run(run_tags: list[str]) -> None:
+    """Add ``run_tags`` to the current flow run (a run's own tags are fixed when it is created; its
+    subflows and tasks get them from ``prefect.tags``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None or set(run_tags) <= set(ctx.flow_run.tags):
+        return
+    merged = sorted(set(ctx.flow_run.tags) | set(run_tags))
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(ctx.flow_run.id, tags=merged)
+    ctx.flow_run.tags = merged
+
+
+@flow(name="campaign", flow_run_name=_campaign_run_name, log_prints=True)
 def campaign_flow(config_path: str, max_rounds: int | None = None, wait: bool | None = None) -> dict[str, Any]:
     """Run (or continue) the campaign of ``config_path`` up to its ``rounds``; ``max_rounds`` limits how
     many rounds this flow run adds (a scheduled deployment continues one round per run). ``wait``
@@ -180,8 +251,11 @@ def campaign_flow(config_path: str, max_rounds: int | None = None, wait: bool | 
     Holds the campaign's lock (:mod:`orchestration.store.locks`; re-entrant: under ``matloop run`` the
     command's lock) so that a second writer of the campaign is refused."""
     camp = campaign_for(config_path)
+    run_tags = campaign_tags(camp.config)
+    _tag_this_run(run_tags)
     try:
-        with hold_campaign(camp.config.resolved_store_url(), camp.name, command=f"campaign flow {config_path}") as lock:
+        with tags(*run_tags), hold_campaign(camp.config.resolved_store_url(), camp.name,
+                                            command=f"campaign flow {config_path}") as lock:
             return _campaign_rounds(camp, config_path, lock, max_rounds=max_rounds, wait=wait)
     finally:
         release(config_path)

@@ -1,62 +1,89 @@
-"""``matloop schedule``: the deployment appears on the Prefect server with its cron schedule, and the
-serving process runs the scheduled flow run that continues the campaign by one round."""
+"""``matloop schedule``: a Prefect deployment with an ACTIVE cron schedule in a process work pool on the
+server of PREFECT_API_URL, updated in place when run again; clear errors without a server or with a bad
+schedule. That the server then creates the runs and a worker executes them is
+tests/orchestration/test_scheduling_e2e.py."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
-import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-import pytest
 import yaml
 
-from orchestration.store import Store
 from tests.orchestration.test_flows import CONFIG
 
 
-async def _deployment(name: str) -> object:
+def _schedule(cfg: Path, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestration.cli", "schedule", str(cfg), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+async def _read(name: str) -> tuple[Any, Any]:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return await client.read_deployment_by_name(name)
+        dep = await client.read_deployment_by_name(name)
+        return dep, await client.read_work_pool(dep.work_pool_name)
 
 
-@pytest.mark.slow
-def test_schedule_serves_a_cron_deployment_that_adds_a_round(tmp_path: Path, prefect_server_settings: str) -> None:
-    cfg = tmp_path / "sched.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "sched", **CONFIG, "stopping": {}, "campaign_dir": str(tmp_path / "run")}))
+async def _delete(name: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        await client.delete_deployment((await client.read_deployment_by_name(name)).id)
+
+
+def _config(tmp_path: Path, name: str) -> Path:
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({"name": name, **CONFIG, "campaign_dir": str(tmp_path / "run")}))
+    return cfg
+
+
+def test_schedule_creates_an_active_cron_deployment_and_updates_it(tmp_path: Path, prefect_server_settings: str) -> None:
+    name, pool = f"cron-{uuid.uuid4().hex[:8]}", f"pool-{uuid.uuid4().hex[:8]}"
+    cfg = _config(tmp_path, name)
     env = {**os.environ, "PREFECT_API_URL": prefect_server_settings, "PREFECT_HOME": str(tmp_path / ".prefect")}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "schedule", str(cfg), "--cron", "* * * * *"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    db = tmp_path / "run" / "store.db"
+    first = _schedule(cfg, "--cron", "0 2 * * *", "--timezone", "Europe/Paris", "--pool", pool, env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"work pool {pool} (created)" in first.stdout
+    assert f"PREFECT_API_URL={prefect_server_settings} " in first.stdout and f"worker start --pool {pool}" in first.stdout
     try:
-        deadline = time.monotonic() + 180  # the next minute boundary, then one round
-        rounds: list = []
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(3)
-            if db.exists():
-                store = Store.open(f"sqlite:///{db}", create=False)
-                try:
-                    rounds = [r for r in store.rounds("sched") if r.completed]
-                finally:
-                    store.close()
-                if rounds:
-                    break
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:] if proc.stdout else ""
-        assert [r.index for r in rounds] == [0]  # one round per scheduled run
-        dep = asyncio.run(_deployment("campaign/sched-schedule"))
-        (sched,) = dep.schedules  # type: ignore[attr-defined]
-        assert sched.schedule.cron == "* * * * *"
-        assert dep.parameters == {"config_path": str(tmp_path / "run" / "campaign.yaml"), "max_rounds": 1}  # type: ignore[attr-defined]
+        dep, work_pool = asyncio.run(_read(f"campaign/{name}-schedule"))
+        (sched,) = dep.schedules
+        assert sched.active and sched.schedule.cron == "0 2 * * *" and sched.schedule.timezone == "Europe/Paris"
+        assert work_pool.type == "process" and dep.entrypoint == "orchestration.flows.campaign_flow"
+        assert dep.job_variables == {"working_dir": str(tmp_path.resolve())}
+        assert dep.parameters == {"config_path": str(tmp_path / "run" / "campaign.yaml"), "max_rounds": 1}
+        assert {"matloop", f"campaign:{name}", "oracle:density", "target:density"} <= set(dep.tags)
+
+        again = _schedule(cfg, "--cron", "30 3 * * 1", "--rounds-per-run", "2", "--pool", pool, env=env, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "(created)" not in again.stdout
+        dep2, _pool = asyncio.run(_read(f"campaign/{name}-schedule"))
+        (sched2,) = dep2.schedules  # replaced, not added
+        assert dep2.id == dep.id and sched2.active and sched2.schedule.cron == "30 3 * * 1"
+        assert dep2.parameters["max_rounds"] == 2
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        asyncio.run(_delete(f"campaign/{name}-schedule"))
+
+
+def test_schedule_refuses_without_a_server_or_with_a_bad_schedule(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "refused")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / ".prefect")
+    no_server = _schedule(cfg, "--cron", "0 2 * * *", env=env, cwd=tmp_path)
+    assert no_server.returncode == 2 and "export PREFECT_API_URL=" in no_server.stderr, no_server.stderr[-2000:]
+
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # checked before any server is contacted
+    bad = _schedule(cfg, "--cron", "61 * * * *", env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "--cron '61 * * * *'" in bad.stderr and "not a valid schedule" in bad.stderr
+    both = _schedule(cfg, "--cron", "0 2 * * *", "--interval", "60", env=env, cwd=tmp_path)
+    assert both.returncode == 2 and "exactly one of --cron and --interval" in both.stderr
+    down = _schedule(cfg, "--interval", "60", env=env, cwd=tmp_path)
+    assert down.returncode == 2 and "cannot reach the Prefect API at http://127.0.0.1:9/api" in down.stderr
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -1,11 +1,15 @@
 """Campaign flow in-process against the session's Prefect server (density oracle, SQLite store):
 rounds added a few at a time, re-running a finished campaign makes no oracle call, the oracle-call
-budget caps the last batch, and the round artifacts are written."""
+budget caps the last batch, and the round artifacts are written; in Prefect the runs are named after
+the campaign, tagged, and the matloop INFO logs of a round are in its run's logs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,6 +36,29 @@ CONFIG: dict = {
 }
 
 
+async def _runs_and_logs(campaign: str) -> tuple[list[Any], list[str]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags, LogFilter, LogFilterFlowRunId
+
+    async with get_client() as client:
+        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"campaign:{campaign}"])))
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
+        return list(runs), [log.message for log in logs]
+
+
+def runs_and_logs(campaign: str, *, expect: str, timeout_s: float = 20) -> tuple[list[Any], list[str]]:
+    """The Prefect flow runs tagged ``campaign:<campaign>`` and their log messages, once one contains ``expect``."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10, at_exit=False)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs, messages = asyncio.run(_runs_and_logs(campaign))
+        if any(expect in m for m in messages) or time.monotonic() > deadline:
+            return runs, messages
+        time.sleep(1)
+
+
 def test_round_seeds_are_distinct_and_stable() -> None:
     seeds = [round_seed(0, r) for r in range(50)] + [round_seed(1, r) for r in range(50)]
     assert len(set(seeds)) == 100 and round_seed(0, 3) == round_seed(0, 3)
@@ -45,6 +72,12 @@ def test_campaign_flow_continues_caps_and_is_idempotent(tmp_path: Path, prefect_
     cfg.write_text(yaml.safe_dump({"name": "flowtest", **CONFIG, "campaign_dir": str(tmp_path / "run")}))
     first = campaign_flow(str(cfg), max_rounds=1)
     assert first["completed_rounds"] == 1 and first["status"] == "running" and first["oracle_results"] == 4
+    expect = "campaign flowtest round 0: batch of 4 candidate(s) for oracle density"  # the matloop logger, INFO
+    runs, messages = runs_and_logs("flowtest", expect=expect)
+    assert sorted(r.name for r in runs) == ["flowtest", "flowtest-round-0"]  # not the config's path
+    assert all({"matloop", "campaign:flowtest", "oracle:density", "target:density"} <= set(r.tags) for r in runs)
+    assert any(expect in m for m in messages), messages
+    assert any("campaign flowtest: round 0" in m for m in messages)  # the flow's run logger, INFO
 
     done = campaign_flow(str(cfg))
     # 10 calls at most: rounds of 4, 4 and then 2.
