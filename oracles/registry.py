@@ -1,6 +1,6 @@
 """Choosing an oracle by name: built-ins plus the ``matloop.oracles`` entry-point group.
 
-Built-ins (``chgnet``, ``density``, ``dft``, ``gpaw``, ``replay``) are always available, declared or not in the
+Built-ins (``ase``, ``chgnet``, ``density``, ``dft``, ``gpaw``, ``replay``) are always available, declared or not in the
 package metadata. A user's package adds an oracle without touching matloop by declaring::
 
     [project.entry-points."matloop.oracles"]
@@ -28,6 +28,7 @@ from oracles.base import Oracle
 
 GROUP = "matloop.oracles"
 BUILTINS: dict[str, str] = {
+    "ase": "oracles.ase_calculator:ASECalculatorOracle",
     "chgnet": "oracles.chgnet:CHGNetOracle",
     "density": "oracles.density:DensityOracle",
     "dft": "oracles.dft.oracle:DFTOracle",
