@@ -104,6 +104,7 @@ def e_above_hull_by_round(values_by_round: Mapping[int, Sequence[float]], *, ref
     ax.axvline(stable_at_most, color="black", linestyle="--", linewidth=1, label=f"stable ≤ {stable_at_most:g}")
     ax.set_xlabel(f"energy above the {reference} hull (eV/atom; clipped to [-0.5, 1.5])")
     ax.set_ylabel("relaxed candidates")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Oracle batches against the reference hull")
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3)
@@ -125,7 +126,8 @@ def binary_hull(elements: tuple[str, str], *, hull_line: Sequence[tuple[float, f
     for r, pts in sorted(points_by_round.items()):
         if pts:
             px, py = zip(*pts, strict=True)
-            ax.scatter(px, py, s=40, marker="D", edgecolor="black", linewidth=0.5, label=f"round {r}", zorder=3)
+            ax.scatter(px, py, s=40, marker="D", edgecolor="black", linewidth=0.5, alpha=0.8, label=f"round {r}",
+                       zorder=3)
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(f"atomic fraction of {elements[1]} (0 = {elements[0]}, 1 = {elements[1]})")
     ax.set_ylabel("formation energy (eV/atom)")

@@ -46,6 +46,8 @@ ValidationMetric = tuple[str, float, Literal["min", "max"]]
 """(metric name, value, goal): how a model version is ranked for the ``champion`` alias."""
 MAX_PARAM_CHARS = 6000
 ALIAS_CURRENT = "champion"
+LOCAL_UI_URL = "http://127.0.0.1:5000"
+"""Where ``matloop ui`` serves MLflow by default (``--mlflow-port``)."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by MLflow 3.x's UI to pick the experiment's view
 EXPERIMENT_KIND = "custom_model_development"  # runs, charts and models (not "genai_development": traces)
 METRIC_TAG = "matloop.validation_metric"
@@ -366,7 +368,9 @@ class Tracker:
         return f"matloop.{self.campaign}.{kind}"
 
     def run_link(self, run_id: str | None = None) -> str | None:
-        """Where to see a run: its URL with a tracking server, else its id, store and how to open it."""
+        """Where to see a run: its URL with a tracking server; with a local SQLite store, the URL it has in
+        ``matloop ui`` (which serves the project's store on :data:`LOCAL_UI_URL`) and the run id and store;
+        else the run id and the ``mlflow ui`` command that opens its store."""
         rid = run_id or self.round_run_id or self.parent_run_id
         if rid is None:
             return None
@@ -374,9 +378,10 @@ class Tracker:
         if url:
             return url
         where = mask_url(self.uri)
-        opener = "matloop ui" if where.startswith("sqlite:") else f"mlflow ui --backend-store-uri {where}"
-        path = f"#/experiments/{self.experiment_id}/runs/{rid}" if self.experiment_id else ""
-        return f"run `{rid}` in {where} (open with `{opener}`, then {path or 'the experiment ' + self.experiment})"
+        if where.startswith("sqlite:") and self.experiment_id is not None:
+            return (f"{LOCAL_UI_URL}/#/experiments/{self.experiment_id}/runs/{rid} (run {rid}; start the UI with "
+                    f"`matloop ui`, which serves {where.removeprefix('sqlite:///')} or lists it)")
+        return f"run {rid} of experiment {self.experiment} (open with `mlflow ui --backend-store-uri {where}`)"
 
     def run_url(self, run_id: str | None = None) -> str | None:
         """A link to the run in the MLflow UI (only for http(s) tracking URIs)."""

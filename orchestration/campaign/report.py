@@ -313,7 +313,9 @@ def top_markdown(camp: Campaign, round_index: int, *, run_link: str | None, camp
 
 
 def _md_link(link: str) -> str:
-    return f"[{link}]({link})" if link.startswith(("http://", "https://")) else link
+    """A leading URL of ``link`` as a Markdown link (the rest stays text)."""
+    url, _, rest = link.partition(" ")
+    return f"[{url}]({url}){' ' + rest if rest else ''}" if url.startswith(("http://", "https://")) else link
 
 
 def hits_table(camp: Campaign, round_index: int, *, artifact_uri: str | None, run_id: str | None) -> Any:

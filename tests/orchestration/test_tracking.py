@@ -145,3 +145,40 @@ def test_tracker_for_config_keeps_artifacts_in_campaign_dir(tmp_path: Path, monk
     assert Tracker.for_config(cfg).uri == "http://127.0.0.1:5999"
     remote = Tracker.for_config(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": "http://127.0.0.1:5000"})}))
     assert remote.artifact_location is None
+
+
+def test_experiment_is_typed_for_model_development_also_when_it_existed(sqlite_uri: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from orchestration.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    old = client.create_experiment("matloop/before-the-tag", artifact_location=(tmp_path / "a").as_uri())
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    tracker = Tracker(sqlite_uri, experiment="matloop/before-the-tag")
+    assert tracker.start_campaign("before-the-tag") is not None and tracker.experiment_id == old
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert not any(k.startswith("prefect.") for k in client.get_run(tracker.parent_run_id).data.tags)  # no flow run
+    link = tracker.run_link()
+    assert link is not None and "matloop ui" in link
+    assert link.startswith(f"http://127.0.0.1:5000/#/experiments/{old}/runs/{tracker.parent_run_id} ")
+
+
+@pytest.mark.slow
+def test_runs_inside_a_flow_record_the_prefect_flow_run(sqlite_uri: str, tmp_path: Path, prefect_server_settings: str) -> None:
+    from mlflow import MlflowClient
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    @flow(name="tracking-link")
+    def tracked() -> tuple[str, str | None, str | None]:
+        tracker = Tracker(sqlite_uri, experiment="matloop/linked", artifact_location=tmp_path / "art")
+        parent = tracker.start_campaign("linked")
+        round0 = tracker.start_round(0)
+        assert tracker.failures == []
+        return str(flow_run.id), parent, round0
+
+    flow_run_id, parent, round0 = tracked()
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    for run_id in (parent, round0):
+        assert run_id is not None and client.get_run(run_id).data.tags["prefect.flow_run_id"] == flow_run_id
