@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run a Prefect process worker for the `matloop` work pool (created if missing) in the foreground.
-# Deployments from deploy/prefect.yaml run here. One torch thread per process (see design §5).
+# Deployments from deploy/prefect.yaml and `matloop schedule` run here: the Prefect server's scheduler
+# creates their scheduled runs, this worker executes them. One torch thread per process (see design §5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/env.sh

@@ -1,7 +1,7 @@
 """``matloop schedule``: a Prefect deployment with an ACTIVE cron schedule in a process work pool on the
 server of PREFECT_API_URL, updated in place when run again; clear errors without a server or with a bad
-schedule. That the server then creates the runs and a worker executes them is
-tests/orchestration/test_scheduling_e2e.py."""
+schedule; ``prefect deploy`` of deploy/prefect.yaml ships an active nightly schedule. That the server then
+creates the runs and a worker executes them is tests/orchestration/test_scheduling_e2e.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from tests.orchestration.test_flows import CONFIG
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _schedule(cfg: Path, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -87,3 +89,32 @@ def test_schedule_refuses_without_a_server_or_with_a_bad_schedule(tmp_path: Path
     down = _schedule(cfg, "--interval", "60", env=env, cwd=tmp_path)
     assert down.returncode == 2 and "cannot reach the Prefect API at http://127.0.0.1:9/api" in down.stderr
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+async def _prefect_yaml_deployments() -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return {n: await client.read_deployment_by_name(f"campaign/{n}") for n in ("demo", "formation-energy-nightly")}
+
+
+def test_prefect_yaml_deploys_an_active_nightly_schedule(tmp_path: Path, prefect_server_settings: str) -> None:
+    prefect = str(Path(sys.executable).parent / "prefect")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server_settings, "PREFECT_HOME": str(tmp_path / ".prefect"),
+           "MATLOOP_ROOT": str(REPO)}
+    subprocess.run([prefect, "work-pool", "create", "matloop", "--type", "process"], cwd=REPO, env=env,
+                   capture_output=True, timeout=120)  # what deploy/start-worker.sh does (may exist already)
+    deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--prefect-file", "deploy/prefect.yaml", "--all"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+    deps = asyncio.run(_prefect_yaml_deployments())
+    try:
+        (nightly,) = deps["formation-energy-nightly"].schedules
+        assert nightly.active and nightly.schedule.cron == "0 2 * * *"
+        assert deps["formation-energy-nightly"].parameters["max_rounds"] == 1
+        for dep in deps.values():
+            assert dep.work_pool_name == "matloop" and dep.global_concurrency_limit.limit == 1
+            assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    finally:
+        for name in deps:
+            asyncio.run(_delete(f"campaign/{name}"))
