@@ -80,7 +80,7 @@ def test_two_rounds_against_real_prefect_mlflow_and_postgres(
     assert all(r.state.is_completed() and r.parent_task_run_id is not None for r in rounds)
     for i in range(2):
         (art,) = asyncio.run(_artifacts(f"{NAME}-round-{i}"))
-        assert "MLflow run: http" in art.data and "| id | formula |" in art.data
+        assert "MLflow round run: [http" in art.data and "| id | formula |" in art.data
 
     # Store (PostgreSQL): every batch candidate has exactly one oracle result.
     store = Store.open(postgres_url, create=False)
@@ -114,8 +114,19 @@ def test_two_rounds_against_real_prefect_mlflow_and_postgres(
         plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
         assert {"best_so_far.png", "density_by_round.png"} <= plots
     assert 0 <= nested[1].data.metrics["hit_rate"] <= 1
+    # Both ways between Prefect and MLflow: runs carry their flow run's id, the round artifact links the round run.
+    (campaign_run,) = [r for r in campaigns if r.parameters.get("config_path") == str(cfg)]
+    assert parent.data.tags["prefect.flow_run_id"] == str(campaign_run.id)
+    for run in nested:
+        (round_run,) = [r for r in rounds if r.name == f"{NAME}-round-{run.data.tags['matloop.round']}"]
+        assert run.data.tags["prefect.flow_run_id"] == str(round_run.id)
+        (art,) = asyncio.run(_artifacts(f"{NAME}-round-{run.data.tags['matloop.round']}"))
+        assert f"{mlflow_server_uri}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}" in art.data
     for kind in ("proxy", "generator"):
         name = f"matloop.{NAME}.{kind}"
         champion = client.get_model_version_by_alias(name, "champion")
-        assert champion.version == client.get_model_version_by_alias(name, "round-1").version
-        assert client.get_model_version_by_alias(name, "round-0").version != champion.version
+        versions = [client.get_model_version_by_alias(name, f"round-{i}") for i in (0, 1)]
+        assert versions[0].version != versions[1].version
+        values = [float(v.tags["matloop.validation_metric.value"]) for v in versions]
+        best = values.index(min(values) if kind == "proxy" else max(values))
+        assert champion.version == versions[best].version or values[0] == values[1]
