@@ -365,15 +365,11 @@ def schedule(
     start it as printed (`prefect worker start --pool matloop`, or deploy/start-worker.sh) and keep it
     running. Running the command again updates the deployment and replaces its schedule.
 
-    Examples:
+    First: export PREFECT_API_URL=http://127.0.0.1:4200/api (a server: deploy/start-prefect.sh or matloop ui)
 
-      export PREFECT_API_URL=http://127.0.0.1:4200/api    # a server: deploy/start-prefect.sh, or matloop ui
-
-      matloop schedule configs/demo.yaml --cron "0 */6 * * *"
-
-      matloop schedule configs/band_gap.yaml --cron "0 2 * * *" --timezone Europe/Paris --rounds-per-run 2
-
-      matloop schedule configs/density.yaml --interval 600 --pool matloop-cpu
+    Example: matloop schedule configs/demo.yaml --cron "0 */6 * * *"
+    Example (02:00 Paris time, 2 rounds a run): matloop schedule configs/band_gap.yaml --cron "0 2 * * *" --timezone Europe/Paris --rounds-per-run 2
+    Example (every 10 minutes, another pool): matloop schedule configs/density.yaml --interval 600 --pool matloop-cpu
     """
     prefect_environment()
     with user_errors():
