@@ -30,7 +30,7 @@ async def _read(name: str) -> tuple[Any, Any]:
 
     async with get_client() as client:
         dep = await client.read_deployment_by_name(name)
-        return dep, await client.read_work_pool(dep.work_pool_name)
+        return dep, await client.read_work_pool(str(dep.work_pool_name))
 
 
 async def _delete(name: str) -> None:
