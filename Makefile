@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU torch first (local wheel); a bare `torch` would pull a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
 	# constraints.txt: the exact versions CI tests, inside pyproject's ranges (deploy/freeze_constraints.py).
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# GPAW (real DFT, `gpaw` oracle) builds against Debian's libxc-dev/libblas-dev/liblapack-dev
