@@ -55,6 +55,7 @@ class Shot:
     click: str | None = None  # visible text of an element to click then (a tab)
     then_expect: tuple[str, ...] = ()  # texts the page must show after the click
     storage: tuple[tuple[str, str], ...] = ()  # localStorage items set for the origin before loading
+    search: tuple[str, str] | None = None  # (placeholder of a search box, text to type into it) before the capture
 
 
 # Metric columns of the MLflow runs table, in this order when the parent run has them (regexes).
@@ -128,7 +129,7 @@ def prefect_shots(ui: str, campaign: str) -> list[Shot]:
     if not rounds:
         raise SystemExit(f"Prefect has no flow run named {campaign}-round-N; run the campaign first (make demo)")
     last = max(rounds, key=lambda r: int(r["name"].rsplit("-", 1)[1]))
-    shots = [Shot("prefect-runs", f"{ui}/runs", (last["name"],))]
+    shots = [Shot("prefect-runs", f"{ui}/runs", (last["name"],), search=("Search by flow run name", campaign))]
     parent_task = last.get("parent_task_run_id")
     if parent_task:
         parent = _get(f"{api}/flow_runs/{_get(f'{api}/task_runs/{parent_task}')['flow_run_id']}")
@@ -287,6 +288,18 @@ class Browser:
                     "   .filter(e => e.children.length === 0 && e.innerText && e.innerText.trim() === want);"
                     " if (!els.length) return false; els[0].click(); return true; })()"))
                 ok = bool(clicked.get("result", {}).get("value")) and await wait_for(shot.then_expect, until)
+            if ok and shot.search:
+                placeholder, text = shot.search
+                typed = await call("Runtime.evaluate", returnByValue=True, expression=(
+                    "(() => { const box = [...document.querySelectorAll('input[placeholder=" + json.dumps(placeholder) + "]')]"
+                    "   .find(e => e.offsetParent !== null);"
+                    " if (!box) return false; box.focus(); box.click(); return true; })()"))
+                ok = bool(typed.get("result", {}).get("value"))
+                if ok:
+                    await call("Input.insertText", text=text)  # typed as a user would: the app sees the input events
+                    await asyncio.sleep(2)  # the search is debounced
+                    ok = await wait_for(shot.expect, until)
+                    await call("Runtime.evaluate", expression="document.activeElement && document.activeElement.blur()")
             await asyncio.sleep(settle_s)  # charts and tables animate in
             png = await call("Page.captureScreenshot", format="png")
             out.write_bytes(base64.b64decode(png["data"]))
@@ -298,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--campaign", default="demo", help="campaign name (default: demo)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots", help="folder for the PNGs")
     parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument("--height", type=int, default=1100)
     parser.add_argument("--timeout", type=float, default=90, help="seconds a page may take to show its runs")
     parser.add_argument("--settle", type=float, default=3, help="seconds to wait after the page is ready")
     parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "",

@@ -337,6 +337,7 @@ def ui(
                                               prefect_home=Path(os.environ["PREFECT_HOME"])) as (pf, ml):
         out_console.print(f"Prefect UI: {pf.ui_url}   (API {pf.url})")
         out_console.print(f"MLflow UI:  {ml.ui_url}   (tracking {mask_url(tracking_uri) or 'new local store'})")
+        out_console.print(f"            {ml.ui_url}/#/experiments?workflowType=machine_learning   (campaigns: runs, charts, models)")
         out_console.print("Ctrl-C stops both.")
         signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops both servers too
         signal.signal(signal.SIGINT, _interrupt)  # even where a background job ignores SIGINT

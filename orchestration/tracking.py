@@ -50,6 +50,9 @@ LOCAL_UI_URL = "http://127.0.0.1:5000"
 """Where ``matloop ui`` serves MLflow by default (``--mlflow-port``)."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by MLflow 3.x's UI to pick the experiment's view
 EXPERIMENT_KIND = "custom_model_development"  # runs, charts and models (not "genai_development": traces)
+ML_VIEW = "?workflowType=machine_learning"
+"""Query of UI links: MLflow 3.17's UI picks GenAI or model training from this (or from the browser's last choice,
+GenAI at first) and no longer from the experiment's kind tag, so every link matloop prints carries it."""
 METRIC_TAG = "matloop.validation_metric"
 """Model-version tags: ``<METRIC_TAG>`` names the metric, ``<METRIC_TAG>.value`` and ``.goal`` hold it."""
 
@@ -379,7 +382,7 @@ class Tracker:
             return url
         where = mask_url(self.uri)
         if where.startswith("sqlite:") and self.experiment_id is not None:
-            return (f"{LOCAL_UI_URL}/#/experiments/{self.experiment_id}/runs/{rid} (run {rid}; start the UI with "
+            return (f"{LOCAL_UI_URL}/#/experiments/{self.experiment_id}/runs/{rid}{ML_VIEW} (run {rid}; start the UI with "
                     f"`matloop ui`, which serves {where.removeprefix('sqlite:///')} or lists it)")
         return f"run {rid} of experiment {self.experiment} (open with `mlflow ui --backend-store-uri {where}`)"
 
@@ -388,7 +391,7 @@ class Tracker:
         rid = run_id or self.round_run_id or self.parent_run_id
         if rid is None or self.experiment_id is None or not self.uri.startswith(("http://", "https://")):
             return None
-        return f"{mask_url(self.uri).rstrip('/')}/#/experiments/{self.experiment_id}/runs/{rid}"
+        return f"{mask_url(self.uri).rstrip('/')}/#/experiments/{self.experiment_id}/runs/{rid}{ML_VIEW}"
 
     # -- internals --------------------------------------------------------------------------------
     def _experiment_id(self) -> str:

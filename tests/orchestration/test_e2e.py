@@ -121,7 +121,7 @@ def test_two_rounds_against_real_prefect_mlflow_and_postgres(
         (round_run,) = [r for r in rounds if r.name == f"{NAME}-round-{run.data.tags['matloop.round']}"]
         assert run.data.tags["prefect.flow_run_id"] == str(round_run.id)
         (art,) = asyncio.run(_artifacts(f"{NAME}-round-{run.data.tags['matloop.round']}"))
-        assert f"{mlflow_server_uri}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}" in art.data
+        assert f"{mlflow_server_uri}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}?workflowType=" in art.data
     for kind in ("proxy", "generator"):
         name = f"matloop.{NAME}.{kind}"
         champion = client.get_model_version_by_alias(name, "champion")

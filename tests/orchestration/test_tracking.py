@@ -161,7 +161,8 @@ def test_experiment_is_typed_for_model_development_also_when_it_existed(sqlite_u
     assert not any(k.startswith("prefect.") for k in client.get_run(tracker.parent_run_id).data.tags)  # no flow run
     link = tracker.run_link()
     assert link is not None and "matloop ui" in link
-    assert link.startswith(f"http://127.0.0.1:5000/#/experiments/{old}/runs/{tracker.parent_run_id} ")
+    assert link.startswith(f"http://127.0.0.1:5000/#/experiments/{old}/runs/{tracker.parent_run_id}"
+                           "?workflowType=machine_learning ")  # the model-training view, not GenAI
 
 
 @pytest.mark.slow

@@ -170,7 +170,7 @@ def test_round_summary_links_the_mlflow_runs_instead_of_a_store_path(campaign: d
     info = campaign["infos"][1]
     md = info["markdown"]
     assert info["run_id"] in md and campaign["parent"] in md
-    url = f"http://127.0.0.1:5000/#/experiments/{campaign['experiment_id']}/runs/{info['run_id']}"
+    url = f"http://127.0.0.1:5000/#/experiments/{campaign['experiment_id']}/runs/{info['run_id']}?workflowType=machine_learning"
     assert f"MLflow round run: [{url}]({url})" in md and "matloop ui" in md
     assert "proxy_error_batch" in md
 
