@@ -165,3 +165,19 @@ def test_campaign_config_errors_name_oracle_settings_calculator() -> None:
                         "oracle": {"name": "ase", "settings": {"calculator": "ase.calculators.emt:Emt"}}})
     with pytest.raises(UserError, match=r"`oracle.settings.calculator`: module 'ase.calculators.emt' has no attribute"):
         validate_oracle_settings(cfg)
+
+
+def test_shipped_config_validates_and_its_seed_data_is_emt_labelled() -> None:
+    """configs/ase_emt.yaml loads, its oracle settings validate, and its seed table (made with the ase oracle and
+    EMT, see the config's header) has EMT-scale formation energies; a 1-round run is tests/test_notebook.py."""
+    from orchestration.campaign.data import seed_data
+    from orchestration.config import load_config
+    from orchestration.config.runtime import validate_oracle_settings
+
+    cfg = load_config("configs/ase_emt.yaml")
+    validate_oracle_settings(cfg)
+    assert cfg.oracle.name == "ase" and cfg.oracle.settings["calculator"] == EMT_PATH
+    seed = seed_data(cfg, "formation_energy_per_atom")
+    assert len(seed) == 37  # the ok rows of 100 sampled
+    assert all(set(c.counts) <= {"Cu", "Al", "O"} for c in seed.crystals)
+    assert float(seed.targets.min()) > -1.0  # EMT's scale: MP puts Al2O3 at −3.4 eV/atom, CuO at −0.8
