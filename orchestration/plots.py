@@ -1,7 +1,6 @@
 """Campaign plots (matplotlib, Agg backend): property distributions per round, best value so far
 against oracle calls, energies above the reference hull per round, the reference hull of a binary
-system with the campaign's points, the convex hull of one chemical system, and a picture of one
-structure. Each function writes a PNG and returns its path; none needs a display."""
+system with the campaign's points, and a picture of one structure. Each function writes a PNG and returns its path; none needs a display."""
 
 from __future__ import annotations
 
@@ -62,28 +61,6 @@ def best_so_far(values: Sequence[float], *, target: str, maximize: bool, out: Pa
     ax.set_xlabel("oracle calls")
     ax.set_ylabel(target)
     ax.legend()
-    return _save(plt, fig, out)
-
-
-def hull(entries: Sequence[tuple[Mapping[str, float], float]], *, elements: Sequence[str], out: Path) -> Path | None:
-    """Convex hull of one chemical system from (composition, formation energy per atom) pairs; the
-    pure elements are added at 0 eV/atom. Returns None when there is nothing above the elements."""
-    from pymatgen.analysis.phase_diagram import PDEntry, PDPlotter, PhaseDiagram
-    from pymatgen.core import Composition
-
-    pd_entries = [PDEntry(Composition({el: 1}), 0.0) for el in elements]
-    for comp, e_form in entries:
-        c = Composition(dict(comp))
-        if np.isfinite(e_form) and set(map(str, c.elements)) <= set(elements):
-            pd_entries.append(PDEntry(c, float(e_form) * c.num_atoms))
-    if len(pd_entries) <= len(elements):
-        return None
-    plt = _pyplot()
-    diagram = PhaseDiagram(pd_entries)
-    plotter = PDPlotter(diagram, backend="matplotlib", show_unstable=0.5)
-    plotter.get_plot()
-    fig = plt.gcf()
-    fig.set_size_inches(8, 6)
     return _save(plt, fig, out)
 
 
