@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from discovery.crystal import Crystal
-from discovery.proxy import Posterior
+from discovery.testing import FixedProxy
 from orchestration.cli_gfn import ProxyReward
 from orchestration.reproduce import below_hull_flags, bg_metrics, composition_metrics, fe_metrics, markdown
 
@@ -71,23 +70,13 @@ def test_bg_metrics_on_known_values() -> None:
     assert m["bg_mean_abs_dev_from_target"] == pytest.approx((1.34 + 0.14 + 0 + 0.36 + 1.66) / 5, abs=1e-3)
 
 
-class _FixedProxy:
-    target_names = ("x",)
-
-    def __init__(self, means: list[float]) -> None:
-        self.means = torch.tensor(means)[:, None]
-
-    def posterior(self, crystals: list[Crystal]) -> Posterior:
-        return Posterior(self.means[: len(crystals)], torch.full_like(self.means[: len(crystals)], 0.01), ("x",))
-
-
 def test_proxy_rewards_are_the_papers() -> None:
     crystals = [_c(225, {"Li": 4, "F": 4})] * 3
-    fe = ProxyReward(_FixedProxy([-3.0, 0.0, 1.0]), transform="boltzmann", temperature=0.125)
+    fe = ProxyReward(FixedProxy([-3.0, 0.0, 1.0]), transform="boltzmann", temperature=0.125)
     assert fe(crystals) == pytest.approx([24.0, 0.0, -8.0])  # log exp(−8 E)
-    bg = ProxyReward(_FixedProxy([1.34, 2.34, 0.34]), transform="target", target_value=1.34, temperature=0.125)
+    bg = ProxyReward(FixedProxy([1.34, 2.34, 0.34]), transform="target", target_value=1.34, temperature=0.125)
     assert bg(crystals) == pytest.approx([0.0, -8.0, -8.0])  # log exp(−8 (E_g − 1.34)²)
-    up = ProxyReward(_FixedProxy([2.0, 0.0, 0.0]), transform="boltzmann", temperature=0.5, maximize=True)
+    up = ProxyReward(FixedProxy([2.0, 0.0, 0.0]), transform="boltzmann", temperature=0.5, maximize=True)
     assert up(crystals) == pytest.approx([4.0, 0.0, 0.0])
 
 

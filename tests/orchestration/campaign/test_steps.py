@@ -6,23 +6,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from discovery.crystal import Crystal
-from discovery.proxy.base import Posterior
+from discovery.testing import FixedProxy
 from orchestration.campaign import steps
 from orchestration.config import parse_config
-
-
-class _FixedProxy:
-    """Predicts the same formation energy (eV/atom) and σ for every crystal."""
-
-    def __init__(self, mean: float, std: float) -> None:
-        self.mean, self.std = mean, std
-
-    def posterior(self, crystals: list[Crystal]) -> Posterior:
-        n = len(crystals)
-        return Posterior(torch.full((n, 1), self.mean), torch.full((n, 1), self.std ** 2), ("formation_energy_per_atom",))
 
 
 def _camp(**acquisition: object) -> SimpleNamespace:
@@ -39,7 +27,7 @@ CRYSTALS = [Crystal(225, {"Na": 4, "Cl": 4}, 5.6, 5.6, 5.6, 90, 90, 90),
 
 
 def test_hull_relative_scores_are_the_predicted_distance_to_the_reference_hull() -> None:
-    proxies = {"formation_energy_per_atom": _FixedProxy(-2.0, 0.1)}
+    proxies = {"formation_energy_per_atom": FixedProxy(-2.0, std=0.1, target_name="formation_energy_per_atom")}
     plain, preds = steps.acquisition(_camp(), 0, proxies, CRYSTALS)
     np.testing.assert_allclose(plain, [2.1, 2.1, 2.1], rtol=1e-6)  # −(μ − κσ): the same for every crystal
     hull = steps.hull_energies("mp20+matbench", CRYSTALS)
