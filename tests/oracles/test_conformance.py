@@ -28,6 +28,13 @@ def _replay(mp20_dir: Path) -> Oracle:
     return get_oracle("replay", dataset=str(mp20_dir))
 
 
+def _sevennet(request: pytest.FixtureRequest) -> Oracle:
+    """SevenNet-0 on the batched engine, in-process, with a small step cap (as ``chgnet_fast``)."""
+    pytest.importorskip("sevenn", reason="sevenn not installed")
+    return get_oracle("sevennet", workers=0, steps=40, timeout_s=120,
+                      mp20_dir=str(request.getfixturevalue("mp20_dir")))
+
+
 EMT = {"calculator": "ase.calculators.emt:EMT", "fmax": 0.05, "steps": 200}
 """The ``ase`` oracle with ASE's EMT potential (Cu, Al, Ag, Au, Ni, Pd, Pt): a Cu/Al toy space."""
 
@@ -37,6 +44,7 @@ ORACLE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Oracle]] = {
     "replay": lambda request: _replay(request.getfixturevalue("mp20_dir")),
     "chgnet": lambda request: request.getfixturevalue("chgnet_fast"),
     "gpaw": _gpaw,
+    "sevennet": _sevennet,
 }
 BATCHES: dict[str, Callable[[], Sequence[Candidate]]] = {"ase": cu_al_batch}
 SAME_AS = {"dft": "gpaw"}
@@ -56,9 +64,9 @@ def test_oracle_conformance(name: str, request: pytest.FixtureRequest) -> None:
     oracle = _factory(name)(request)
     results = check_conformance(oracle, BATCHES.get(name, mixed_batch)())
     by_id = {r.candidate_id: r for r in results}
-    if name in ("density", "chgnet", "gpaw"):
+    if name in ("density", "chgnet", "gpaw", "sevennet"):
         assert by_id["nacl-structure"].status == "ok" and by_id["nacl-table"].status == "ok"
-    if name in ("chgnet", "gpaw", "ase"):
+    if name in ("chgnet", "gpaw", "sevennet", "ase"):
         assert by_id["impossible"].status == "invalid" and "not compatible" in by_id["impossible"].message
     if name == "ase":
         assert all(by_id[i].status == "ok" for i in ("cu-fcc", "cual-b2", "cu3al-l12", "cu3al-table"))

@@ -75,11 +75,14 @@ def test_every_builtin_exposes_its_settings_model_and_validates_without_building
 
     from oracles.registry import BUILTINS, settings_model, validate_settings
 
+    required = {"ase": {"calculator": "ase.calculators.emt:EMT"}}  # settings without a default
     for name in BUILTINS:
         model = settings_model(name)
         assert model is not None and issubclass(model, BaseModel), name
-        assert isinstance(validate_settings(name, {}), model)
+        assert isinstance(validate_settings(name, required.get(name, {})), model)
         with pytest.raises(ValidationError, match="bogus"):
-            validate_settings(name, {"bogus": 1})
+            validate_settings(name, {**required.get(name, {}), "bogus": 1})
+    with pytest.raises(ValidationError, match="calculator"):
+        validate_settings("ase", {})
     with pytest.raises(ValidationError, match="code"):
         validate_settings("gpaw", {"code": "vasp"})
