@@ -37,9 +37,10 @@ CAMPAIGN_METRICS: tuple[str, ...] = ("best_so_far", "cumulative_sun", "cumulativ
 """Round metrics also logged, per round (step = round index), to the campaign's parent MLflow run (with every
 ``proxy_error_batch_<target>``)."""
 ROUND_TIMES: tuple[str, ...] = ("t_proxy_s", "t_generator_s", "t_sample_s", "t_select_s", "t_oracle_s", "t_labels_s")
-"""The step times summed into ``t_round_steps_s`` (time per round, each step counted once however often a
-resumed round ran it), each the elapsed time of one step (the steps run one after another;
-``t_oracle_s``, recorded by the flow, is the elapsed time of the whole batch, however many ran at once)."""
+"""The step times summed into ``t_round_steps_s`` (time per round): each is the elapsed time of one step, and the
+steps run one after another (``t_oracle_s``, recorded by the flow, is the elapsed time of the whole batch, however
+many candidates ran at once, summed over the runs of a resumed round). The flow's own ``t_round_s`` (round run only)
+is the wall time of the last process that ran the round."""
 HITS_TABLE = "hits.json"
 MODEL_METRIC = {"generator": ("hit_rate", "max")}
 """How a round's generator is ranked for ``champion``: the hit rate of the batch it proposed (oracle-checked). A
