@@ -29,12 +29,16 @@ Shapes: ``Q = 2 * q_max + 1`` charge bins (index ``q + q_max``), ``R`` Wyckoff r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from discovery.chemistry import canonical_order, element_chem
 from discovery.symmetry import WyckoffAlgebra
 from discovery.symmetry_decode import decodable_algebra
+
+if TYPE_CHECKING:
+    from discovery.gfn.tables import TableFile
 
 C0, C1, A = 0, 1, 2
 INF = np.int16(10_000)
@@ -91,8 +95,8 @@ class _ElementTables:
         self.new_group = np.ones(self.n + 1, dtype=bool)
         for i in range(1, self.n):
             self.new_group[i] = self.group[i] != self.group[i - 1]
-        max_state = max(max(abs(s) for s in c.oxidation_states) for c in chem)
-        self.q_max = int(max_state * rules.max_per_element * max(1, rules.max_elements - 1))
+        self.max_state = max(max(abs(s) for s in c.oxidation_states) for c in chem)
+        self.q_max = int(self.max_state * rules.max_per_element * max(1, rules.max_elements - 1))
         # options (N, O): oxidation state, phase after taking it, cation?, valid (padding is invalid)
         n_opt = max(len(c.oxidation_states) for c in chem)
         self.opt_sigma = np.zeros((self.n, n_opt), dtype=np.int64)
@@ -115,99 +119,70 @@ class _ElementTables:
 
 
 class SpaceGroupConstraints:
-    """Look-ahead tables for one Wyckoff algebra (shared by space groups with equal algebra)."""
+    """Look-ahead tables for one Wyckoff algebra (shared by space groups with equal algebra).
 
-    def __init__(self, rules: CompositionRules, algebra: WyckoffAlgebra, elements: _ElementTables) -> None:
-        self.rules, self.alg, self.el = rules, algebra, elements
-        self.R = algebra.n_states
+    Built from the algebra (:meth:`build`) or read back from the table cache
+    (:mod:`discovery.gfn.tables`). Budget-free spaces (``max_atoms ≥ max_elements · max_per_element``,
+    like the paper's 5 · 16 ≤ 80) keep only bit tables: ``comp[n]`` (completable after ``n``
+    elements, for :meth:`CompositionConstraints.step`) and ``dil[n]`` (which (element, count) actions
+    keep a prefix of ``n`` elements completable, for the masks), each over the charge window that can
+    still reach zero (:func:`charge_window`). Other spaces keep the uint8 table ``M`` of fewest atoms.
+    """
+
+    def __init__(self, rules: CompositionRules, elements: _ElementTables, *, key: object, start: int,
+                 succ: np.ndarray, tables: dict[str, np.ndarray]) -> None:
+        self.rules, self.el, self.key, self.start = rules, elements, key, int(start)
+        self.succ = succ.astype(np.int64)  # (C + 1, R, S), padded with the dummy state R
+        self.R = self.succ.shape[1]
         self.Q = 2 * elements.q_max + 1
         self.J = rules.max_elements  # a completion adds at most max_elements - 1 elements
-        C = rules.max_per_element
-        # successor table padded with a dummy state R whose values are INF: (C + 1, R, S)
-        width = max(1, max((len(t) for n in range(1, C + 1) for t in algebra.transitions[n]), default=1))
-        self.succ = np.full((C + 1, self.R, width), self.R, dtype=np.int64)
-        for n in range(1, C + 1):
-            for r, nxt in enumerate(algebra.transitions[n]):
-                self.succ[n, r, : len(nxt)] = nxt
-        S = self._suffix_tables()
-        # M[k - 1][i, phase, r, q] (uint8, 255 = none): fewest atoms of a completion of a composition
-        # that has k elements, using elements with canonical index ≥ i. S itself is not kept.
-        M = np.stack([self._completion_min(S, k) for k in range(1, rules.max_elements + 1)])
-        # pad a dummy resource state R (no completion) so that padded successors gather "none"
-        self.M = np.concatenate([M, np.full(M[:, :, :, :1].shape, NONE, dtype=np.uint8)], axis=3)
-        # the same, flattened per n_after with the charge axis padded by Q on both sides (3Q bins,
-        # offset Q): any shifted prefix charge gathers in range, outside the table it reads "none"
-        pad = np.full((*self.M.shape[:4], self.Q), NONE, dtype=np.uint8)
-        self.flat = np.concatenate([pad, self.M, pad], axis=4).reshape(len(self.M), -1)
+        self.budget_free = rules.max_atoms >= rules.max_elements * rules.max_per_element
+        self.tables = tables
+        self._flat: np.ndarray | None = None
         self._plans: dict[tuple[int, int, int], np.ndarray] = {}
         self._row_cache: dict[tuple[int, int, int, int, int], np.ndarray] = {}
-        # budget-free spaces (max_atoms ≥ max_elements · max_per_element, like the paper's 5 · 16 ≤ 80):
-        # boolean tables dilated over oxidation states, built lazily per number of elements
-        self.budget_free = rules.max_atoms >= rules.max_elements * rules.max_per_element
-        self._dilated: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # CompositionConstraints.step results by (counts so far, element, count): prefix states are
         # never mutated, so trajectories that share a prefix share its state
         self.step_cache: dict[tuple[object, ...], PrefixState] = {}
 
-    # -- dynamic programme ----------------------------------------------------------------------
-    def _shift(self, x: np.ndarray, delta: int) -> np.ndarray:
-        """out[..., q] = x[..., q - delta] along the last (charge) axis, INF where undefined."""
-        out = np.full_like(x, INF)
-        if abs(delta) >= self.Q:
-            return out
-        if delta >= 0:
-            out[..., delta:] = x[..., : self.Q - delta]
-        else:
-            out[..., :delta] = x[..., -delta:]
-        return out
+    @classmethod
+    def build(cls, rules: CompositionRules, algebra: WyckoffAlgebra, elements: _ElementTables) -> SpaceGroupConstraints:
+        """Run the dynamic programme for one algebra (0.01–0.5 s at paper scale; :mod:`discovery.gfn.lookahead`)."""
+        from discovery.gfn.lookahead import TableBuilder
 
-    def _wyckoff_min(self, y: np.ndarray, n: int) -> np.ndarray:
-        """y: (J, R, Q) values at successor states → (J, R, Q) min over successors of each state."""
-        pad = np.concatenate([y, np.full_like(y[:, :1], INF)], axis=1)
-        return np.asarray(pad[:, self.succ[n], :].min(axis=2))
+        b = TableBuilder(rules, algebra, elements)
+        return cls(rules, elements, key=algebra.key, start=algebra.start, succ=b.succ, tables=b.run())
 
-    def _suffix_tables(self) -> np.ndarray:
-        """S[i, phase, j, r, q]: fewest atoms of exactly ``j`` more elements with canonical index ≥ i,
-        entered in ``phase``, from resource state ``r``, adding charge ``q - q_max``; INF if none."""
-        el, J, R, Q = self.el, self.J, self.R, self.Q
-        S = np.full((el.n + 1, 3, J, R, Q), INF, dtype=np.int16)
-        S[el.n, :, 0, :, el.q_max] = 0
-        for i in range(el.n - 1, -1, -1):
-            nxt = S[i + 1]
-            cur = nxt.copy()  # skip element i
-            for n in range(1, self.rules.max_per_element + 1):
-                for phase_after, states in ((C1, el.cation[i]), (A, el.anion[i])):
-                    if not states:
-                        continue
-                    y = np.full((J, R, Q), INF, dtype=np.int16)
-                    y[1:] = nxt[phase_after, :-1]
-                    best = np.full_like(y, INF)
-                    for s in states:
-                        np.minimum(best, self._shift(y, n * s), out=best)
-                    best = np.minimum(self._wyckoff_min(best, n) + np.int16(n), INF)
-                    if phase_after == C1:  # a cation: allowed from C0 and C1
-                        np.minimum(cur[C0], best, out=cur[C0])
-                        np.minimum(cur[C1], best, out=cur[C1])
-                    else:  # an anion: allowed from C0 and A (C1 of the same group fails Pauling)
-                        np.minimum(cur[C0], best, out=cur[C0])
-                        np.minimum(cur[A], best, out=cur[A])
-            if el.new_group[i]:
-                cur[C1] = cur[C0]
-            S[i] = cur
-        return S
+    def fits_alone(self, n: int) -> bool:
+        """``n`` atoms of one element fit the Wyckoff positions (unary compositions)."""
+        return 1 <= n <= self.rules.max_per_element and bool((self.succ[n, self.start] < self.R).any())
 
     # -- queries ----------------------------------------------------------------------------------
-    def _completion_min(self, S: np.ndarray, n_after: int) -> np.ndarray:
-        lo = max(0, self.rules.min_elements - n_after)
-        hi = self.rules.max_elements - n_after
-        if hi < lo:
-            return np.full(S[:, :, 0].shape, NONE, dtype=np.uint8)
-        return np.minimum(S[:, :, lo : hi + 1].min(axis=2), NONE).astype(np.uint8)
+    def completable(self, n_after: int, element: int, after: np.ndarray, succ: np.ndarray, q: np.ndarray,
+                    budget: int) -> np.ndarray:
+        """Broadcast bool: a prefix of ``n_after`` elements ending with ``element``, in phase ``after``,
+        resource state ``succ`` and charge ``q``, has a valid completion of at most ``budget`` atoms."""
+        if "M" in self.tables:
+            qi = self.el.q_max - q
+            ok = (qi >= 0) & (qi < self.Q)
+            vals = self.tables["M"][n_after - 1][element + 1][after, succ, np.clip(qi, 0, self.Q - 1)]
+            return ok & (vals <= budget)
+        w = charge_window(self.rules, self.el, n_after)
+        b = w - q  # completion charge −q
+        ok = (b >= 0) & (b <= 2 * w)
+        b = np.clip(b, 0, 2 * w)
+        byte = self.tables[f"comp{n_after}"][element + 1][after, succ, b >> 3]
+        return ok & ((byte >> (7 - (b & 7))) & 1).astype(bool)
 
-    def completion_min(self, n_after: int) -> np.ndarray:
-        """(N + 1, 3, R, Q) uint8 fewest atoms of a completion of a composition with ``n_after``
-        elements, using elements with index ≥ i; 255 if none."""
-        return self.M[n_after - 1]
+    @property
+    def flat(self) -> np.ndarray:
+        """M flattened per n_after with the charge axis padded by Q on both sides (3Q bins, offset Q):
+        any shifted prefix charge gathers in range, outside the table it reads "none" (built on first use)."""
+        if self._flat is None:
+            M = self.tables["M"]
+            pad = np.full((*M.shape[:4], self.Q), NONE, dtype=np.uint8)
+            self._flat = np.concatenate([pad, M, pad], axis=4).reshape(len(M), -1)
+        return self._flat
 
     def _plan(self, n_elements: int, r: int, variant: int) -> np.ndarray:
         """Gather plan of :meth:`row`: (N, C, O·S) flat indices into ``flat[n_elements]`` for prefix
@@ -232,46 +207,22 @@ class SpaceGroupConstraints:
             self._plans[key] = plan
         return plan
 
-    def dilated(self, n_elements: int) -> tuple[np.ndarray, np.ndarray]:
-        """Two (C, R + 1, Q, N) bool tables (elements bit-packed into ⌈N/8⌉ bytes) for prefixes with ``n_elements`` elements: entry (n, s,
-        q + q_max, e) is True when adding n atoms of element e as a cation (first table) / an anion
-        (second), landing in resource state s, leaves a prefix of charge q with a valid completion."""
-        out = self._dilated.get(n_elements)
-        if out is None:
-            el, C, Q, qm = self.el, self.rules.max_per_element, self.Q, self.el.q_max
-            comp = self.M[n_elements] < NONE  # (N + 1, 3, R + 1, Q): completable, by completion-charge bin
-            # by prefix-charge-after bin b' (charge q' = b' − q_max needs completion charge −q', bin 2·q_max − b')
-            comp = comp[..., ::-1]
-            pad = np.zeros((*comp.shape[:3], Q), dtype=bool)
-            comp = np.concatenate([pad, comp, pad], axis=3)  # offset Q
-            cat = np.zeros((C, self.R + 1, Q, el.n), dtype=bool)
-            an = np.zeros_like(cat)
-            for e in range(el.n):
-                for n in range(1, C + 1):
-                    for o in np.flatnonzero(el.opt_valid[e]).tolist():
-                        sigma = int(el.opt_sigma[e, o])
-                        start = Q + n * sigma  # prefix charge q → after-charge bin q + nσ + q_max
-                        target = cat if el.opt_cat[e, o] else an
-                        target[n - 1, :, :, e] |= comp[e + 1, int(el.opt_after[e, o]), :, start : start + Q]
-            out = (np.packbits(cat, axis=3), np.packbits(an, axis=3))  # elements bit-packed: (C, R + 1, Q, ⌈N/8⌉)
-            self._dilated[n_elements] = out
-            del qm
-        return out
-
     def completable_mask(self, n_elements: int, triples: np.ndarray, last_group: int) -> np.ndarray:
         """(N, C) bool: actions with a valid completion from any prefix triple (budget-free spaces)."""
-        cat, an = self.dilated(n_elements)
+        dil = self.tables[f"dil{n_elements}"]
+        w = charge_window(self.rules, self.el, n_elements)
+        triples = triples[np.abs(triples[:, 2]) <= w]  # no completion outside the window
         C = self.rules.max_per_element
         ph, r, q = triples.T
         cI = np.arange(C)[:, None, None]
         other_group = np.packbits(self.el.group != last_group)
-        acc = np.zeros((C, cat.shape[3]), dtype=np.uint8)
+        acc = np.zeros((C, dil.shape[-1]), dtype=np.uint8)
         # cations after C0/C1 prefixes; anions after C0/A prefixes, or after C1 from another EN group
-        for table, rows, allowed in ((cat, ph != A, None), (an, ph != C1, None), (an, ph == C1, other_group)):
+        for kind, rows, allowed in ((0, ph != A, None), (1, ph != C1, None), (1, ph == C1, other_group)):
             if not rows.any():
                 continue
             sI = self.succ[1:, r[rows]].transpose(0, 2, 1)  # (C, S, T'); padded successors: empty state R
-            got = table[cI, sI, (q[rows] + self.el.q_max)[None, None, :]]  # (C, S, T', ⌈N/8⌉)
+            got = dil[kind][cI, sI, (q[rows] + w)[None, None, :]]  # (C, S, T', ⌈N/8⌉)
             got = np.bitwise_or.reduce(got.reshape(C, -1, got.shape[-1]), axis=1)
             acc |= got if allowed is None else got & allowed
         return np.unpackbits(acc, axis=1, count=self.el.n).astype(bool).T
@@ -299,33 +250,110 @@ class SpaceGroupConstraints:
         return out
 
 
-class CompositionConstraints:
-    """Masks and transitions of the composition subspace for any space group."""
+def charge_window(rules: CompositionRules, el: _ElementTables, n_elements: int) -> int:
+    """Largest |charge| a prefix of ``n_elements`` elements can have and still be completed to zero:
+    each element brings at most ``max_state · max_per_element``, and at most ``max_elements − n``
+    elements remain to cancel it."""
+    return el.max_state * rules.max_per_element * max(0, min(n_elements, rules.max_elements - n_elements))
 
-    def __init__(self, rules: CompositionRules) -> None:
+
+class CompositionConstraints:
+    """Masks and transitions of the composition subspace for any space group.
+
+    ``CompositionConstraints(rules)`` builds the tables of each space group's algebra on first use;
+    :meth:`cached` reads them from the on-disk table cache (:mod:`discovery.gfn.tables`), building and
+    storing every space group's tables once per search space where the cache has none."""
+
+    def __init__(self, rules: CompositionRules, *, tables: TableFile | None = None) -> None:
         self.rules = rules
         self.el = _ElementTables(rules)
-        self._by_key: dict[tuple[object, ...], SpaceGroupConstraints] = {}
-        self._sg_key: dict[int, tuple[object, ...]] = {}
+        self._file = tables
+        self._by_key: dict[object, SpaceGroupConstraints] = {}
+        self._sg_key: dict[int, object] = {}
+
+    @classmethod
+    def cached(cls, rules: CompositionRules) -> CompositionConstraints:
+        """Tables from the cache (the user cache, then the files shipped in ``discovery/data``); where
+        neither has this space, every table is built now (15–30 s at paper scale) and written to the
+        user cache for the next process. Only budget-free spaces are cached; others build lazily."""
+        if rules.max_atoms < rules.max_elements * rules.max_per_element:
+            return cls(rules)
+        from discovery.gfn.tables import open_tables, store_tables
+
+        found = open_tables(rules)
+        if found is not None:
+            return cls(rules, tables=found)
+        out = cls(rules)
+        store_tables(rules, out.export())
+        return out
 
     @property
     def n_elements(self) -> int:
         return self.el.n
 
-    def for_space_group(self, sg: int) -> SpaceGroupConstraints:
+    @property
+    def from_cache(self) -> bool:
+        return self._file is not None
+
+    def table_key(self, sg: int) -> object:
+        """Space groups with equal keys share their tables."""
         key = self._sg_key.get(sg)
         if key is None:
-            key = decodable_algebra(sg, self.rules.max_per_element).key
+            key = self._file.key_of(sg) if self._file is not None else decodable_algebra(sg, self.rules.max_per_element).key
             self._sg_key[sg] = key
+        return key
+
+    def table_start(self, sg: int) -> int:
+        """The start resource state of ``sg``."""
+        key = self.table_key(sg)
+        if self._file is not None and key not in self._by_key:
+            return int(self._file.start[int(key)])  # type: ignore[call-overload]
+        return self.for_space_group(sg).start
+
+    def raw_tables(self, sg: int) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+        """(start state, successor table, bit tables) of ``sg``, read without keeping them here."""
+        key = self.table_key(sg)
+        if self._file is not None and key not in self._by_key:
+            arrays = self._file.arrays(int(key))  # type: ignore[call-overload]
+            return int(self._file.start[int(key)]), arrays.pop("succ").astype(np.int64), arrays  # type: ignore[call-overload]
+        t = self.for_space_group(sg)
+        return t.start, t.succ, t.tables
+
+    def for_space_group(self, sg: int) -> SpaceGroupConstraints:
+        key = self.table_key(sg)
         tables = self._by_key.get(key)
         if tables is None:
-            tables = SpaceGroupConstraints(self.rules, decodable_algebra(sg, self.rules.max_per_element), self.el)
+            if self._file is not None:
+                tables = self._file.load(key, self.rules, self.el)
+            if tables is None:
+                built = SpaceGroupConstraints.build(self.rules, decodable_algebra(sg, self.rules.max_per_element), self.el)
+                tables = SpaceGroupConstraints(self.rules, self.el, key=key, start=built.start, succ=built.succ,
+                                               tables=built.tables)
             self._by_key[key] = tables
         return tables
 
+    def export(self) -> dict[str, np.ndarray]:
+        """Every space group's tables as named arrays for :mod:`discovery.gfn.tables` (builds them all)."""
+        keys: list[object] = []
+        sg_key = np.full(231, -1, dtype=np.int16)
+        feasible = np.zeros(231, dtype=bool)
+        arrays: dict[str, np.ndarray] = {}
+        for sg in range(1, 231):
+            t = self.for_space_group(sg)
+            if t.key not in keys:
+                i = len(keys)
+                keys.append(t.key)
+                arrays[f"k{i}_succ"] = t.succ.astype(np.int16)
+                arrays.update({f"k{i}_{name}": a for name, a in t.tables.items()})
+            sg_key[sg] = keys.index(t.key)
+            feasible[sg] = self.space_group_feasible(sg)
+        arrays["sg_key"], arrays["feasible"] = sg_key, feasible
+        arrays["start"] = np.array([self._by_key[k].start for k in keys], dtype=np.int64)
+        return arrays
+
     def initial(self, sg: int) -> PrefixState:
         t = self.for_space_group(sg)
-        return PrefixState(-1, 0, 0, np.array([[C0, t.alg.start, 0]], dtype=np.int64))
+        return PrefixState(-1, 0, 0, np.array([[C0, t.start, 0]], dtype=np.int64))
 
     def action_mask(self, sg: int, state: PrefixState) -> tuple[np.ndarray, bool]:
         """(N, C) bool mask of allowed (element, count) actions, and whether ending here is allowed."""
@@ -352,7 +380,7 @@ class CompositionConstraints:
         if state.n_elements == 0 and rules.min_elements <= 1:
             # a single element is SMACT-valid on its own: allowed when its count fits the Wyckoff positions
             for n in range(1, min(rules.max_per_element, rules.max_atoms) + 1):
-                if len(t.alg.successors(t.alg.start, n)):
+                if t.fits_alone(n):
                     mask[:, n - 1] = True
         can_end = state.n_elements >= rules.min_elements and bool((state.triples[:, 2] == 0).any())
         can_end = can_end or state.unary_ok
@@ -411,13 +439,12 @@ class CompositionConstraints:
         q2 = q[:, None] + count * sig[None, :]  # (T, O)
         qi = el.q_max - q2
         ok = allowed[:, :, None] & (succ < t.R)[:, None, :] & ((qi >= 0) & (qi < t.Q))[:, :, None]
-        M = t.completion_min(n_after)[element + 1]  # (3, R + 1, Q)
-        vals = M[after[None, :, None], succ[:, None, :], np.clip(qi, 0, t.Q - 1)[:, :, None]]
-        keep = ok & (vals <= rules.max_atoms - atoms)
+        keep = ok & t.completable(n_after, element, after[None, :, None], succ[:, None, :], q2[:, :, None],
+                                  rules.max_atoms - atoms)
         ti, oi, si = np.nonzero(keep)
         key = np.unique((after[oi] * (t.R + 1) + succ[ti, si]) * t.Q + (q2[ti, oi] + el.q_max))
         triples = np.stack([key // (t.Q * (t.R + 1)), (key // t.Q) % (t.R + 1), key % t.Q - el.q_max], axis=1)
-        unary_ok = state.n_elements == 0 and rules.min_elements <= 1 and bool(t.alg.successors(t.alg.start, count))
+        unary_ok = state.n_elements == 0 and rules.min_elements <= 1 and t.fits_alone(count)
         if not len(triples) and not unary_ok:
             raise ValueError(f"action (element {element}, count {count}) leads to a dead end")
         out = PrefixState(element, n_after, atoms, triples, unary_ok, (*state.counts, (element, count)))
@@ -427,5 +454,7 @@ class CompositionConstraints:
         return out
 
     def space_group_feasible(self, sg: int) -> bool:
+        if self._file is not None:
+            return self._file.feasible(sg)
         mask, can_end = self.action_mask(sg, self.initial(sg))
         return bool(mask.any()) or can_end

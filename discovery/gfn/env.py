@@ -24,6 +24,7 @@ elements, ``C`` max atoms per element, last = end composition).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,7 @@ from scipy.special import betainc, betaincinv
 from torch import Tensor
 
 from discovery.crystal import Crystal
+from discovery.gfn.batched import PackedTables
 from discovery.gfn.constraints import PrefixState
 from discovery.gfn.policy import U_EPS, BetaMixture, PolicyConfig
 from discovery.gfn.space import FREE_DIMS, GAMMA_FIXED, SearchSpace, free_dims_table, gamma_interval
@@ -102,6 +104,21 @@ class CrystalEnv:
             self.space.angle_range != self.ms.angle_range
         )
         self._mask_cache: dict[tuple[object, ...], tuple[np.ndarray, bool]] = {}
+        self._packed: PackedTables | bool | None = None  # False: this space takes the one-state path
+
+    @property
+    def packed(self) -> PackedTables | None:
+        """All tables packed for batched composition steps (:mod:`discovery.gfn.batched`); None where
+        the space needs the one-state path (budgeted spaces, unary compositions)."""
+        if self._packed is None:
+            rules = self.cc.rules
+            self._packed = False
+            if rules.max_atoms >= rules.max_elements * rules.max_per_element and rules.min_elements >= 2:
+                try:
+                    self._packed = PackedTables(self.cc)
+                except Exception as exc:  # a damaged table file: the one-state path reads what it can
+                    warnings.warn(f"batched composition tables unavailable ({type(exc).__name__}: {exc})", stacklevel=2)
+        return self._packed if isinstance(self._packed, PackedTables) else None
 
     # -- space-group subspace ---------------------------------------------------------------------
     def _sg_masks(self, feasible: tuple[int, ...]) -> np.ndarray:
@@ -121,7 +138,7 @@ class CrystalEnv:
     # -- composition subspace ---------------------------------------------------------------------
     def comp_mask(self, sg: int, prefix: PrefixState) -> np.ndarray:
         """(D,) forward mask of a composition state."""
-        key = (self.cc.for_space_group(sg).alg.key, prefix.counts)
+        key = (self.cc.for_space_group(sg).key, prefix.counts)
         hit = self._mask_cache.get(key)
         if hit is None:
             hit = self.cc.action_mask(sg, prefix)

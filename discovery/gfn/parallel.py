@@ -59,6 +59,7 @@ def sample_chunks(env: CrystalEnv, policy: ForwardPolicy, sizes: Sequence[int], 
             for job in jobs:
                 yield _sample_chunk(job)
             return
+        env.packed  # noqa: B018  # pack the tables before the fork: workers inherit them instead of each packing
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
             yield from pool.imap(_sample_chunk, jobs)

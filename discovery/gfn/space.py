@@ -82,7 +82,8 @@ class SearchSpace:
 
     @cached_property
     def constraints(self) -> CompositionConstraints:
-        return CompositionConstraints(self.rules)
+        """Look-ahead tables, from the on-disk table cache where it has them (:mod:`discovery.gfn.tables`)."""
+        return CompositionConstraints.cached(self.rules)
 
     @cached_property
     def candidate_space_groups(self) -> tuple[int, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -11,6 +13,14 @@ from discovery.gfn import CrystalGFN, PolicyConfig, SearchSpace, TrainConfig
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _table_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A fresh table cache per session (the paper's space comes from the shipped file)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MATLOOP_CACHE_DIR", str(tmp_path_factory.mktemp("matloop-cache")))
+        yield
 
 
 @pytest.fixture(scope="session")
