@@ -41,7 +41,11 @@ Every result's provenance names the calculator (``calculator``: the import path,
 ``calculator_kwargs``, the version of the package that provides it), the settings, the elemental
 references μ (eV/atom, with the structure each came from), what the hull is (``reference``) and the gates.
 A failure of one candidate (an element the calculator does not know, a NaN energy, an exploded cell, a
-timeout) is that candidate's result, never an exception that loses the batch.
+timeout) is that candidate's result, never an exception that loses the batch. Candidates run in the calling
+process, one at a time per oracle object (the campaign's ``runner.max_workers`` builds several): the time limit
+is checked between optimizer steps, and a single calculator call still running ``hard_timeout_grace_s`` after
+it is interrupted at its next Python bytecode (:mod:`oracles.deadline`); a call stuck inside compiled code
+cannot be interrupted in-process.
 """
 
 from __future__ import annotations
