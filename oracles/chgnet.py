@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Structure
 
 from discovery.crystal import Crystal
@@ -68,6 +68,11 @@ class CHGNetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["relax", "static"] = "relax"
+    engine: Literal["batched", "ase"] = Field(
+        "ase", description="relax mode: 'batched' relaxes many structures as one batched graph on torch-sim "
+                           "(oracles.batched); 'ase': one structure at a time through ASE")
+    max_batch_atoms: int = Field(256, ge=1, description="batched engine on the CPU: atoms per batch "
+                                                        "(on CUDA torch-sim sizes the batch by GPU memory)")
     fmax: float = Field(0.1, gt=0, description="force convergence criterion, eV/Å")
     steps: int = Field(200, ge=0, description="optimizer step cap per structure")
     timeout_s: float = Field(300.0, gt=0, description="wall-time limit per structure (decode + relax), s")
@@ -89,6 +94,13 @@ class CHGNetSettings(BaseModel):
     min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
     rescale_volume: bool = True
     start_method: Literal["spawn", "forkserver"] = "spawn"
+
+    @model_validator(mode="after")
+    def _engine_supports(self) -> CHGNetSettings:
+        if self.engine == "batched" and self.optimizer != "FIRE":
+            raise ValueError(f"optimizer: {self.optimizer} needs engine: ase (the batched engine runs torch-sim's "
+                             "FIRE); set optimizer: FIRE or engine: ase")
+        return self
 
     def relax_settings(self) -> RelaxSettings:
         return RelaxSettings(fmax=self.fmax, steps=self.steps, relax_cell=self.relax_cell, optimizer=self.optimizer,
@@ -257,10 +269,16 @@ def _run_task(task: _Task) -> OracleResult:
         return finish(failed(task.id, "failed", f"{type(exc).__name__}: {exc}", structure_cif=cif))
 
 
-def _run_chunk(tasks: list[_Task]) -> list[OracleResult]:
-    """Relax mode: each task on its own. Static mode: decode all, one batched CHGNet call; if the batch
+def _run_chunk(tasks: list[_Task], on_result: Callable[[int, OracleResult], None] | None = None
+               ) -> list[OracleResult]:
+    """Relax mode: each task on its own (engine ase) or all together (engine batched, see
+    :mod:`oracles.batched.run`). Static mode: decode all, one batched CHGNet call; if the batch
     fails, each structure is retried alone so that one bad structure cannot fail the others."""
     settings: CHGNetSettings = _STATE["settings"]
+    if settings.mode == "relax" and settings.engine == "batched":
+        from oracles.batched.run import run_batched
+
+        return run_batched(tasks, on_result=on_result)
     if settings.mode == "relax":
         return [_run_task(t) for t in tasks]
     t0 = time.perf_counter()
@@ -322,7 +340,7 @@ class CHGNetOracle:
     name = "chgnet"
 
     def __init__(self, *, calculator_factory: CalculatorFactory | None = None, **settings: Any) -> None:
-        self.settings = CHGNetSettings(**settings)
+        self.settings: CHGNetSettings = self.settings_model(**settings)  # type: ignore[assignment]  # subclasses
         self._factory = calculator_factory
         self._pool: ProcessPoolExecutor | None = None
 
@@ -371,6 +389,7 @@ class CHGNetOracle:
                          "no further correction" if self.settings.mp2020_correction == "learned"
                          else "pymatgen MaterialsProject2020Compatibility applied to the model energy")
         return {"oracle": self.name, "oracle_version": ORACLE_VERSION, "model": "CHGNet",
+                "engine": self.settings.engine if self.settings.mode == "relax" else "static",
                 "model_version": _chgnet_model_version(), "settings": self.settings.model_dump(mode="json"),
                 "energy_correction": energy_scheme, **ref.provenance(), "versions": library_versions()}
 
@@ -386,6 +405,9 @@ class CHGNetOracle:
         order = sorted(tasks, key=_cost, reverse=True)
         size = self.settings.batch_size if self.settings.mode == "static" else 1
         chunks = [order[i:i + size] for i in range(0, len(order), size)]
+        if self.settings.mode == "relax" and self.settings.engine == "batched":  # one batch per process
+            shards = max(self.settings.workers, 1)
+            chunks = [c for c in (order[i::shards] for i in range(shards)) if c]
         done = 0
         if self.settings.workers == 0:
             results = self._evaluate_local(chunks, results, progress)
@@ -473,10 +495,17 @@ class CHGNetOracle:
         try:
             total, done = sum(len(c) for c in chunks), 0
             for chunk in chunks:
-                for task, res in zip(chunk, _run_chunk(chunk), strict=True):
+                finished: list[int] = []
+
+                def one(k: int, res: OracleResult, before: int = done, finished: list[int] = finished) -> None:
+                    finished.append(k)  # batched engine: progress as each candidate finishes
+                    if progress is not None:
+                        progress(before + len(finished), total)
+
+                for task, res in zip(chunk, _run_chunk(chunk, on_result=one), strict=True):
                     results[task.index] = res
                 done += len(chunk)
-                if progress is not None:
+                if progress is not None and not finished:
                     progress(done, total)
         finally:
             torch.set_num_threads(previous)

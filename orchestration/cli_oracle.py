@@ -133,14 +133,23 @@ def bench_oracle(
     fmax: float = typer.Option(0.1, "--fmax", help="force convergence, eV/Å"),
     seed: int = typer.Option(0, "--seed"),
     max_atoms: int = typer.Option(12, "--max-atoms", help="largest conventional cell used"),
+    batched: bool = typer.Option(True, "--batched/--no-batched", help="also run the batched torch-sim engine"),
+    agreement: bool = typer.Option(False, "--agreement", help="instead: relax 30 MP-20 validation structures "
+                                                              "with both engines and compare energies/statuses"),
 ) -> None:
-    """Structures per minute for CHGNet relaxation of decoded candidates: one process vs N workers,
-    and the share of wall time spent outside the model.
+    """Structures per minute for CHGNet relaxation of decoded candidates: one process vs N workers
+    (sequential ASE engine) and the batched torch-sim engine, and the share of wall time outside the model.
 
-    Example: matloop bench oracle --json --n 16 --workers 2
+    Example: matloop bench oracle --json --n 64 --steps 200 --workers 2
+
+    Example: matloop bench oracle --json --agreement   (engine agreement on 30 MP-20 validation structures)
     """
-    from oracles.bench import run_oracle_bench
+    from oracles.bench import run_engine_agreement, run_oracle_bench
 
+    if agreement:
+        with user_errors(FileNotFoundError, ValueError):
+            typer.echo(json.dumps(run_engine_agreement(steps=steps, fmax=fmax, workers=workers), indent=2))
+        return
     mode: Literal["json", "table"] = "json" if json_out else "table"
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with user_errors(FileNotFoundError, ValueError), Progress(*columns, console=console) as bar:
@@ -149,7 +158,7 @@ def bench_oracle(
             return lambda done, total: bar.update(task, completed=done, total=total)
 
         report = run_oracle_bench(n=n, workers=workers, steps=steps, fmax=fmax, seed=seed, max_atoms=max_atoms,
-                                  progress=make)
+                                  batched=batched, progress=make)
     if mode == "json":
         typer.echo(json.dumps(report, indent=2))
         return
@@ -157,3 +166,5 @@ def bench_oracle(
         typer.echo(f"{label:>12}: {r['structures_per_min']:.1f} structures/min, wall {r['wall_s']:.1f} s, "
                    f"outside model {100 * r['share_outside_model']:.1f} %, statuses {r['statuses']}")
     typer.echo(f"speedup {report['speedup']:.2f}× with {workers} workers (load before {report['load_avg_before']})")
+    if "speedup_batched" in report:
+        typer.echo(f"batched engine: {report['speedup_batched']:.2f}× the best sequential run")

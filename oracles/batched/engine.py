@@ -1,0 +1,276 @@
+"""Batched relaxation: torch-sim's FIRE with a cell filter over many structures at once.
+
+:func:`relax_batch` relaxes a list of structures with any torch-sim ``ModelInterface`` (CHGNet through
+:mod:`oracles.batched.chgnet_adapter`, SevenNet through torch-sim's own interface). torch-sim supplies the
+optimizer (``unit_cell_fire`` / ``frechet_cell_fire`` in its ASE flavour, or ``fire`` for fixed cells) and the
+batching (``InFlightAutoBatcher``: converged structures leave the batch, waiting ones enter as memory allows).
+This module adds what the oracle contract needs, per structure:
+
+* the force criterion ``fmax`` (atoms and cell, as ASE's filters) and the step cap ``steps``; hitting the cap
+  ends that structure as ``unconverged``, the others go on;
+* fault checks after every force evaluation, as :mod:`oracles.relax` does for the ASE path: a non-finite
+  energy or force, a cell whose volume changed beyond ``max_volume_change`` either way, atoms collapsed onto
+  each other at the end, and the per-structure wall-time limit (counted from when it entered the batch);
+* fault isolation: when a batched step raises (a model error on one structure), the step is repeated for
+  each structure alone from the state before it; those that raise alone fail with the error, the rest go on.
+
+Batch size: on CUDA torch-sim measures the memory a forward pass needs (``determine_max_batch_size``); on the
+CPU (where torch-sim cannot measure) the batch is capped at ``max_batch_atoms`` atoms.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pymatgen.core import Lattice, Structure
+
+from oracles.decode import min_distance_ratio
+from oracles.relax import RelaxFault, RelaxOutcome
+
+Outcome = RelaxOutcome | RelaxFault
+"""What one structure ended with: a :class:`RelaxOutcome` (``ok``/``unconverged``) or a :class:`RelaxFault`."""
+DoneCallback = Callable[[int, Outcome, float, float], None]
+"""``on_done(index, outcome, wall_s, model_s)`` as each structure leaves the batch (input index, time in the
+batch, its share of the model time)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    """fmax (eV/Å) and steps: per-structure convergence and cap; cell_filter: torch-sim's ``unit_cell_fire``
+    (like ASE's ``UnitCellFilter``) or ``frechet_cell_fire``; max_volume_change, min_distance_ratio: fault
+    limits as in :class:`oracles.relax.RelaxSettings`; timeout_s: wall time per structure in the batch;
+    max_batch_atoms: CPU batch cap (ignored on CUDA, where torch-sim sizes the batch by memory)."""
+
+    fmax: float = 0.1
+    steps: int = 200
+    relax_cell: bool = True
+    cell_filter: Literal["unit", "frechet"] = "unit"
+    max_volume_change: float = 4.0
+    min_distance_ratio: float = 0.35
+    timeout_s: float = 300.0
+    max_batch_atoms: int = 2048
+    init_chunk: int = 32
+
+
+def _optimizer(model: Any, settings: EngineSettings) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    from torch_sim.optimizers import fire, frechet_cell_fire, unit_cell_fire
+
+    if not settings.relax_cell:
+        return fire(model=model, md_flavor="ase_fire")
+    make = unit_cell_fire if settings.cell_filter == "unit" else frechet_cell_fire
+    return make(model=model, md_flavor="ase_fire")
+
+
+def _safe_apply(fn: Callable[[Any], Any], states: list[Any]) -> list[Any | Exception]:
+    """``fn`` on the concatenated states, split again; if that raises, ``fn`` on each state alone, an exception
+    standing for each one that raises on its own (so one bad structure never fails the others)."""
+    from torch_sim.state import concatenate_states
+
+    try:
+        return list(fn(concatenate_states(states)).split())
+    except Exception:
+        out: list[Any | Exception] = []
+        for s in states:
+            try:
+                out.append(fn(s))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
+def _structure(positions: np.ndarray, cell: np.ndarray, numbers: np.ndarray) -> Structure:
+    return Structure(Lattice(cell), numbers.tolist(), positions, coords_are_cartesian=True, validate_proximity=False)
+
+
+class _Tracker:
+    """Per-structure book-keeping: steps, energies, entry time, initial volume, model-time share."""
+
+    def __init__(self, structures: Sequence[Structure], settings: EngineSettings) -> None:
+        self.settings = settings
+        self.n_atoms = [len(s) for s in structures]
+        self.v0 = [float(s.volume) for s in structures]
+        self.steps = [0] * len(structures)
+        self.energies: list[list[float]] = [[] for _ in structures]
+        self.entered = [math.nan] * len(structures)
+        self.model_s = [0.0] * len(structures)
+        self.done: set[int] = set()
+        """Input indices already given an outcome (one whose step failed stays in the batch until the next check)."""
+
+    def fault(self, i: int, status: Literal["failed", "timeout"], message: str) -> RelaxFault:
+        fault = RelaxFault(status, message)
+        fault.n_steps, fault.energies_per_atom = self.steps[i], list(self.energies[i])
+        return fault
+
+
+def relax_batch(structures: Sequence[Structure], *, model: Any, settings: EngineSettings,
+                on_done: DoneCallback | None = None) -> list[Outcome]:
+    """Relax ``structures`` together; one outcome per structure, in input order (see the module docstring)."""
+    from torch_sim.autobatching import InFlightAutoBatcher
+    from torch_sim.io import structures_to_state
+    from torch_sim.runners import generate_force_convergence_fn
+
+    outcomes: list[Outcome | None] = [None] * len(structures)
+    track = _Tracker(structures, settings)
+    t_start = time.perf_counter()
+
+    def finish(i: int, outcome: Outcome) -> None:
+        outcomes[i] = outcome
+        track.done.add(i)
+        if on_done is not None:
+            entered = track.entered[i] if math.isfinite(track.entered[i]) else t_start
+            on_done(i, outcome, time.perf_counter() - entered, track.model_s[i])
+
+    if not structures:
+        return []
+    init_fn, step_fn = _optimizer(model, settings)
+    converged_fn = generate_force_convergence_fn(settings.fmax, include_cell_forces=settings.relax_cell)
+    order: list[int] = []  # input index of the k-th state handed to the batcher
+
+    def initialised() -> Iterator[Any]:
+        """Initialised single-structure optimizer states, ``init_chunk`` structures per model call."""
+        for lo in range(0, len(structures), settings.init_chunk):
+            idx = list(range(lo, min(lo + settings.init_chunk, len(structures))))
+            raw: list[Any] = []
+            for i in idx:
+                try:
+                    raw.append(structures_to_state([structures[i]], device=model.device, dtype=model.dtype))
+                except Exception as exc:
+                    raw.append(exc)
+            good = [i for i, r in zip(idx, raw, strict=True) if not isinstance(r, Exception)]
+            t0 = model_time(model)
+            states = _safe_apply(init_fn, [r for r in raw if not isinstance(r, Exception)]) if good else []
+            share = (model_time(model) - t0) / max(len(good), 1)
+            for i, r in zip(idx, raw, strict=True):
+                if isinstance(r, Exception):
+                    finish(i, track.fault(i, "failed", f"could not build the model input: {r}"))
+            for i, st in zip(good, states, strict=True):
+                track.entered[i] = time.perf_counter()
+                track.model_s[i] += share
+                if isinstance(st, Exception):
+                    finish(i, track.fault(i, "failed", f"the model failed on this structure: "
+                                                       f"{type(st).__name__}: {st}"))
+                    continue
+                order.append(i)
+                yield st
+
+    source = initialised()
+    first = next(source, None)
+    if first is None:
+        return [o for o in outcomes if o is not None]
+    on_cuda = torch.device(model.device).type == "cuda"
+    batcher = InFlightAutoBatcher(
+        model, return_indices=True, max_iterations=None,
+        memory_scales_with=model.memory_scales_with if on_cuda else "n_atoms",
+        max_memory_scaler=None if on_cuda else float(max(settings.max_batch_atoms, max(track.n_atoms) + 1)),
+        max_memory_padding=0.9 if on_cuda else 1.0)
+
+    def chained() -> Iterator[Any]:
+        yield first
+        yield from source
+
+    batcher.load_states(chained())
+    state, _, current = batcher.next_batch(None, None)
+    while state is not None:
+        ids = [order[k] for k in current]
+        done = _check(state, ids, track, converged_fn, finish)
+        if done.any():
+            state, _, current = batcher.next_batch(state, done)
+            continue
+        state = _step(state, ids, step_fn, model, track, finish)
+    return [o if o is not None else RelaxFault("failed", "no outcome") for o in outcomes]
+
+
+def model_time(model: Any) -> float:
+    return float(getattr(model, "model_time_s", 0.0))
+
+
+def _step(state: Any, ids: list[int], step_fn: Callable[[Any], Any], model: Any, track: _Tracker,
+          finish: Callable[[int, Outcome], None]) -> Any:
+    """One FIRE step of the whole batch (see :func:`_safe_apply`); a structure whose step raises alone is
+    recorded as failed and carried unchanged (it leaves the batch at the next check, being done)."""
+    t0, t_wall = model_time(model), time.perf_counter()
+    before = state.clone()
+    try:
+        state = step_fn(state)
+    except Exception:
+        from torch_sim.state import concatenate_states
+
+        parts = _safe_apply(step_fn, before.split())
+        singles = before.split()
+        for k, (i, part) in enumerate(zip(ids, parts, strict=True)):
+            if isinstance(part, Exception):
+                track.steps[i] += 1
+                finish(i, track.fault(i, "failed", f"the model failed on this structure during relaxation: "
+                                                   f"{type(part).__name__}: {part}"))
+                parts[k] = singles[k]
+        state = concatenate_states(parts)
+    share = ((model_time(model) - t0) or (time.perf_counter() - t_wall)) / len(ids)
+    for i in ids:
+        track.model_s[i] += share
+        track.steps[i] += 1
+    return state
+
+
+def _check(state: Any, ids: list[int], track: _Tracker, converged_fn: Callable[..., torch.Tensor],
+           finish: Callable[[int, Outcome], None]) -> torch.Tensor:
+    """Which structures of the batch are done (converged, capped, faulty, out of time or already failed);
+    records the energies of this evaluation and the outcome of each one that is done."""
+    s = track.settings
+    n = state.n_systems
+    energy = state.energy.detach().cpu().double().numpy()
+    owners = state.system_idx.detach().cpu().numpy()
+    finite_atoms = torch.isfinite(state.forces).all(dim=1).cpu()
+    forces_ok = torch.ones(n, dtype=torch.bool).scatter_reduce(0, state.system_idx.cpu(), finite_atoms, "amin")
+    volumes = torch.linalg.det(state.cell).abs().detach().cpu().double().numpy()
+    try:
+        converged = converged_fn(state, None).detach().cpu().numpy()
+    except Exception:
+        converged = np.zeros(n, dtype=bool)
+    positions = state.positions.detach().cpu().double().numpy()
+    cells = state.row_vector_cell.detach().cpu().double().numpy()
+    numbers = state.atomic_numbers.detach().cpu().numpy()
+    now = time.perf_counter()
+    done = torch.zeros(n, dtype=torch.bool, device=state.energy.device)
+    for b, i in enumerate(ids):
+        if len(track.energies[i]) <= track.steps[i]:  # one energy per force evaluation
+            track.energies[i].append(float(energy[b]) / track.n_atoms[i])
+        if i in track.done:
+            done[b] = True
+            continue
+        outcome: Outcome | None = None
+        ratio = float(volumes[b]) / track.v0[i]
+        if not math.isfinite(float(energy[b])):
+            outcome = track.fault(i, "failed", f"the model returned a non-finite energy ({energy[b]})")
+        elif not bool(forces_ok[b]):
+            outcome = track.fault(i, "failed", "the model returned non-finite forces")
+        elif not math.isfinite(ratio) or ratio > s.max_volume_change:
+            outcome = track.fault(i, "failed", f"structure exploded: cell volume grew {ratio:.1f}× during "
+                                               f"relaxation (limit {s.max_volume_change}×)")
+        elif ratio < 1.0 / s.max_volume_change:
+            outcome = track.fault(i, "failed", f"structure collapsed: cell volume shrank to {ratio:.2f}× during "
+                                               f"relaxation (limit 1/{s.max_volume_change})")
+        elif bool(converged[b]) or track.steps[i] >= s.steps:
+            mask = owners == b
+            final = _structure(positions[mask], cells[b], numbers[mask])
+            if min_distance_ratio(final) < s.min_distance_ratio:
+                outcome = track.fault(i, "failed", f"structure collapsed: atoms at {min_distance_ratio(final):.2f}× "
+                                                   "the sum of covalent radii")
+            elif bool(converged[b]):
+                outcome = RelaxOutcome(final, float(energy[b]), list(track.energies[i]), track.steps[i], True)
+            else:
+                outcome = RelaxOutcome(final, float(energy[b]), list(track.energies[i]), track.steps[i], False,
+                                       "unconverged", f"not converged to fmax={s.fmax} eV/Å in {s.steps} steps")
+        elif now - track.entered[i] > s.timeout_s:
+            outcome = track.fault(i, "timeout", f"timed out after {track.steps[i]} steps (per-structure limit "
+                                                f"{s.timeout_s} s in the batch reached)")
+        if outcome is not None:
+            finish(i, outcome)
+            done[b] = True
+    return done
+

@@ -1,0 +1,197 @@
+"""The batched relaxation engine (oracles.batched): CHGNet adapter against CHGNet's own predictions, fault
+isolation inside a batch, agreement with the ASE engine, settings and provenance.
+
+Faults are injected into the real CHGNet model behind the torch-sim interface (``FaultyCHGNetModel``), the
+batched counterpart of ``oracles.testing.FaultyCalculator``."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from oracles.base import Candidate
+from oracles.batched.chgnet_adapter import CHGNetModel
+from oracles.batched.engine import EngineSettings, relax_batch
+from oracles.chgnet import CHGNetOracle
+from oracles.relax import (
+    RelaxFault,
+    RelaxSettings,
+    load_chgnet_calculator,
+    load_chgnet_model,
+    relax_structure,
+)
+from oracles.testing import impossible_crystal, rocksalt, small_structures
+
+
+def _rattled() -> list[Structure]:
+    rng = np.random.default_rng(0)
+    out = []
+    for s in [*small_structures().values(),
+              Structure(Lattice.from_parameters(3.1, 3.3, 5.2, 90, 95, 120), ["Fe", "O", "O"],
+                        [[0, 0, 0], [0.3, 0.3, 0.1], [0.6, 0.7, 0.4]])]:
+        s = s.copy()
+        s.perturb(0.05, min_distance=0.0) if len(s) > 1 else None
+        s.apply_strain(float(rng.uniform(-0.03, 0.03)))
+        out.append(s)
+    return out
+
+
+def test_adapter_matches_chgnet_single_structure_predictions() -> None:
+    """Energy within 1e-4 eV/atom, forces within 2e-3 eV/Å, stress within 2e-5 eV/Å³ (3 MPa) of CHGNet's own
+    ASE calculator on each structure alone (the adapter runs them as one batched graph; float32 model)."""
+    import torch_sim as ts
+
+    structures = _rattled()
+    model = CHGNetModel(load_chgnet_model("cpu"))
+    state = ts.io.structures_to_state(structures, device=model.device, dtype=model.dtype)
+    out = model(state)
+    calc = load_chgnet_calculator("cpu")
+    owners = state.system_idx.numpy()
+    for b, s in enumerate(structures):
+        atoms = AseAtomsAdaptor.get_atoms(s)
+        atoms.calc = calc
+        assert abs(float(out["energy"][b]) - atoms.get_potential_energy()) / len(s) < 1e-4
+        assert np.abs(out["forces"][owners == b].numpy() - atoms.get_forces()).max() < 2e-3
+        assert np.abs(out["stress"][b].numpy() - atoms.get_stress(voigt=False)).max() < 2e-5
+    assert out["energy"].shape == (len(structures),) and out["stress"].shape == (len(structures), 3, 3)
+
+
+def test_engine_agrees_with_ase_relaxation() -> None:
+    """Same statuses, final energies within 5 meV/atom, step counts within 30 % + 5 of ASE's FIRE."""
+    structures = _rattled()[:6]  # the rattled FeO2 cell has two nearby minima: each engine may find either
+    model = CHGNetModel(load_chgnet_model("cpu"))
+    batched = relax_batch(structures, model=model, settings=EngineSettings(steps=150))
+    calc = load_chgnet_calculator("cpu")
+    for s, b in zip(structures, batched, strict=True):
+        a = relax_structure(s, calculator=calc, settings=RelaxSettings(steps=150))
+        assert not isinstance(b, RelaxFault), b
+        assert a.status == b.status
+        assert abs(a.energy_total - b.energy_total) / len(s) < 5e-3
+        assert abs(a.n_steps - b.n_steps) <= 0.3 * a.n_steps + 5
+        assert len(b.energies_per_atom) == b.n_steps + 1
+
+
+class FaultyCHGNetModel(CHGNetModel):
+    """The real CHGNet adapter with a fault injected for chosen reduced formulas."""
+
+    faults: dict[str, str] = {}
+
+    def forward(self, state: Any, **kw: Any) -> dict[str, torch.Tensor]:
+        formulas = [s.composition.reduced_formula for s in self.structures(state)]
+        if any(self.faults.get(f) == "raise" for f in formulas):
+            raise RuntimeError("injected model failure")
+        out = super().forward(state, **kw)
+        for b, f in enumerate(formulas):
+            fault = self.faults.get(f)
+            mask = state.system_idx == b
+            if fault == "nan":
+                out["energy"][b] = math.nan
+            elif fault == "nan_forces":
+                out["forces"][mask] = math.nan
+            elif fault == "explode":
+                out["stress"][b] = -0.5 * torch.eye(3, dtype=out["stress"].dtype)
+            elif fault == "slow":
+                time.sleep(0.3)
+                out["forces"][mask] += 0.5  # never converges
+        return out
+
+
+@dataclass
+class FaultyBatchedFactory:
+    """``calculator_factory`` whose calculator brings the faulty torch-sim model (the ``batched_model`` hook)."""
+
+    faults: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, device: str) -> Any:
+        calc = load_chgnet_calculator(device)
+        faults = dict(self.faults)
+
+        def batched_model() -> FaultyCHGNetModel:
+            model = FaultyCHGNetModel(calc.model, device=device)
+            model.faults = faults
+            return model
+
+        calc.batched_model = batched_model
+        return calc
+
+
+FAULTS = {"MgO": "raise", "LiF": "nan", "KCl": "explode", "NaF": "nan_forces", "Si": "slow"}
+EXPECTED = {
+    "NaCl": ("ok", ""),
+    "MgO": ("failed", "RuntimeError: injected model failure"),
+    "LiF": ("failed", "non-finite energy"),
+    "KCl": ("failed", "structure exploded"),
+    "NaF": ("failed", "non-finite forces"),
+    "Si": ("timeout", "timed out"),
+    "isolated": ("invalid", "isolated"),
+    "impossible": ("invalid", "not compatible with the Wyckoff positions of space group 225"),
+    "CsCl": ("ok", ""),
+}
+
+
+def _fault_batch() -> list[Candidate]:
+    cands = [Candidate.from_structure(s, id=k) for k, s in small_structures().items()]
+    isolated = Structure(Lattice.cubic(30.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return [*cands, Candidate.from_structure(isolated, id="isolated"), Candidate.from_crystal(impossible_crystal()),
+            Candidate.from_structure(rocksalt("Cs", "Cl", 7.0), id="CsCl")]
+
+
+def test_one_bad_structure_never_fails_the_batch(mp20_dir: Path) -> None:
+    # the time limit counts per structure from when it entered the batch; the slow one slows the whole batch
+    # (0.3 s a step), so the limit leaves the others room to finish first
+    oracle = CHGNetOracle(engine="batched", calculator_factory=FaultyBatchedFactory(FAULTS), workers=0, steps=400,
+                          timeout_s=12.0, mp20_dir=str(mp20_dir))
+    seen: list[tuple[int, int]] = []
+    results = oracle.evaluate(_fault_batch(), progress=lambda d, t: seen.append((d, t)))
+    assert [r.candidate_id for r in results] == [c.id for c in _fault_batch()]
+    for r in results:
+        status, fragment = EXPECTED[r.candidate_id]
+        assert r.status == status, [(x.candidate_id, x.status, x.message[:50]) for x in results]
+        assert fragment in r.message, (r.candidate_id, r.message)
+        assert r.provenance["engine"] == "batched" and r.provenance["oracle"] == "chgnet"
+    slow = next(r for r in results if r.candidate_id == "Si")
+    assert slow.n_steps >= 1 and slow.energies  # partial trajectory kept
+    for r in results:
+        if r.ok:
+            assert r.targets["formation_energy_per_atom"] is not None and r.structure_cif
+            assert "torch-sim" in r.provenance["engine_detail"] and r.provenance["model_version"]
+    assert seen[-1] == (len(results), len(results)) and len(seen) >= 5  # progress as each one finishes
+
+
+def test_engine_isolates_a_structure_that_cannot_be_built() -> None:
+    """A NaN coordinate among good structures: that one fails, the others relax."""
+    good = small_structures()["NaCl"]
+    bad = good.copy()
+    bad.translate_sites([0], [math.nan, 0.0, 0.0], frac_coords=False, to_unit_cell=False)
+    model = CHGNetModel(load_chgnet_model("cpu"))
+    out = relax_batch([good, bad, good], model=model, settings=EngineSettings(steps=30))
+    assert isinstance(out[1], RelaxFault) and out[1].status == "failed"
+    assert not isinstance(out[0], RelaxFault) and not isinstance(out[2], RelaxFault)
+    assert out[0].status == out[2].status == "ok"
+
+
+def test_small_cpu_batches_let_structures_enter_as_others_finish() -> None:
+    """With room for two 2-atom cells at a time, all six still finish, each with its own step count."""
+    structures = _rattled()[:6]
+    model = CHGNetModel(load_chgnet_model("cpu"))
+    out = relax_batch(structures, model=model, settings=EngineSettings(steps=80, max_batch_atoms=4))
+    assert all(not isinstance(o, RelaxFault) for o in out)
+    assert len({o.n_steps for o in out}) > 1
+
+
+def test_settings_name_the_field_and_fix() -> None:
+    with pytest.raises(ValidationError, match="needs engine: ase"):
+        CHGNetOracle(engine="batched", optimizer="BFGS")
+    with pytest.raises(ValidationError, match="engine"):
+        CHGNetOracle(engine="torch")
+    assert CHGNetOracle(engine="batched").provenance()["engine"] == "batched"
