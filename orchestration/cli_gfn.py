@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -269,72 +268,42 @@ def sample(
 
 def bench_gfn(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (the only output on stdout).")] = False,
-    iterations: Annotated[int, typer.Option(min=1, help="Training iterations to time.")] = 30,
+    iterations: Annotated[int, typer.Option(min=1, help="Training iterations to time (warm).")] = 30,
     batch_size: Annotated[int, typer.Option(min=1, help="Trajectories per iteration.")] = 64,
     samples: Annotated[int, typer.Option(min=1, help="Crystals to sample and check.")] = 2000,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
     pyxtal_pairs: Annotated[int, typer.Option(min=1, help="Distinct (space group, composition) pairs given to pyxtal.")] = 1000,
     workers: Annotated[int, typer.Option(min=1, help="Sampling processes on CPU, one torch thread each.")] = _DEFAULT_WORKERS,
+    fresh: Annotated[bool, typer.Option(help="Also time fresh processes: `gfn sample --untrained -n 1000` and a "
+                                             "50-iteration `gfn train`, whole process, with peak memory.")] = True,
+    cold: Annotated[bool, typer.Option(help="Also time a cold build of every constraint table without the cache "
+                                            "(table_build_s; 15–60 s).")] = True,
 ) -> None:
-    """Time Crystal-GFN training and sampling in the paper's search space and check every sample.
+    """Time Crystal-GFN start-up and throughput in the paper's search space and check every sample.
 
-    Prints trajectories_per_s_train, samples_per_s (after the timed training, on --workers processes;
-    samples_per_s_1_process and samples_per_s_untrained on one; samples_per_s_untrained_first_draw includes
-    the lazy table builds of the first draw),
-    the one-off constraint-table build time, and the fraction of samples passing each validity check
-    (SMACT with include_alloys=False, pyxtal decodability, lattice-system relations).
+    Fresh-process figures (whole process, imports included, peak RSS): fresh_sample_untrained_1000_s,
+    fresh_train_50_s and fresh_train_trajectories_per_s. Table figures: table_build_s (cold build, no cache)
+    and table_load_s (read from the on-disk cache and packed). Warm figures, in this process after a first
+    draw: trajectories_per_s_train, samples_per_s_untrained, samples_per_s_1_process, samples_per_s (on
+    --workers processes). Then the fraction of samples passing each validity check (SMACT with
+    include_alloys=False, pyxtal decodability, lattice-system relations).
 
-    Example: matloop bench gfn --json
+    Examples:
+      matloop bench gfn --json
+      matloop bench gfn --no-cold --no-fresh --iterations 100 --json   # warm figures only
     """
-    import torch
+    from orchestration.bench_gfn import run_bench_gfn
 
-    from discovery.gfn import CrystalGFN, DensityReward, SearchSpace, TrainConfig
-    from discovery.gfn.validity import validity_report
-
-    torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    space = SearchSpace()
-    space.check_feasible()
-    gfn = CrystalGFN(space, device=device, seed=0, train=TrainConfig(batch_size=batch_size))
-    setup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    untrained = gfn.sample(samples, seed=1)  # first draw: builds the lazily built tables its states reach
-    untrained_cold_rate = samples / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    gfn.sample(samples, seed=4)
-    untrained_rate = samples / (time.perf_counter() - t0)
-    report = gfn.train(DensityReward(), iterations=iterations)
-    t0 = time.perf_counter()
-    trained = gfn.sample(samples, seed=2, workers=workers)
-    trained_rate = samples / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    gfn.sample(samples, seed=3)
-    trained_rate_1 = samples / (time.perf_counter() - t0)
-    # pyxtal on ≥ 1,000 distinct (space group, composition) pairs, two processes
-    validity = validity_report(untrained + trained, pyxtal_max=pyxtal_pairs, processes=2)
-    result = {
-        "device": str(device),
-        "threads": threads,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "batch_size": batch_size,
-        "network": f"{gfn.policy_cfg.layers}x{gfn.policy_cfg.hidden}",
-        "table_build_s": round(setup, 2),
-        "trajectories_per_s_train": round(report.trajectories_per_s, 1),
-        "train_iterations": iterations,
-        "samples_per_s": round(trained_rate, 1),
-        "sampling_workers": workers,
-        "samples_per_s_1_process": round(trained_rate_1, 1),
-        "samples_per_s_untrained": round(untrained_rate, 1),
-        "samples_per_s_untrained_first_draw": round(untrained_cold_rate, 1),
-        "n_samples_checked": len(untrained) + len(trained),
-        **{f"valid_{k}": v for k, v in validity.items()},
-    }
+    with console.status("starting") as status:
+        result = run_bench_gfn(iterations=iterations, batch_size=batch_size, samples=samples, device=device,
+                               threads=threads, pyxtal_pairs=pyxtal_pairs, workers=workers, fresh=fresh, cold=cold,
+                               log=lambda msg: status.update(msg))
     if json_out:
         print(json.dumps(result))
     else:
         for k, v in result.items():
-            console.print(f"{k:>28}: {v}")
+            console.print(f"{k:>36}: {v}")
 
 
 @app.command()

@@ -45,11 +45,15 @@ def test_sample_needs_a_checkpoint_or_untrained(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_gfn_prints_one_json_object() -> None:
     res = runner.invoke(app, ["bench", "gfn", "--json", "--iterations", "2", "--samples", "200", "--pyxtal-pairs", "10",
-                              "--workers", "2"])
+                              "--workers", "2", "--no-cold"])
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout.strip().splitlines()[-1])
     for key in ("trajectories_per_s_train", "samples_per_s", "samples_per_s_1_process", "batch_size", "device",
-                "valid_smact", "valid_pyxtal", "valid_lattice"):
+                "valid_smact", "valid_pyxtal", "valid_lattice", "table_load_s", "fresh_sample_untrained_1000_s",
+                "fresh_sample_peak_rss_gib", "fresh_train_50_s", "fresh_train_trajectories_per_s",
+                "fresh_train_peak_rss_gib"):
         assert key in result
+    assert "table_build_s" not in result and result["table_from_cache"]
+    assert 0 < result["fresh_sample_peak_rss_gib"] < 8 and result["fresh_sample_untrained_1000_s"] > 0
     assert result["sampling_workers"] == 2
     assert result["valid_smact"] == result["valid_pyxtal"] == result["valid_lattice"] == 1.0
