@@ -148,3 +148,40 @@ def run_engine_agreement(*, n: int = 30, steps: int = 200, fmax: float = 0.1, wo
                 "steps_ase": sum(r.n_steps for r in results["ase"]),
                 "steps_batched": sum(r.n_steps for r in results["batched"])})
     return out
+
+
+def run_mp_accuracy(*, oracle: Literal["chgnet", "sevennet"] = "sevennet", n: int = 30, steps: int = 200,
+                    fmax: float = 0.1, workers: int = 2, mp20_dir: str | None = None) -> dict[str, Any]:
+    """Formation-energy MAE against MP of ``oracle`` on ``n`` MP-20 validation structures relaxed from their CIFs,
+    on both energy scales: the model energy taken as MP2020 ("learned") and with pymatgen's
+    ``MaterialsProject2020Compatibility`` applied ("apply"), from the same relaxations."""
+    from oracles.reference import corrected_energy, formation_energy_per_atom
+    from oracles.registry import get_oracle
+
+    cands, frame = agreement_structures(n, mp20_dir=Path(mp20_dir) if mp20_dir else None)
+    t0 = time.perf_counter()
+    kwargs: dict[str, Any] = {"steps": steps, "fmax": fmax, "workers": workers, "mp2020_correction": "learned"}
+    if mp20_dir:
+        kwargs["mp20_dir"] = mp20_dir
+    scorer = get_oracle(oracle, **kwargs)
+    try:
+        results = scorer.evaluate(cands)
+    finally:
+        getattr(scorer, "close", lambda: None)()
+    mp = frame["formation_energy_per_atom"].to_numpy(dtype=float)
+    learned, applied = [], []
+    for r in results:
+        s, e = r.structure(), r.targets.get("energy_per_atom")
+        if not r.ok or s is None or e is None:
+            learned.append(np.nan)
+            applied.append(np.nan)
+            continue
+        learned.append(formation_energy_per_atom(s.composition, e * len(s)))
+        applied.append(formation_energy_per_atom(s.composition, corrected_energy(s, e * len(s))[0]))
+    mae = {k: round(float(np.nanmean(np.abs(np.array(v) - mp))), 4) for k, v in (("learned", learned),
+                                                                                  ("apply", applied))}
+    return {"benchmark": "formation energy vs MP on MP-20 validation structures", "oracle": oracle, "n": n,
+            "steps": steps, "fmax_eV_per_A": fmax, "wall_s": round(time.perf_counter() - t0, 2),
+            "statuses": dict(Counter(r.status for r in results)),
+            "formation_energy_mae_vs_mp": mae,
+            "model_version": results[0].provenance.get("model_version") if results else None}

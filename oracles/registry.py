@@ -1,6 +1,6 @@
 """Choosing an oracle by name: built-ins plus the ``matloop.oracles`` entry-point group.
 
-Built-ins (``ase``, ``chgnet``, ``density``, ``dft``, ``gpaw``, ``replay``) are always available, declared or not in the
+Built-ins (``ase``, ``chgnet``, ``density``, ``dft``, ``gpaw``, ``replay``, ``sevennet``) are always available, declared or not in the
 package metadata. A user's package adds an oracle without touching matloop by declaring::
 
     [project.entry-points."matloop.oracles"]
@@ -34,6 +34,7 @@ BUILTINS: dict[str, str] = {
     "dft": "oracles.dft.oracle:DFTOracle",
     "gpaw": "oracles.dft.oracle:GPAWOracle",
     "replay": "oracles.replay:ReplayOracle",
+    "sevennet": "oracles.sevennet:SevenNetOracle",
 }
 
 

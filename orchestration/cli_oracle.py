@@ -136,6 +136,8 @@ def bench_oracle(
     batched: bool = typer.Option(True, "--batched/--no-batched", help="also run the batched torch-sim engine"),
     agreement: bool = typer.Option(False, "--agreement", help="instead: relax 30 MP-20 validation structures "
                                                               "with both engines and compare energies/statuses"),
+    accuracy: str = typer.Option("", "--accuracy", help="instead: formation-energy MAE vs MP of this oracle "
+                                                        "(chgnet or sevennet) on 30 MP-20 validation structures"),
 ) -> None:
     """Structures per minute for CHGNet relaxation of decoded candidates: one process vs N workers
     (sequential ASE engine) and the batched torch-sim engine, and the share of wall time outside the model.
@@ -143,8 +145,18 @@ def bench_oracle(
     Example: matloop bench oracle --json --n 64 --steps 200 --workers 2
 
     Example: matloop bench oracle --json --agreement   (engine agreement on 30 MP-20 validation structures)
+
+    Example: matloop bench oracle --json --accuracy sevennet   (SevenNet formation energies vs MP)
     """
-    from oracles.bench import run_engine_agreement, run_oracle_bench
+    from oracles.bench import run_engine_agreement, run_mp_accuracy, run_oracle_bench
+
+    if accuracy:
+        if accuracy not in ("chgnet", "sevennet"):
+            raise typer.BadParameter(f"--accuracy {accuracy!r}: use chgnet or sevennet")
+        with user_errors(FileNotFoundError, ValueError):
+            typer.echo(json.dumps(run_mp_accuracy(oracle=accuracy, steps=max(steps, 1), fmax=fmax,  # type: ignore[arg-type]
+                                                  workers=workers), indent=2))
+        return
 
     if agreement:
         with user_errors(FileNotFoundError, ValueError):
