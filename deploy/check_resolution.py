@@ -74,6 +74,7 @@ def _build_pure_wheel(spec: str, wheelhouse: Path) -> str:
 def check(version: str, reqs: list[str], requires_python: str, workdir: Path) -> dict[str, object]:
     """Resolve ``reqs`` for Python ``version``; a dict with ok, packages, the versions in SHOWN and costs."""
     result: dict[str, object] = {"python": version, "requires_python_admits": version + ".0" in SpecifierSet(requires_python)}
+    workdir.mkdir(parents=True, exist_ok=True)
     req_file = workdir / "requirements.txt"
     req_file.write_text("\n".join(reqs) + "\n")
     wheelhouse = workdir / "wheelhouse"
