@@ -23,36 +23,17 @@ class PackedTables:
 
     def __init__(self, cc: CompositionConstraints) -> None:
         rules, el = cc.rules, cc.el
+        arr = cc.packed_arrays()
         self.rules, self.el = rules, el
         self.J, self.C, self.N = rules.max_elements, rules.max_per_element, el.n
-        self.start = np.full(231, -1, dtype=np.int64)
-        self.feasible = np.zeros(231, dtype=bool)
-        parts: dict[str, list[np.ndarray]] = {}
-        succ_parts: list[np.ndarray] = []
-        offsets: dict[object, int] = {}
-        size = 0
-        for sg in range(1, 231):
-            self.feasible[sg] = cc.space_group_feasible(sg)
-            key = cc.table_key(sg)
-            if key not in offsets:
-                _, succ, tables = cc.raw_tables(sg)
-                offsets[key] = size
-                R = succ.shape[1]
-                padded = np.full((succ.shape[0], R + 1, succ.shape[2]), R, dtype=np.int64)
-                padded[:, :R] = succ
-                succ_parts.append(padded + size)  # the dummy state R maps to itself
-                for name, arr in tables.items():
-                    parts.setdefault(name, []).append(arr)
-                size += R + 1
-            self.start[sg] = offsets[key] + cc.table_start(sg)
-        width = max(p.shape[2] for p in succ_parts)
-        self.succ = np.concatenate([np.pad(p, ((0, 0), (0, 0), (0, width - p.shape[2])), mode="edge")
-                                    for p in succ_parts], axis=1)  # (C + 1, G, S) global states
-        self.dummy = np.zeros(size, dtype=bool)
-        self.dummy[[o - 1 for o in [*list(offsets.values())[1:], size]]] = True
-        self.comp = {n: np.concatenate(parts[f"comp{n}"], axis=2) for n in range(1, self.J + 1)}  # (N+1, 3, G, B)
-        self.dil = {n: np.concatenate(parts[f"dil{n}"], axis=2) for n in range(self.J - 1)}  # (2, C, G, Qd, NB)
-        self.G = size
+        self.start = np.asarray(arr["start"], dtype=np.int64)
+        self.feasible = np.asarray(arr["feasible"], dtype=bool)
+        self.succ = np.asarray(arr["succ"], dtype=np.int64)  # (C + 1, G, S) global states
+        self.G = self.succ.shape[1]
+        self.dummy = np.zeros(self.G, dtype=bool)
+        self.dummy[np.asarray(arr["offset"][1:]) - 1] = True
+        self.comp = {n: arr[f"comp{n}"] for n in range(1, self.J + 1)}  # (N + 1, 3, G, B)
+        self.dil = {n: arr[f"dil{n}"] for n in range(self.J - 1)}  # (2, C, G, Qd, NB)
         self.window = {n: charge_window(rules, el, n) for n in range(self.J + 1)}
         n_groups = int(el.group.max()) + 2  # last group −1 (nothing chosen) at the end
         self.other_group = np.stack([np.packbits(el.group != g) for g in [*range(n_groups - 1), -1]])

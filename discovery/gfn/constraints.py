@@ -284,7 +284,7 @@ class CompositionConstraints:
         if found is not None:
             return cls(rules, tables=found)
         out = cls(rules)
-        store_tables(rules, out.export())
+        store_tables(rules, out.packed_arrays())
         return out
 
     @property
@@ -299,57 +299,59 @@ class CompositionConstraints:
         """Space groups with equal keys share their tables."""
         key = self._sg_key.get(sg)
         if key is None:
-            key = self._file.key_of(sg) if self._file is not None else decodable_algebra(sg, self.rules.max_per_element).key
+            key = int(self._file.arrays["sg_key"][sg]) if self._file is not None else \
+                decodable_algebra(sg, self.rules.max_per_element).key
             self._sg_key[sg] = key
         return key
-
-    def table_start(self, sg: int) -> int:
-        """The start resource state of ``sg``."""
-        key = self.table_key(sg)
-        if self._file is not None and key not in self._by_key:
-            return int(self._file.start[int(key)])  # type: ignore[call-overload]
-        return self.for_space_group(sg).start
-
-    def raw_tables(self, sg: int) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
-        """(start state, successor table, bit tables) of ``sg``, read without keeping them here."""
-        key = self.table_key(sg)
-        if self._file is not None and key not in self._by_key:
-            arrays = self._file.arrays(int(key))  # type: ignore[call-overload]
-            return int(self._file.start[int(key)]), arrays.pop("succ").astype(np.int64), arrays  # type: ignore[call-overload]
-        t = self.for_space_group(sg)
-        return t.start, t.succ, t.tables
 
     def for_space_group(self, sg: int) -> SpaceGroupConstraints:
         key = self.table_key(sg)
         tables = self._by_key.get(key)
         if tables is None:
-            if self._file is not None:
-                tables = self._file.load(key, self.rules, self.el)
-            if tables is None:
-                built = SpaceGroupConstraints.build(self.rules, decodable_algebra(sg, self.rules.max_per_element), self.el)
-                tables = SpaceGroupConstraints(self.rules, self.el, key=key, start=built.start, succ=built.succ,
-                                               tables=built.tables)
+            if self._file is not None:  # views into the packed arrays of the file
+                arr = self._file.arrays
+                off, end = (int(x) for x in arr["offset"][int(key) : int(key) + 2])  # type: ignore[call-overload]
+                views = {name: a[:, :, off:end] for name, a in arr.items() if name.startswith(("comp", "dil"))}
+                tables = SpaceGroupConstraints(self.rules, self.el, key=key, start=int(arr["start"][sg]) - off,
+                                               succ=np.asarray(arr["succ"][:, off : end - 1]) - off, tables=views)
+            else:
+                alg = decodable_algebra(sg, self.rules.max_per_element)
+                tables = SpaceGroupConstraints.build(self.rules, alg, self.el)
             self._by_key[key] = tables
         return tables
 
-    def export(self) -> dict[str, np.ndarray]:
-        """Every space group's tables as named arrays for :mod:`discovery.gfn.tables` (builds them all)."""
+    def packed_arrays(self) -> dict[str, np.ndarray]:
+        """Every space group's tables packed along one resource-state axis (:mod:`discovery.gfn.batched`):
+        ``offset`` (K + 1) where each algebra's states start (its last state is its dummy), ``succ``
+        (C + 1, G, S) global successor states, ``start`` (231) global start states, ``sg_key``,
+        ``feasible``, and the bit tables ``comp{n}`` / ``dil{n}`` concatenated on their state axis."""
+        if self._file is not None:
+            return self._file.arrays
         keys: list[object] = []
-        sg_key = np.full(231, -1, dtype=np.int16)
-        feasible = np.zeros(231, dtype=bool)
-        arrays: dict[str, np.ndarray] = {}
+        out: dict[str, np.ndarray] = {"sg_key": np.full(231, -1, dtype=np.int16), "feasible": np.zeros(231, dtype=bool),
+                                      "start": np.full(231, -1, dtype=np.int64)}
+        parts: dict[str, list[np.ndarray]] = {}
+        offset = [0]
         for sg in range(1, 231):
             t = self.for_space_group(sg)
             if t.key not in keys:
-                i = len(keys)
                 keys.append(t.key)
-                arrays[f"k{i}_succ"] = t.succ.astype(np.int16)
-                arrays.update({f"k{i}_{name}": a for name, a in t.tables.items()})
-            sg_key[sg] = keys.index(t.key)
-            feasible[sg] = self.space_group_feasible(sg)
-        arrays["sg_key"], arrays["feasible"] = sg_key, feasible
-        arrays["start"] = np.array([self._by_key[k].start for k in keys], dtype=np.int64)
-        return arrays
+                R, off = t.R, offset[-1]
+                succ = np.full((t.succ.shape[0], R + 1, t.succ.shape[2]), R, dtype=np.int64)
+                succ[:, :R] = t.succ
+                parts.setdefault("succ", []).append(succ + off)  # the dummy state R maps to itself
+                for name, arr in t.tables.items():
+                    parts.setdefault(name, []).append(arr)
+                offset.append(off + R + 1)
+            k = keys.index(t.key)
+            out["sg_key"][sg], out["start"][sg] = k, offset[k] + t.start
+            out["feasible"][sg] = self.space_group_feasible(sg)
+        width = max(p.shape[2] for p in parts["succ"])
+        parts["succ"] = [np.pad(p, ((0, 0), (0, 0), (0, width - p.shape[2])), mode="edge") for p in parts["succ"]]
+        out.update({name: np.concatenate(ps, axis=1 if name == "succ" else 2) for name, ps in parts.items()})
+        out["succ"] = out["succ"].astype(np.int32)
+        out["offset"] = np.array(offset, dtype=np.int64)
+        return out
 
     def initial(self, sg: int) -> PrefixState:
         t = self.for_space_group(sg)
@@ -455,6 +457,6 @@ class CompositionConstraints:
 
     def space_group_feasible(self, sg: int) -> bool:
         if self._file is not None:
-            return self._file.feasible(sg)
+            return bool(self._file.arrays["feasible"][sg])
         mask, can_end = self.action_mask(sg, self.initial(sg))
         return bool(mask.any()) or can_end

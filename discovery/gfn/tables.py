@@ -14,8 +14,10 @@ composition rules, the elements' oxidation states and electronegativities, the d
 constants, the space-group data file and :data:`TABLE_FORMAT`; change any of them and a new file is
 built. Files are written to a temporary name and renamed into place (``os.replace``), so concurrent
 processes never read a half-written file. A damaged or mismatched file is reported with a warning
-and the tables are rebuilt; it never stops a run. Members are read lazily, one space-group algebra
-at a time, so a model that samples few space groups reads few tables.
+and the tables are rebuilt; it never stops a run. The tables of all space-group algebras are packed
+along one resource-state axis (:meth:`~discovery.gfn.constraints.CompositionConstraints.packed_arrays`);
+user-cache files are memory-mapped, so opening one costs milliseconds and a run reads only the pages
+it touches.
 
 Rebuild the shipped file: ``python -m discovery.gfn.tables --ship`` (see ``--help``).
 """
@@ -26,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import warnings
 import zipfile
@@ -35,9 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from discovery.chemistry import element_chem
-from discovery.gfn.constraints import CompositionRules, SpaceGroupConstraints, _ElementTables
+from discovery.gfn.constraints import CompositionRules
 
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2  # 2: tables packed along one resource-state axis
 ENV_VAR = "MATLOOP_CACHE_DIR"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "gfn_tables"
 _SPACE_GROUPS = Path(__file__).resolve().parent.parent / "data" / "space_groups.json"
@@ -70,46 +73,53 @@ def table_paths(rules: CompositionRules) -> tuple[Path, Path]:
 
 
 class TableFile:
-    """A table file opened for lazy reading; checked on opening (format, digest, members)."""
+    """A table file opened for reading, checked on opening (format, digest, members, shapes). Members of
+    an uncompressed file are memory-mapped: opening costs milliseconds, and only the pages a run touches
+    are read (shared between processes through the page cache)."""
 
     def __init__(self, path: Path, digest: str) -> None:
         self.path = path
-        self.npz = np.load(path, allow_pickle=False)
-        meta = json.loads(bytes(self.npz["meta"]).decode())
+        with zipfile.ZipFile(path) as z:
+            infos = {i.filename.removesuffix(".npy"): i for i in z.infolist()}
+        self.compressed = any(i.compress_type != zipfile.ZIP_STORED for i in infos.values())
+        if self.compressed:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        else:
+            arrays = {name: _memmap_member(path, info) for name, info in infos.items()}
+        meta = json.loads(bytes(arrays.pop("meta")).decode())
         if meta.get("format") != TABLE_FORMAT or meta.get("digest") != digest:
             raise ValueError(f"made for another space or format ({meta.get('digest')}, format {meta.get('format')})")
-        self.sg_key = np.asarray(self.npz["sg_key"], dtype=np.int64)
-        self._feasible = np.asarray(self.npz["feasible"], dtype=bool)
-        self.start = np.asarray(self.npz["start"], dtype=np.int64)
-        self.members: list[list[str]] = meta["members"]
-        missing = {f"k{i}_{m}" for i, names in enumerate(self.members) for m in names} - set(self.npz.files)
-        if missing or self.sg_key.shape != (231,) or len(self.members) != len(self.start):
-            raise ValueError(f"incomplete ({len(missing)} tables missing)")
-        self.compressed = any(i.compress_type != zipfile.ZIP_STORED for i in self.npz.zip.infolist())
+        offset, succ = arrays.get("offset"), arrays.get("succ")
+        if offset is None or succ is None or any(k not in arrays for k in ("sg_key", "start", "feasible")):
+            raise ValueError("members missing")
+        if arrays["sg_key"].shape != (231,) or int(offset[-1]) != succ.shape[1] or any(
+                a.shape[2] != succ.shape[1] for name, a in arrays.items() if name.startswith(("comp", "dil"))):
+            raise ValueError("inconsistent table shapes")
+        self.arrays: dict[str, np.ndarray] = arrays
 
-    def key_of(self, sg: int) -> int:
-        return int(self.sg_key[sg])
 
-    def feasible(self, sg: int) -> bool:
-        return bool(self._feasible[sg])
-
-    def arrays(self, key: int) -> dict[str, np.ndarray]:
-        return {name: self.npz[f"k{key}_{name}"] for name in self.members[key]}
-
-    def load(self, key: object, rules: CompositionRules, el: _ElementTables) -> SpaceGroupConstraints | None:
-        """The tables of algebra ``key``; None (with a warning) if the file turns out damaged."""
-        try:
-            arrays = self.arrays(int(key))  # type: ignore[call-overload]
-            succ = arrays.pop("succ")
-            return SpaceGroupConstraints(rules, el, key=key, start=int(self.start[int(key)]),  # type: ignore[call-overload]
-                                         succ=succ, tables=arrays)
-        except Exception as exc:  # a damaged member: rebuild this algebra, keep going
-            warnings.warn(f"{self.path}: damaged Crystal-GFN table cache ({type(exc).__name__}: {exc}); "
-                          "rebuilding these tables", stacklevel=2)
-            return None
-
-    def all_arrays(self) -> dict[str, np.ndarray]:
-        return {name: self.npz[name] for name in self.npz.files}
+def _memmap_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray:
+    """Memory-map one stored (uncompressed) ``.npy`` member of a ``.npz`` file."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"member {info.filename}: bad local header")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        start = f.tell()
+    size = int(np.prod(shape)) * dtype.itemsize
+    if start + size > info.header_offset + 30 + name_len + extra_len + info.file_size:
+        raise ValueError(f"member {info.filename}: truncated")
+    if size == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=start)
 
 
 def open_tables(rules: CompositionRules) -> TableFile | None:
@@ -125,9 +135,10 @@ def open_tables(rules: CompositionRules) -> TableFile | None:
             warnings.warn(f"{path}: damaged or mismatched Crystal-GFN table cache ({type(exc).__name__}: {exc}); "
                           "the tables are rebuilt", stacklevel=2)
             continue
-        if path == shipped:  # an uncompressed copy in the user cache reads several times faster next time
+        if found.compressed:  # an uncompressed copy in the user cache is memory-mapped next time
             try:
-                write_tables(user, found.all_arrays(), compress=False)
+                write_tables(user, {**found.arrays, "meta": _meta(rules)}, compress=False)
+                return TableFile(user, digest)
             except Exception as exc:
                 warnings.warn(f"could not write the Crystal-GFN table cache {user} ({exc})", stacklevel=2)
         return found
@@ -138,7 +149,7 @@ def store_tables(rules: CompositionRules, arrays: dict[str, np.ndarray]) -> Path
     """Write freshly built tables to the user cache (a warning, not an error, where it cannot)."""
     path, _ = table_paths(rules)
     try:
-        write_tables(path, with_meta(rules, arrays), compress=False)
+        write_tables(path, {**arrays, "meta": _meta(rules)}, compress=False)
     except OSError as exc:
         warnings.warn(f"could not write the Crystal-GFN table cache {path} ({exc}); set {ENV_VAR} to a writable "
                       "folder to reuse the tables across processes", stacklevel=2)
@@ -146,13 +157,9 @@ def store_tables(rules: CompositionRules, arrays: dict[str, np.ndarray]) -> Path
     return path
 
 
-def with_meta(rules: CompositionRules, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``arrays`` plus the ``meta`` member (format, digest, member names per algebra)."""
-    n_keys = len(arrays["start"])
-    members = [sorted(k.split("_", 1)[1] for k in arrays if k.startswith(f"k{i}_")) for i in range(n_keys)]
-    meta = {"format": TABLE_FORMAT, "digest": rules_digest(rules), "members": members,
-            "rules": asdict(rules)}
-    return {**arrays, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+def _meta(rules: CompositionRules) -> np.ndarray:
+    meta = {"format": TABLE_FORMAT, "digest": rules_digest(rules), "rules": asdict(rules)}
+    return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
 
 
 def write_tables(path: Path, arrays: dict[str, np.ndarray], *, compress: bool) -> None:
@@ -187,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     rules = SearchSpace().rules
     user, shipped = table_paths(rules)
     found = TableFile(user, rules_digest(rules)) if user.exists() else None  # reuse the user cache's tables
-    arrays = found.all_arrays() if found is not None else with_meta(rules, CompositionConstraints(rules).export())
+    arrays = found.arrays if found is not None else CompositionConstraints(rules).packed_arrays()
+    arrays = {name: np.asarray(a) for name, a in arrays.items()} | {"meta": _meta(rules)}
     path = shipped if args.ship else user
     write_tables(path, arrays, compress=args.ship)
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
