@@ -57,3 +57,23 @@ def test_bench_gfn_prints_one_json_object() -> None:
     assert 0 < result["fresh_sample_peak_rss_gib"] < 8 and result["fresh_sample_untrained_1000_s"] > 0
     assert result["sampling_workers"] == 2
     assert result["valid_smact"] == result["valid_pyxtal"] == result["valid_lattice"] == 1.0
+
+
+def test_gfn_sample_imports_neither_prefect_nor_mlflow(tmp_path: Path) -> None:
+    """Start-up cost: `matloop gfn sample` must not pay for the campaign stack (run in a clean interpreter)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "u.csv"
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from orchestration.cli import app\n"
+        f"r = CliRunner().invoke(app, ['gfn', 'sample', '--untrained', '-n', '20', '--out', {str(out)!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in ('prefect', 'mlflow', 'scipy.special') if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    assert len(read_crystal_table(out)) == 20
