@@ -134,3 +134,20 @@ def test_batched_masks_and_steps_match_the_one_state_api(cache: Path, seed: int)
             r, e, c = (np.array(x) for x in zip(*stepped, strict=True))
             batch.step(r, e, c)
     assert checked > 2 * n
+
+
+def test_batched_rollouts_sample_valid_crystals_and_replay_them(cache: Path) -> None:
+    from discovery.chemistry import is_smact_valid
+    from discovery.gfn import CrystalGFN, PolicyConfig
+    from discovery.gfn.replay import forced_rollout
+    from discovery.symmetry import is_wyckoff_compatible
+
+    space = SearchSpace(elements=RULES.elements, max_elements=3, max_atoms_per_element=5, max_atoms=15)
+    gfn = CrystalGFN(space, seed=0, policy=PolicyConfig(hidden=32, layers=1))
+    assert gfn.env.packed is not None  # budget-free, min_elements 2: the batched path
+    crystals = gfn.sample(200, seed=1)
+    for c in crystals:
+        assert is_smact_valid(c.counts) and is_wyckoff_compatible(c.space_group, list(c.counts.values()))
+        assert sum(c.counts.values()) <= 15 and len(c.counts) <= 3
+    ro = forced_rollout(gfn.env, crystals)
+    assert [(c.space_group, c.counts) for c in ro.crystals] == [(c.space_group, c.counts) for c in crystals]
