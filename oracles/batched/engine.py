@@ -45,7 +45,8 @@ class EngineSettings:
     """fmax (eV/Å) and steps: per-structure convergence and cap; cell_filter: torch-sim's ``unit_cell_fire``
     (like ASE's ``UnitCellFilter``) or ``frechet_cell_fire``; max_volume_change, min_distance_ratio: fault
     limits as in :class:`oracles.relax.RelaxSettings`; timeout_s: wall time per structure in the batch;
-    max_batch_atoms: CPU batch cap (ignored on CUDA, where torch-sim sizes the batch by memory)."""
+    max_batch_atoms: CPU batch cap (ignored on CUDA, where torch-sim sizes the batch by memory; its probe
+    compares ``max_atoms_to_try`` with a number of systems, hence ``max_systems_to_try``)."""
 
     fmax: float = 0.1
     steps: int = 200
@@ -55,6 +56,8 @@ class EngineSettings:
     min_distance_ratio: float = 0.35
     timeout_s: float = 300.0
     max_batch_atoms: int = 2048
+    max_systems_to_try: int = 2048
+    """CUDA: the largest batch (in copies of one structure) torch-sim's memory probe tries."""
     init_chunk: int = 32
 
 
@@ -165,7 +168,7 @@ def relax_batch(structures: Sequence[Structure], *, model: Any, settings: Engine
         return [o for o in outcomes if o is not None]
     on_cuda = torch.device(model.device).type == "cuda"
     batcher = InFlightAutoBatcher(
-        model, return_indices=True, max_iterations=None,
+        model, return_indices=True, max_iterations=None, max_atoms_to_try=settings.max_systems_to_try,
         memory_scales_with=model.memory_scales_with if on_cuda else "n_atoms",
         max_memory_scaler=None if on_cuda else float(max(settings.max_batch_atoms, max(track.n_atoms) + 1)),
         max_memory_padding=0.9 if on_cuda else 1.0)
