@@ -393,9 +393,12 @@ class CHGNetOracle:
                 "model_version": _chgnet_model_version(), "settings": self.settings.model_dump(mode="json"),
                 "energy_correction": energy_scheme, **ref.provenance(), "versions": library_versions()}
 
-    def evaluate(self, candidates: Sequence[Candidate], *, seed: int = 0,
-                 progress: ProgressCallback | None = None) -> list[OracleResult]:
-        """One result per candidate, in order; see :mod:`oracles.base` for the contract."""
+    def evaluate(self, candidates: Sequence[Candidate], *, seed: int = 0, progress: ProgressCallback | None = None,
+                 on_result: Callable[[int, OracleResult], None] | None = None) -> list[OracleResult]:
+        """One result per candidate, in order; see :mod:`oracles.base` for the contract.
+
+        ``on_result(index, result)`` (optional) is called as each result is ready: per candidate with the
+        batched engine in-process (``workers=0``), else as each chunk of the pool returns."""
         tasks = [_Task(i, c.id, c.candidate_seed(seed), c.crystal, c.structure) for i, c in enumerate(candidates)]
         results: list[OracleResult | None] = [None] * len(tasks)
         try:
@@ -409,8 +412,14 @@ class CHGNetOracle:
             shards = max(self.settings.workers, 1)
             chunks = [c for c in (order[i::shards] for i in range(shards)) if c]
         done = 0
+
+        def emit(index: int, res: OracleResult) -> None:
+            if on_result is not None:
+                res.provenance = {**prov, **res.provenance}
+                on_result(index, res)
+
         if self.settings.workers == 0:
-            results = self._evaluate_local(chunks, results, progress)
+            results = self._evaluate_local(chunks, results, progress, emit)
         else:
             broken: list[list[_Task]] = []
             for chunk, outcome in self._pool_map(chunks):
@@ -419,6 +428,7 @@ class CHGNetOracle:
                     continue
                 for task, res in zip(chunk, outcome, strict=True):
                     results[task.index] = res
+                    emit(task.index, res)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(tasks))
@@ -428,6 +438,7 @@ class CHGNetOracle:
                 for _, outcome in self._pool_map([chunk]):
                     for task, res in zip(chunk, _final(chunk, outcome, self.settings.timeout_s), strict=True):
                         results[task.index] = res
+                        emit(task.index, res)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(tasks))
@@ -481,7 +492,8 @@ class CHGNetOracle:
         pool.shutdown(wait=False, cancel_futures=True)
 
     def _evaluate_local(self, chunks: list[list[_Task]], results: list[OracleResult | None],
-                        progress: ProgressCallback | None) -> list[OracleResult | None]:
+                        progress: ProgressCallback | None,
+                        emit: Callable[[int, OracleResult], None]) -> list[OracleResult | None]:
         import torch
 
         try:
@@ -497,13 +509,17 @@ class CHGNetOracle:
             for chunk in chunks:
                 finished: list[int] = []
 
-                def one(k: int, res: OracleResult, before: int = done, finished: list[int] = finished) -> None:
-                    finished.append(k)  # batched engine: progress as each candidate finishes
+                def one(k: int, res: OracleResult, before: int = done, finished: list[int] = finished,
+                        chunk: list[_Task] = chunk) -> None:
+                    finished.append(k)  # batched engine: progress and results as each candidate finishes
+                    emit(chunk[k].index, res)
                     if progress is not None:
                         progress(before + len(finished), total)
 
                 for task, res in zip(chunk, _run_chunk(chunk, on_result=one), strict=True):
                     results[task.index] = res
+                    if not finished:
+                        emit(task.index, res)
                 done += len(chunk)
                 if progress is not None and not finished:
                     progress(done, total)

@@ -89,6 +89,12 @@ def oracle_task(config_path: str, round_index: int, candidate_id: str) -> str:
     return steps.evaluate_candidate(campaign_for(config_path), round_index, candidate_id)
 
 
+@task(name="oracle-batch", task_run_name="oracle-batch-round-{round_index}", persist_result=True)
+def oracle_batch_task(config_path: str, round_index: int, candidate_ids: list[str]) -> list[str]:
+    """Batched engine: the round's pending candidates in one oracle call, each result stored as it finishes."""
+    return steps.evaluate_batch(campaign_for(config_path), round_index, candidate_ids)
+
+
 @task(name="oracle-jobs", task_run_name="oracle-jobs-round-{round_index}", retries=2, retry_delay_seconds=10)
 def queued_oracle_task(config_path: str, round_index: int, wait: bool) -> list[str]:
     """Submit/poll/collect the round's scheduler jobs (queued oracles); returns the ids still in flight."""
@@ -128,7 +134,11 @@ def _evaluate(camp: Campaign, config_path: str, round_index: int) -> None:
     total = len(camp.store.batch(camp.name, round_index))
     with step(f"round {round_index}: oracle {oc.name} on {total} candidates", total=total) as update:
         update(total - len(pending))
-        futures = [oracle.submit(config_path, round_index, cid) for cid in pending]
+        if steps.batched_oracle(camp):  # one task for the batch (issue 17); results still stored per candidate
+            batch = oracle_batch_task.with_options(retries=oc.retries, retry_delay_seconds=oc.retry_delay_s)
+            futures: list[Any] = [batch.submit(config_path, round_index, pending)] if pending else []
+        else:
+            futures = [oracle.submit(config_path, round_index, cid) for cid in pending]
         remaining = list(futures)
         while remaining:
             _done, not_done = wait(remaining, timeout=1.0)

@@ -288,6 +288,55 @@ def evaluate_candidate(camp: Campaign, round_index: int, candidate_id: str) -> s
     return result.status
 
 
+def evaluate_batch(camp: Campaign, round_index: int, candidate_ids: Sequence[str]) -> list[str]:
+    """Evaluate several batch candidates in one oracle call (the batched engine relaxes them together) and
+    persist each result as the oracle reports it (``on_result``: per candidate with ``workers: 0``), so a
+    killed task loses only the candidates still relaxing; returns their statuses.
+
+    Candidates that already have a result are skipped (resume repeats nothing); exceptions propagate so that
+    the task is retried, and the retry evaluates only those still pending."""
+    import inspect
+
+    from oracles.base import Candidate, OracleResult
+
+    pending = set(camp.store.pending(camp.name, round_index))
+    ids = [c for c in candidate_ids if c in pending]
+    if not ids:
+        return []
+    crystals = [plain(c) for c in camp.store.crystals(camp.name, ids)]
+    for cid in ids:
+        camp.store.start_job(camp.name, cid)
+        faults.point("oracle_started")
+    recorded: dict[str, str] = {}
+
+    def record(index: int, result: OracleResult) -> None:
+        cid = ids[index]
+        if cid in recorded:
+            return
+        provenance = {**result.provenance, "message": result.message, "n_steps": result.n_steps,
+                      "worker": _worker(), "oracle_task": "batch"}
+        camp.store.record_result(camp.name, cid, status=result.status, targets=dict(result.targets),
+                                 relaxed_cif=result.structure_cif, provenance=provenance, wall_s=result.wall_time_s)
+        recorded[cid] = result.status
+        faults.point("result_recorded")
+
+    with camp.oracles.acquire() as oracle:
+        cands = [Candidate.from_crystal(c) for c in crystals]
+        if "on_result" in inspect.signature(oracle.evaluate).parameters:
+            results = oracle.evaluate(cands, seed=camp.seed_for(round_index), on_result=record)  # type: ignore[call-arg]
+        else:
+            results = oracle.evaluate(cands, seed=camp.seed_for(round_index))
+    for i, result in enumerate(results):
+        record(i, result)
+    return [recorded[c] for c in ids]
+
+
+def batched_oracle(camp: Campaign) -> bool:
+    """Whether the campaign's oracle relaxes a batch together (one oracle task per round's batch)."""
+    oc = camp.config.oracle
+    return oc.name == "sevennet" or (oc.name == "chgnet" and oc.settings.get("engine") == "batched")
+
+
 def _worker() -> dict[str, Any]:
     """Where an oracle task ran: host, process and, on a SLURM allocation (Dask jobqueue), the job id."""
     import os
