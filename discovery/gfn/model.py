@@ -209,7 +209,8 @@ class CrystalGFN:
         if opt is None:
             cfg = self.train_cfg
             params = list(self.forward_policy.parameters()) + list(self.backward_policy.parameters())
-            opt = torch.optim.Adam([{"params": params, "lr": cfg.lr}, {"params": [self.log_z], "lr": cfg.lr_log_z}])
+            opt = torch.optim.Adam([{"params": params, "lr": cfg.lr}, {"params": [self.log_z], "lr": cfg.lr_log_z}],
+                                   foreach=True)  # one multi-tensor update instead of a loop over 16 tensors (CPU too)
             self._opt = opt
         return opt
 
