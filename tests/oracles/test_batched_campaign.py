@@ -12,23 +12,19 @@ from typing import Any
 
 import yaml
 
+from tests.orchestration.test_flows import CONFIG as FLOWS_CONFIG
+
+# the shared tiny campaign of test_flows, on formation energy with CHGNet's batched engine: 2 elements, cubic
 CONFIG: dict[str, Any] = {
-    "name": "batchcamp",
-    "seed": 5,
-    "targets": [{"name": "formation_energy_per_atom", "goal": "minimize"}],
-    "search_space": {"elements": ["Li", "Na", "Mg", "O", "F", "Cl"], "max_elements": 2, "max_atoms_per_element": 4,
-                     "max_atoms": 6, "space_groups": ["cubic"], "length_range": [3.0, 8.0]},
-    "seed_data": {"dataset": "mp20", "max_rows": 120},
-    "proxy": {"members": 2, "hidden": 32, "layers": 2, "epochs": 4},
-    "acquisition": {"kind": "greedy", "temperature": 1.0},
-    "generator": {"iterations_first_round": 3, "iterations_per_round": 2,
-                  "hyper": {"hidden": 32, "layers": 2, "batch_size": 16}},
+    **{k: v for k, v in FLOWS_CONFIG.items() if k != "stopping"},
+    "name": "batchcamp", "seed": 5, "targets": [{"name": "formation_energy_per_atom", "goal": "minimize"}],
+    "search_space": {**FLOWS_CONFIG["search_space"], "max_elements": 2, "max_atoms": 6, "space_groups": ["cubic"],
+                     "length_range": [3.0, 8.0]},
+    "generator": {**FLOWS_CONFIG["generator"], "iterations_first_round": 3},
     "candidates_per_round": 20,
-    "batch_size": 4,
     "oracle": {"name": "chgnet", "retries": 0, "settings": {"engine": "batched", "steps": 25, "workers": 0}},
     "rounds": 1,
     "success": {"metric": "e_above_hull", "at_most": 0.1},
-    "tracking": {"enabled": False},
 }
 
 

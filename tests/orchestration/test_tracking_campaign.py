@@ -14,24 +14,11 @@ import pytest
 import yaml
 
 from discovery.crystal import read_crystal_table
+from tests.orchestration.test_flows import CONFIG as FLOWS_CONFIG
 
-CONFIG: dict[str, Any] = {
-    "name": "trackcamp",
-    "seed": 5,
-    "targets": [{"name": "density", "goal": "maximize"}],
-    "search_space": {"elements": ["Li", "Na", "Mg", "O", "F", "Cl"], "max_elements": 3, "max_atoms_per_element": 4,
-                     "max_atoms": 8, "space_groups": ["cubic", "tetragonal"], "length_range": [2.0, 10.0]},
-    "seed_data": {"dataset": "mp20", "max_rows": 120},
-    "proxy": {"members": 2, "hidden": 32, "layers": 2, "epochs": 4},
-    "acquisition": {"kind": "greedy", "temperature": 1.0},
-    "generator": {"iterations_first_round": 4, "iterations_per_round": 2,
-                  "hyper": {"hidden": 32, "layers": 2, "batch_size": 16}},
-    "candidates_per_round": 30,
-    "batch_size": 4,
-    "oracle": {"name": "density", "retries": 0},
-    "rounds": 2,
-    "success": {"metric": "density", "at_least": 1.0},
-}
+# the shared tiny density campaign of test_flows, with 30 candidates, 2 rounds, no call cap and tracking on
+CONFIG: dict[str, Any] = {**{k: v for k, v in FLOWS_CONFIG.items() if k not in ("stopping", "tracking")},
+                          "name": "trackcamp", "seed": 5, "candidates_per_round": 30, "rounds": 2}
 
 
 @pytest.fixture(scope="module")
