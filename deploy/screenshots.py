@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -85,7 +84,7 @@ def _post(url: str, body: dict[str, Any]) -> Any:
 @contextlib.contextmanager
 def matloop_ui(*, timeout_s: float) -> Iterator[tuple[str, str]]:
     """``matloop ui`` on free ports; yields (Prefect UI URL, MLflow UI URL)."""
-    from orchestration.servers import free_port
+    from orchestration.servers import free_port, stop_process_group
 
     exe = Path(sys.executable).parent / "matloop"
     argv = [str(exe if exe.exists() else "matloop"), "ui", "--prefect-port", str(free_port()),
@@ -108,13 +107,7 @@ def matloop_ui(*, timeout_s: float) -> Iterator[tuple[str, str]]:
             time.sleep(0.5)
         yield pf.group(1), ml.group(1)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, timeout_s=30)
         if made_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -229,12 +222,9 @@ class Browser:
         self.ws_url = pages[0]["webSocketDebuggerUrl"]
 
     def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        from orchestration.servers import stop_process_group
+
+        stop_process_group(self.proc, timeout_s=10)
         shutil.rmtree(self.profile, ignore_errors=True)
 
     async def capture(self, shot: Shot, out: Path, *, timeout_s: float, settle_s: float) -> bool:

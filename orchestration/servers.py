@@ -107,16 +107,22 @@ class ManagedProcess:
         return cls(proc, log)
 
     def stop(self, *, timeout_s: float = 20) -> None:
-        if self.process.poll() is not None:
-            return
+        stop_process_group(self.process, timeout_s=timeout_s)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], *, timeout_s: float = 20) -> None:
+    """SIGTERM the process group of ``process`` (started with ``start_new_session=True``); SIGKILL it after
+    ``timeout_s`` seconds."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
