@@ -6,19 +6,14 @@ The full check (matloop's ranges on 3.11 and 3.12) downloads GBs of torch/CUDA w
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.deploy import ROOT, deploy_script
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_resolution", ROOT / "deploy" / "check_resolution.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return deploy_script("check_resolution")
 
 
 def test_a_312_resolution_builds_sdist_only_pure_python_dependencies(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import tomllib
 from pathlib import Path
@@ -13,15 +12,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.deploy import ROOT, deploy_script
 
 
 def _freeze() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("freeze_constraints", ROOT / "deploy" / "freeze_constraints.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return deploy_script("freeze_constraints")
 
 
 def _pins(path: Path) -> dict[str, Version]:
