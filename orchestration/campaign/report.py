@@ -18,7 +18,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -128,8 +128,7 @@ def proxy_errors(camp: Campaign, round_index: int) -> dict[str, float]:
         errors = []
         for c in rows:
             pred, label = c.extra.get(f"pred_{t.name}_mean"), c.extra.get(t.name)
-            if c.extra.get("status") == "ok" and isinstance(pred, int | float) and isinstance(label, int | float) \
-                    and math.isfinite(pred) and math.isfinite(label):
+            if c.extra.get("status") == "ok" and _finite(pred) and _finite(label):
                 errors.append(abs(float(pred) - float(label)))
         if errors:
             out[f"proxy_error_batch_{t.name}"] = float(np.mean(errors))
@@ -143,7 +142,7 @@ def round_time(metrics: dict[str, float]) -> float:
     return float(sum(metrics.get(k, 0.0) for k in ROUND_TIMES if _finite(metrics.get(k, 0.0))))
 
 
-def _finite(v: object) -> bool:
+def _finite(v: object) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
@@ -338,8 +337,8 @@ def hits_table(camp: Campaign, round_index: int, *, artifact_uri: str | None, ru
         rows.append({
             "id": c.id, "round": round_index, "formula": c.reduced_formula(), "space_group": c.space_group,
             "relaxed_space_group": c.extra.get("relaxed_space_group"),
-            t.name: float(value) if _finite(value) else None,  # type: ignore[arg-type]
-            "e_above_hull": float(e_hull) if _finite(e_hull) else None,  # type: ignore[arg-type]
+            t.name: float(value) if _finite(value) else None,
+            "e_above_hull": float(e_hull) if _finite(e_hull) else None,
             "sun": sun_flags(c.extra), "cif": f"{base}.cif" if has_cif else None,
             "picture": f"{base}.png" if (hits_dir / f"{c.id}.png").exists() else None,
             "text": f"{base}.txt" if (hits_dir / f"{c.id}.txt").exists() else None,
