@@ -76,7 +76,7 @@ from oracles.base import (
     structure_to_cif,
 )
 from oracles.deadline import TimeLimitExceeded, time_limit
-from oracles.decode import DecodeError, DecodeSettings, decode_crystal
+from oracles.decode import DecodeError, DecoderOptions, DecodeSettings, decode_crystal
 from oracles.relax import RelaxFault, RelaxSettings, relax_structure
 from oracles.sanity import Gates, check_structure, gate_message
 
@@ -157,6 +157,9 @@ class ASESettings(BaseModel):
     decode_attempts: int = Field(8, ge=1)
     min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
     rescale_volume: bool = True
+    decoder: DecoderOptions = Field(DecoderOptions(),
+                                    description="how crystal-table rows are decoded: {name: pyxtal|score, checkpoint, "
+                                                "use_lattice_hint} (see oracles.decode)")
 
     @field_validator("calculator")
     @classmethod
@@ -191,8 +194,8 @@ class ASESettings(BaseModel):
                              max_volume_change=self.max_volume_change)
 
     def decode_settings(self) -> DecodeSettings:
-        return DecodeSettings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
-                              rescale_volume=self.rescale_volume)
+        return self.decoder.settings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
+                                     rescale_volume=self.rescale_volume)
 
     def calculator_key(self) -> str:
         """Digest of everything the energies depend on (calculator, its kwargs, relaxation settings)."""
@@ -385,7 +388,8 @@ class ASECalculatorOracle:
         dseed = candidate.candidate_seed(seed)
         dec = decode_crystal(candidate.crystal, seed=dseed, settings=self.settings.decode_settings())
         return dec.structure, {"input": "crystal", "decode_seed": dseed, "decode_attempt": dec.attempt,
-                               "decode_volume_scale": round(dec.volume_scale, 6)}
+                               "decode_volume_scale": round(dec.volume_scale, 6),
+                               "decoder": self.settings.decoder.name}
 
     def _run(self, candidate: Candidate, seed: int) -> OracleResult:
         s = self.settings

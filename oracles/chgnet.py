@@ -48,7 +48,7 @@ from pymatgen.core import Structure
 
 from discovery.crystal import Crystal
 from oracles.base import Candidate, OracleResult, ProgressCallback, failed, library_versions, structure_to_cif
-from oracles.decode import DecodeError, DecodeSettings, decode_crystal
+from oracles.decode import DecodeError, DecoderOptions, DecodeSettings, decode_crystal
 from oracles.reference import DEFAULT_REFERENCE, ReferenceName, corrected_energy, load_reference
 from oracles.relax import RelaxFault, RelaxSettings, load_chgnet_calculator, relax_structure, static_energies
 from oracles.sanity import Gates, check_structure, gate_message, model_cutoff
@@ -93,6 +93,9 @@ class CHGNetSettings(BaseModel):
     decode_attempts: int = Field(8, ge=1)
     min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
     rescale_volume: bool = True
+    decoder: DecoderOptions = Field(DecoderOptions(),
+                                    description="how crystal-table rows are decoded: {name: pyxtal|score, checkpoint, "
+                                                "use_lattice_hint} (see oracles.decode)")
     start_method: Literal["spawn", "forkserver"] = "spawn"
 
     @model_validator(mode="after")
@@ -107,8 +110,8 @@ class CHGNetSettings(BaseModel):
                              cell_filter=self.cell_filter, max_volume_change=self.max_volume_change)
 
     def decode_settings(self) -> DecodeSettings:
-        return DecodeSettings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
-                              rescale_volume=self.rescale_volume)
+        return self.decoder.settings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
+                                     rescale_volume=self.rescale_volume)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,8 @@ def _to_structure(task: _Task, settings: CHGNetSettings) -> tuple[Structure, dic
     assert task.crystal is not None
     dec = decode_crystal(task.crystal, seed=task.seed, settings=settings.decode_settings())
     return dec.structure, {"input": "crystal", "decode_seed": task.seed, "decode_attempt": dec.attempt,
-                           "decode_volume_scale": round(dec.volume_scale, 6)}
+                           "decode_volume_scale": round(dec.volume_scale, 6),
+                           "decoder": settings.decoder.name}
 
 
 def _targets(structure: Structure, energy_total: float, reference: Any) -> dict[str, float]:

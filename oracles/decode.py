@@ -1,10 +1,19 @@
-"""Decoding crystal-table rows into 3-D structures (pyxtal Wyckoff placement in the sampled lattice).
+"""Decoding crystal-table rows into 3-D structures: pyxtal Wyckoff placement, or the score-based decoder.
 
 A crystal-table row fixes the space group, the conventional-cell composition and the lattice
-(a, b, c in Å, angles in degrees) but no atomic coordinates. :func:`decode_crystal` places the atoms
-on Wyckoff positions with ``pyxtal.from_random`` *inside the given lattice*, retries with different
-seeds, and rejects structures whose atoms are too close. pyxtal does not reject unphysical cells when
-the lattice is given (NaCl with a = 3 Å gives 1.5 Å bonds), hence the distance check.
+(a, b, c in Å, angles in degrees) but no atomic coordinates. :func:`decode_crystal` has two decoders
+(``DecodeSettings.decoder``):
+
+* ``"pyxtal"`` (default): places the atoms on Wyckoff positions with ``pyxtal.from_random`` *inside the
+  given lattice*, retries with different seeds, and rejects structures whose atoms are too close. pyxtal
+  does not reject unphysical cells when the lattice is given (NaCl with a = 3 Å gives 1.5 Å bonds), hence
+  the distance check.
+* ``"score"``: :class:`discovery.decoder.ScoreDecoder` (annealed Langevin dynamics on the asymmetric-unit
+  positions and the free lattice parameters, exact space group and composition). With
+  ``use_lattice_hint=True`` the row's lattice is the start of the lattice chain, which the decoder refines
+  (the decoded cell may differ from the row's); with ``False`` the lattice comes from the decoder's learned
+  prior alone. The decoder is loaded once per process and checkpoint (:func:`score_decoder`). The same
+  distance check and rescaling as for pyxtal apply to its samples.
 
 Distance criterion: for every pair of atoms (periodic images included), ``d_ij ≥ ratio · (r_i + r_j)``
 with ASE's covalent radii ``r`` and ``ratio = DecodeSettings.min_distance_ratio``. With
@@ -18,9 +27,11 @@ import functools
 import math
 import time
 from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import numpy as np
 from ase.data import atomic_numbers, covalent_radii
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Lattice, Structure
 
 from discovery.crystal import Crystal
@@ -35,11 +46,46 @@ class DecodeError(ValueError):
         self.impossible = impossible
 
 
+DecoderName = Literal["pyxtal", "score"]
+DECODERS: tuple[str, ...] = get_args(DecoderName)
+
+
+class DecoderOptions(BaseModel):
+    """The ``decoder`` setting of an oracle: which decoder turns crystal-table rows into structures.
+
+    Example (campaign YAML, ``oracle.settings``)::
+
+        decoder: {name: score, use_lattice_hint: true}
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: DecoderName = Field(default="pyxtal", description=(
+        "'pyxtal': random Wyckoff placement in the row's lattice; 'score': the score-based decoder (discovery.decoder)"))
+    checkpoint: str | None = Field(default=None, description="score decoder checkpoint (default: the shipped one)")
+    use_lattice_hint: bool = Field(default=True, description=(
+        "score decoder: start the lattice chain from the row's lattice (refined) instead of the learned prior"))
+
+    @model_validator(mode="after")
+    def _checkpoint_only_for_score(self) -> DecoderOptions:
+        if self.name == "pyxtal" and self.checkpoint is not None:
+            raise ValueError("decoder.checkpoint is only read by the score decoder; remove it or set `name: score`")
+        return self
+
+    def settings(self, **options: Any) -> DecodeSettings:
+        """:class:`DecodeSettings` with this decoder and the other ``options`` (attempts, distances...)."""
+        return DecodeSettings(decoder=self.name, checkpoint=self.checkpoint, use_lattice_hint=self.use_lattice_hint,
+                              **options)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DecodeSettings:
     """Options for :func:`decode_crystal`.
 
-    attempts: pyxtal placements tried (different seeds) before giving up.
+    decoder: ``"pyxtal"`` or ``"score"`` (see the module docs).
+    checkpoint: score decoder only: checkpoint path (``None``: the shipped checkpoint).
+    use_lattice_hint: score decoder only: start from (and refine) the row's lattice; else the learned prior.
+    attempts: placements tried (different seeds) before giving up.
     timeout_s: wall-clock limit for all attempts together, s (pyxtal can search for many minutes in a
         cell too small for its atoms).
     min_distance_ratio: minimum ``d_ij / (r_cov_i + r_cov_j)`` accepted (dimensionless).
@@ -47,11 +93,20 @@ class DecodeSettings:
     max_volume_scale: largest volume factor that rescaling may apply (dimensionless).
     """
 
+    decoder: DecoderName = "pyxtal"
+    checkpoint: str | None = None
+    use_lattice_hint: bool = True
     attempts: int = 8
     timeout_s: float = 60.0
     min_distance_ratio: float = 0.6
     rescale_volume: bool = True
     max_volume_scale: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder: unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
+        if self.decoder == "pyxtal" and self.checkpoint is not None:
+            raise ValueError("checkpoint: only the score decoder reads a checkpoint; remove it or use decoder='score'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +153,39 @@ def _place(crystal: Crystal, rng: np.random.Generator) -> Structure:
     return xtal.to_pymatgen()
 
 
-def decode_crystal(crystal: Crystal, *, seed: int = 0, settings: DecodeSettings | None = None) -> Decoded:
-    """Decode one crystal into a 3-D structure; raises :class:`DecodeError` with the reason.
+@functools.lru_cache(maxsize=4)
+def score_decoder(checkpoint: str | None = None) -> Any:
+    """The :class:`discovery.decoder.ScoreDecoder` of ``checkpoint`` (``None``: shipped), loaded once per process
+    (on the CPU) and reused by every candidate."""
+    from discovery.decoder import ScoreDecoder
 
-    Deterministic for a given ``seed``. ``impossible=True`` on the error means no seed can help
-    (composition incompatible with the space group's Wyckoff positions, unknown element, bad cell).
-    """
-    from pyxtal.msg import Comp_CompatibilityError
+    return ScoreDecoder.load(path=checkpoint, device="cpu")
 
-    settings = settings or DecodeSettings()
+
+def _check_inputs(crystal: Crystal) -> None:
     if not math.isfinite(crystal.volume):
         raise DecodeError(f"lattice angles {crystal.lattice[3:]} do not form a valid cell", impossible=True)
     unknown = [el for el in crystal.counts if el not in atomic_numbers]
     if unknown:
         raise DecodeError(f"unknown element(s) {unknown}", impossible=True)
+
+
+def decode_crystal(crystal: Crystal, *, seed: int = 0, settings: DecodeSettings | None = None) -> Decoded:
+    """Decode one crystal into a 3-D structure with ``settings.decoder``; raises :class:`DecodeError` with the reason.
+
+    Deterministic for a given ``seed``. ``impossible=True`` on the error means no seed can help
+    (composition incompatible with the space group's Wyckoff positions, unknown element, bad cell).
+    """
+    settings = settings or DecodeSettings()
+    _check_inputs(crystal)
+    if settings.decoder == "score":
+        return _decode_score(crystal, seed=seed, settings=settings)
+    return _decode_pyxtal(crystal, seed=seed, settings=settings)
+
+
+def _decode_pyxtal(crystal: Crystal, *, seed: int, settings: DecodeSettings) -> Decoded:
+    from pyxtal.msg import Comp_CompatibilityError
+
     last_problem = "no attempt made"
     best: tuple[float, int, Structure] | None = None
     deadline = time.monotonic() + settings.timeout_s
@@ -137,6 +211,51 @@ def decode_crystal(crystal: Crystal, *, seed: int = 0, settings: DecodeSettings 
         last_problem = (f"atoms too close (min d/(r_i+r_j) = {ratio:.2f} < {settings.min_distance_ratio})")
         if best is None or ratio > best[0]:
             best = (ratio, attempt, structure)
+    return _rescaled_or_fail(best, last_problem, settings)
+
+
+def _score_seed(seed: int, attempt: int) -> int:
+    """The score decoder's integer seed of one attempt (a pure function of ``seed`` and ``attempt``)."""
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+def _decode_score(crystal: Crystal, *, seed: int, settings: DecodeSettings) -> Decoded:
+    from discovery.decoder import DecoderError
+
+    try:
+        decoder = score_decoder(settings.checkpoint)
+    except (OSError, ValueError) as exc:
+        raise DecodeError(f"the score decoder could not be loaded from {settings.checkpoint or 'the shipped checkpoint'}"
+                          f": {exc}", impossible=False) from None
+    last_problem = "no attempt made"
+    best: tuple[float, int, Structure] | None = None
+    deadline = time.monotonic() + settings.timeout_s
+    for attempt in range(settings.attempts):
+        try:
+            with time_limit(max(deadline - time.monotonic(), 0.0)):
+                structure = decoder.decode(crystal, k=1, seed=_score_seed(seed, attempt),
+                                           use_lattice_hint=settings.use_lattice_hint)[0]
+        except TimeLimitExceeded:
+            raise DecodeError(f"the score decoder gave no acceptable structure within {settings.timeout_s:g} s "
+                              f"({attempt + 1} of {settings.attempts} attempts started; last: {last_problem})",
+                              impossible=False) from None
+        except DecoderError as exc:
+            if exc.impossible:
+                raise DecodeError(f"score decoder: {exc}", impossible=True) from None
+            last_problem = f"score decoder failed ({exc})"
+            continue
+        ratio = min_distance_ratio(structure)
+        if ratio >= settings.min_distance_ratio:
+            return Decoded(structure, attempt, 1.0, ratio)
+        last_problem = f"atoms too close (min d/(r_i+r_j) = {ratio:.2f} < {settings.min_distance_ratio})"
+        if best is None or ratio > best[0]:
+            best = (ratio, attempt, structure)
+    return _rescaled_or_fail(best, last_problem, settings)
+
+
+def _rescaled_or_fail(best: tuple[float, int, Structure] | None, last_problem: str,
+                      settings: DecodeSettings) -> Decoded:
+    """The closest-packed attempt enlarged isotropically just enough to pass, or :class:`DecodeError`."""
     if settings.rescale_volume and best is not None and best[0] > 0:
         ratio, attempt, structure = best
         length_scale = settings.min_distance_ratio / ratio * 1.001
