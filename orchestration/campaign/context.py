@@ -119,7 +119,7 @@ class Campaign:
     @cached_property
     def oracles(self) -> OraclePool:
         size = getattr(self.config.runner, "max_workers", 1)
-        return OraclePool(self.config.oracle.name, self.config.oracle.settings, size=size,
+        return OraclePool(self.config.oracle.name, self.config.oracle_settings(), size=size,
                           timeout_s=self.config.oracle.timeout_s)
 
     def close(self) -> None:

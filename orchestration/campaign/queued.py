@@ -75,7 +75,7 @@ def queued_oracle(camp: Campaign) -> QueuedOracle | None:
     from oracles.registry import get_oracle
 
     if "queued_oracle" not in camp._extras:
-        oracle = get_oracle(camp.config.oracle.name, **camp.config.oracle.settings)
+        oracle = get_oracle(camp.config.oracle.name, **camp.config.oracle_settings())
         camp._extras["queued_oracle"] = oracle if isinstance(oracle, QueuedOracle) else None
     return camp._extras["queued_oracle"]  # type: ignore[no-any-return]
 

@@ -31,7 +31,7 @@ def validate_oracle_settings(config: CampaignConfig, *, source: str = "the confi
 
     name = config.oracle.name
     try:
-        validate_settings(name, config.oracle.settings)
+        validate_settings(name, config.oracle_settings())
     except UnknownOracleError:
         raise ConfigError(f"{source}: `oracle.name: {name}` is not a known oracle; available: "
                           f"{', '.join(available_oracles())}") from None

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestration.config.loop import DecoderChoice, NoveltyConfig, SourcesConfig
 from orchestration.errors import UserError
 from orchestration.urls import mask_url, url_secret
 
@@ -49,10 +50,22 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("proxy", "oracle_weight"): 1.0,
     ("sun", "zero_dimensional"): "exclude",
     ("generator", "volume_prior"): 1.0,
+    ("proxy", "residual"): False,
+    ("generator", "retrain"): "fine_tune",
+    ("generator", "offline_replay"): False,
+    ("selection", "across_rounds"): False,
+    ("selection", "skip_tried_formulas"): False,
+    ("novelty", "enabled"): False,
+    ("novelty", "known_penalty"): 1.0,
+    ("novelty", "tried_penalty"): 1.0,
+    ("sources", "substitution"): None,
+    ("decoder", "name"): "pyxtal",
+    ("decoder", "checkpoint"): None,
+    ("decoder", "use_lattice_hint"): True,
 }
 
 # Sections added after campaigns were first hashed: left out of the hash when every key is at its default.
-NEW_SECTIONS = frozenset({"sun"})
+NEW_SECTIONS = frozenset({"sun", "novelty", "sources", "decoder"})
 
 
 class ConfigError(UserError):
@@ -174,6 +187,10 @@ class ProxyConfig(_Strict):
     oracle_weight: float = Field(default=1.0, ge=1, description=(
         "how much each oracle label counts against a seed-data row in the proxy refit (weighted bootstrap); "
         "above 1, a round's results move the next round's reward even when the seed data is large"))
+    residual: bool = Field(default=False, description=(
+        "add a Gaussian-process residual model fitted on the campaign's own oracle labels only (prediction = "
+        "ensemble + residual; σ recalibrated on those labels): the region the loop explores is learned from its "
+        "labels even when thousands of seed rows dominate the ensemble fit"))
 
 
 class AcquisitionConfig(_Strict):
@@ -190,6 +207,11 @@ class AcquisitionConfig(_Strict):
 class GeneratorConfig(_Strict):
     iterations_first_round: int = Field(default=2000, ge=0)
     iterations_per_round: int = Field(default=500, ge=0, description="fine-tuning iterations in later rounds (warm start)")
+    retrain: Literal["fine_tune", "fresh"] = Field(default="fine_tune", description=(
+        "later rounds: 'fine_tune' the previous round's generator for iterations_per_round iterations, or train "
+        "a 'fresh' one (same hyperparameters) for iterations_first_round iterations on the new reward"))
+    offline_replay: bool = Field(default=False, description=(
+        "replay the campaign's labelled candidates (converged oracle results) as offline trajectories while training"))
     device: Literal["cpu", "cuda"] = "cpu"
     hyper: dict[str, float | int | str | bool] = Field(default_factory=dict, description="passed to CrystalGFN(**hyper)")
     volume_prior: float = Field(default=1.0, ge=0, description=(
@@ -226,6 +248,11 @@ def resolve_checkpoint(value: str) -> Path:
 class SelectionConfig(_Strict):
     method: Literal["mmr", "k_center", "greedy"] = "mmr"
     diversity: float = Field(default=0.5, ge=0, le=1, description="0 = pure score, 1 = pure diversity")
+    across_rounds: bool = Field(default=False, description=(
+        "measure a candidate's diversity against the earlier rounds' batches too (not only this round's)"))
+    skip_tried_formulas: bool = Field(default=False, description=(
+        "drop candidates whose reduced formula an earlier round already sent to the oracle; substitution "
+        "structures are also matched (StructureMatcher) against every relaxed result of their formula"))
 
 
 class OracleConfig(_Strict):
@@ -349,6 +376,10 @@ class CampaignConfig(_Strict):
     stopping: StoppingConfig = Field(default_factory=StoppingConfig)
     success: SuccessCriterion = Field(default_factory=SuccessCriterion)
     sun: SunConfig = Field(default_factory=SunConfig)
+    novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    decoder: DecoderChoice = Field(default_factory=DecoderChoice, description=(
+        "how the oracle decodes crystal-table rows; merged into oracle.settings.decoder (which must not also be set)"))
     campaign_dir: Path | None = Field(default=None, description="default: runs/<name>")
     store_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///<campaign_dir>/store.db")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -373,6 +404,13 @@ class CampaignConfig(_Strict):
                     f"{label} contains {secret} ({mask_url(url)}); remove it from the file and pass it in the "
                     "environment (PGPASSWORD for PostgreSQL, MLFLOW_TRACKING_PASSWORD for MLflow)"
                 )
+        if self.decoder != DecoderChoice() and "decoder" in self.oracle.settings:
+            raise ValueError("the decoder is set both at the top level (`decoder:`) and in `oracle.settings.decoder`; "
+                             "keep one of them")
+        if self.sources.substitution is not None and not any(
+                t.name == "formation_energy_per_atom" for t in self.targets):
+            raise ValueError("sources.substitution ranks structures with the formation-energy proxy; add a "
+                             "`formation_energy_per_atom` target or remove sources.substitution")
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ValueError("a target is listed twice; list each target once")
@@ -405,6 +443,12 @@ class CampaignConfig(_Strict):
         db = own if own.exists() or not self.tracking.shared else self.resolved_dir().parent / "mlflow.db"
         return f"sqlite:///{db}"
 
+    def oracle_settings(self) -> dict[str, Any]:
+        """``oracle.settings`` with the top-level ``decoder`` merged in (when it is not the default)."""
+        if self.decoder == DecoderChoice():
+            return dict(self.oracle.settings)
+        return {**self.oracle.settings, "decoder": self.decoder.model_dump(mode="json", exclude_defaults=True)}
+
     def experiment_name(self) -> str:
         return self.tracking.experiment or f"matloop/{self.name}"
 
@@ -415,10 +459,11 @@ class CampaignConfig(_Strict):
         exclude["oracle"] = set(OPERATIONAL_ORACLE_FIELDS)
         data = self.model_dump(mode="json", exclude=exclude)
         for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
-            if data[section][key] == default:
+            if section in data and key in data[section] and data[section][key] == default:
                 del data[section][key]
-                if not data[section] and section in NEW_SECTIONS:  # a section added later, all defaults
-                    del data[section]
+        for section in NEW_SECTIONS:  # a section added later, all defaults
+            if section in data and not data[section]:
+                del data[section]
         return data
 
 

@@ -90,6 +90,10 @@ class CandidateRow(Base):
     selected: Mapped[bool] = mapped_column(Boolean, default=False)
     batch_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    # Revision 0003: where the candidate came from ("generator" | "substitution") and, for a candidate proposed
+    # as a structure, its origin: {"structure_cif", "parent", "substitutions", "partial", "prior"}.
+    source: Mapped[str] = mapped_column(String(16), default="generator", server_default="generator")
+    origin_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class OracleJobRow(Base):
@@ -278,5 +282,6 @@ def row_crystal(r: CandidateRow) -> Crystal:
         space_group=r.space_group, counts=parse_composition(r.composition), a=r.a, b=r.b, c=r.c,
         alpha=r.alpha, beta=r.beta, gamma=r.gamma, id=r.candidate_id,
         extra={"round": r.round_index, "score": r.score, "selected": r.selected, "batch_rank": r.batch_rank,
-               "prediction": json.loads(r.prediction_json)},
+               "prediction": json.loads(r.prediction_json), "source": r.source or "generator",
+               **(json.loads(r.origin_json) if r.origin_json else {})},
     )

@@ -265,8 +265,14 @@ class Store(SubmissionsMixin, LabelsMixin):
         *,
         scores: Sequence[float] | None = None,
         predictions: Sequence[Mapping[str, float]] | None = None,
+        sources: Sequence[str] | None = None,
+        origins: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> int:
-        """Insert candidates keyed by ``crystal.id``; existing ids are left alone. Returns how many were new."""
+        """Insert candidates keyed by ``crystal.id``; existing ids are left alone. Returns how many were new.
+
+        ``sources``: per candidate ``"generator"`` (default) or ``"substitution"``; ``origins``: per candidate a
+        JSON-able mapping merged into ``Crystal.extra`` on read (a structure candidate's ``structure_cif``, parent,
+        substitutions), or None."""
         if any(not c.id for c in crystals):
             raise ValueError("every candidate needs a non-empty id (the idempotency key)")
         rows = [
@@ -277,6 +283,8 @@ class Store(SubmissionsMixin, LabelsMixin):
                 "score": None if scores is None else float(scores[i]),
                 "prediction_json": json.dumps(dict(predictions[i]) if predictions is not None else {}),
                 "selected": False, "created_at": _now(),
+                "source": "generator" if sources is None else str(sources[i]),
+                "origin_json": None if origins is None or origins[i] is None else json.dumps(dict(origins[i] or {})),
             }
             for i, c in enumerate(crystals)
         ]
