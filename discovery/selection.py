@@ -18,7 +18,7 @@ Pure functions over :class:`~discovery.crystal.Crystal` lists and numpy arrays; 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -136,11 +136,19 @@ def select_batch(
     seed: int = 0,
     weights: DistanceWeights = DistanceWeights(),
     pool_factor: int = 5,
+    context: Sequence[Crystal] = (),
+    groups: Sequence[str] | None = None,
+    quota: Mapping[str, int] | None = None,
 ) -> list[int]:
     """Indices of ``batch_size`` candidates (higher score is better), in selection order.
 
     Candidates with a non-finite score are chosen only when nothing else is left. Fewer than
     ``batch_size`` indices are returned only when there are fewer candidates.
+
+    ``context``: crystals already chosen earlier (e.g. earlier rounds' batches); diversity (``mmr``,
+    ``k_center``) is then measured against them too. ``groups`` (one label per candidate, e.g. its source) with
+    ``quota`` (label → most picks): a group that has its quota takes no more picks while others still have room
+    and candidates; when every group with room is exhausted, the rest of the batch is filled from any group.
     """
     s = np.asarray(scores, dtype=float).reshape(-1)
     n = len(crystals)
@@ -153,31 +161,60 @@ def select_batch(
     b = min(batch_size, n)
     if b == 0:
         return []
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"{n} crystals but {len(groups)} group labels")
     tiebreak = np.random.default_rng(seed).permutation(n)  # lower wins among equal objectives
     score01 = _normalise(s)
+    label = np.array(list(groups) if groups is not None else [""] * n, dtype=object)
+    room = dict(quota or {})
+
+    def open_mask(taken: np.ndarray) -> np.ndarray:
+        """Candidates whose group still has room (all, once no group with room has candidates left)."""
+        if not room:
+            return np.ones(n, dtype=bool)
+        ok = np.array([room.get(g, 0) > 0 if g in room else True for g in label], dtype=bool)
+        return ok if (ok & ~taken).any() else np.ones(n, dtype=bool)
+
+    def take(i: int) -> None:
+        if label[i] in room:
+            room[label[i]] -= 1
+
     if method == "greedy":
-        return [int(i) for i in np.lexsort((tiebreak, -score01))[:b]]
+        out: list[int] = []
+        order = np.lexsort((tiebreak, -score01))
+        taken_g = np.zeros(n, dtype=bool)
+        for _ in range(b):
+            mask = open_mask(taken_g)
+            i = int(next(j for j in order if mask[j] and not taken_g[j]))
+            out.append(i)
+            taken_g[i] = True
+            take(i)
+        return out
     allowed = np.ones(n, dtype=bool)
     if method == "k_center":
         pool = np.lexsort((tiebreak, -score01))[: max(b, pool_factor * b)]
         allowed[:] = False
         allowed[pool] = True
-    feats = featurize(crystals)
+    feats = featurize([*crystals, *context])
     chosen: list[int] = []
-    min_dist = np.full(n, 1.0)
+    min_dist = np.full(n + len(context), 1.0)
+    for j in range(n, n + len(context)):
+        min_dist = np.minimum(min_dist, distances_to(feats, j, weights=weights))
+    min_dist = min_dist[:n]
     taken = np.zeros(n, dtype=bool)
     for _ in range(b):
         if method == "mmr":
             objective = (1.0 - diversity) * score01 + diversity * min_dist
         else:  # k_center: first the best score, then farthest-first
-            objective = score01 if not chosen else min_dist
-        objective = np.where(taken | ~allowed, -np.inf, objective)
+            objective = score01 if not chosen and not context else min_dist
+        objective = np.where(taken | ~allowed | ~open_mask(taken), -np.inf, objective)
         best = np.max(objective)
         ties = np.flatnonzero(objective >= best - 1e-12) if np.isfinite(best) else np.flatnonzero(~taken & allowed)
         i = int(ties[np.argmin(tiebreak[ties])])
         chosen.append(i)
         taken[i] = True
-        min_dist = np.minimum(min_dist, distances_to(feats, i, weights=weights))
+        take(i)
+        min_dist = np.minimum(min_dist, distances_to(feats, i, weights=weights)[:n])
     return chosen
 
 

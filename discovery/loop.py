@@ -1,0 +1,83 @@
+"""Decisions of a round that are not a model: novelty penalties, the batch-size cap, the split of the batch
+between candidate sources, and which candidates the campaign has already tried.
+
+Pure functions over plain data (no store, no Prefect, no MLflow): the campaign (``orchestration``) feeds them
+what it has stored; the benchmark's baselines call the same functions without a campaign store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Source = Literal["generator", "substitution"]
+SOURCES: tuple[Source, ...] = ("generator", "substitution")
+
+
+def novelty_penalty(formulas: Sequence[str], *, known: Collection[str], tried: Collection[str] = (),
+                    known_penalty: float = 1.0, tried_penalty: float = 1.0) -> np.ndarray:
+    """(n,) penalties in eV/atom to subtract from acquisition scores (higher score = better).
+
+    ``formulas``: reduced formulas of the candidates; ``known``: reduced formulas that are not new (the hull
+    reference's and the seed data's); ``tried``: reduced formulas the campaign already sent to the oracle. A
+    formula both known and tried gets both penalties."""
+    known_set, tried_set = set(known), set(tried)
+    return np.array([known_penalty * (f in known_set) + tried_penalty * (f in tried_set) for f in formulas], dtype=float)
+
+
+def batch_cap(batch_size: int, *, max_calls: int | None, calls_so_far: int) -> int:
+    """The round's batch size B: ``batch_size`` capped so that the campaign never exceeds ``max_calls`` oracle
+    calls (``calls_so_far``: results or batch slots of earlier rounds, whichever is larger)."""
+    if max_calls is None:
+        return batch_size
+    return max(0, min(batch_size, max_calls - calls_so_far))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOutcome:
+    """What one source's oracle calls gave so far: ``calls`` (every result) and ``successes`` (S.U.N.)."""
+
+    calls: int = 0
+    successes: int = 0
+
+    def posterior_mean(self, *, a: float = 1.0, b: float = 1.0) -> float:
+        """Mean of the Beta(a + successes, b + failures) posterior of the success rate."""
+        return (a + self.successes) / (a + b + self.calls)
+
+
+def source_split(batch_size: int, *, share: float, adaptive: bool = True, min_share: float = 0.1,
+                 outcomes: Mapping[str, SourceOutcome] | None = None) -> dict[Source, int]:
+    """How many of the round's ``batch_size`` oracle calls each source gets.
+
+    Without outcomes (the first round) or when not ``adaptive``: ``share`` of the batch to substitutions. Adaptive,
+    once both sources have outcomes: share_substitution = p_sub / (p_sub + p_gen) with p the Beta(1, 1) posterior
+    mean of each source's S.U.N. rate, clipped to [``min_share``, 1 − ``min_share``] so neither source is
+    starved (it keeps being measured). Counts are rounded half-up towards substitutions and sum to batch_size."""
+    if not 0 <= share <= 1 or not 0 <= min_share <= 0.5:
+        raise ValueError(f"need share in [0, 1] and min_share in [0, 0.5], got {share}, {min_share}")
+    s = share
+    if adaptive and outcomes and all(outcomes.get(k, SourceOutcome()).calls > 0 for k in SOURCES):
+        p_sub = outcomes["substitution"].posterior_mean()
+        p_gen = outcomes["generator"].posterior_mean()
+        s = min(max(p_sub / (p_sub + p_gen), min_share), 1.0 - min_share)
+    n_sub = min(batch_size, int(math.floor(s * batch_size + 0.5)))
+    return {"generator": batch_size - n_sub, "substitution": n_sub}
+
+
+def source_outcomes(sources: Sequence[str], successes: Sequence[bool]) -> dict[str, SourceOutcome]:
+    """Per source, the calls and successes of parallel lists (one entry per oracle result)."""
+    out: dict[str, SourceOutcome] = {k: SourceOutcome() for k in SOURCES}
+    for src, ok in zip(sources, successes, strict=True):
+        cur = out.setdefault(src, SourceOutcome())
+        out[src] = SourceOutcome(cur.calls + 1, cur.successes + int(bool(ok)))
+    return out
+
+
+def untried(formulas: Sequence[str], *, tried: Collection[str]) -> list[int]:
+    """Indices of candidates whose reduced formula the campaign has not sent to the oracle yet."""
+    tried_set = set(tried)
+    return [i for i, f in enumerate(formulas) if f not in tried_set]

@@ -1,0 +1,83 @@
+"""Round decisions of discovery.loop and the cross-round / per-source options of select_batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from discovery.crystal import Crystal
+from discovery.loop import (SourceOutcome, batch_cap, novelty_penalty, source_outcomes, source_split, untried)
+from discovery.selection import select_batch
+
+
+def test_novelty_penalty_adds_known_and_tried():
+    p = novelty_penalty(["NaCl", "KCl", "LiF", "MgO"], known={"NaCl", "MgO"}, tried={"KCl", "MgO"},
+                        known_penalty=1.0, tried_penalty=0.5)
+    assert p.tolist() == [1.0, 0.5, 0.0, 1.5]
+
+
+def test_batch_cap():
+    assert batch_cap(8, max_calls=None, calls_so_far=100) == 8
+    assert batch_cap(8, max_calls=20, calls_so_far=16) == 4
+    assert batch_cap(8, max_calls=20, calls_so_far=25) == 0
+
+
+def test_first_round_uses_the_configured_share():
+    assert source_split(10, share=0.5) == {"generator": 5, "substitution": 5}
+    assert source_split(10, share=0.0) == {"generator": 10, "substitution": 0}
+    assert source_split(7, share=0.5, outcomes={"generator": SourceOutcome(4, 0)}) == {"generator": 3, "substitution": 4}
+
+
+def test_adaptive_split_follows_the_sources_success_rates():
+    outcomes = {"generator": SourceOutcome(10, 0), "substitution": SourceOutcome(10, 5)}
+    split = source_split(10, share=0.5, outcomes=outcomes)
+    assert split["substitution"] == 9  # 0.5/(0.5+0.083) = 0.857 → 9 of 10, under the 0.9 cap
+    assert source_split(10, share=0.5, outcomes=outcomes, adaptive=False) == {"generator": 5, "substitution": 5}
+    worse = {"generator": SourceOutcome(10, 5), "substitution": SourceOutcome(10, 0)}
+    assert source_split(10, share=0.5, outcomes=worse, min_share=0.2)["substitution"] == 2
+
+
+@given(st.integers(0, 50), st.floats(0, 1), st.integers(0, 30), st.integers(0, 30), st.integers(0, 30),
+       st.integers(0, 30), st.floats(0, 0.5))
+def test_split_always_sums_to_the_batch_and_keeps_min_share(b, share, cg, sg, cs, ss, min_share):
+    outcomes = {"generator": SourceOutcome(cg, min(sg, cg)), "substitution": SourceOutcome(cs, min(ss, cs))}
+    split = source_split(b, share=share, outcomes=outcomes, min_share=min_share)
+    assert split["generator"] + split["substitution"] == b and min(split.values()) >= 0
+    if cg and cs and b >= 10:
+        assert split["substitution"] >= int(np.floor(min_share * b + 0.5)) - 1
+
+
+def test_source_outcomes_and_untried():
+    out = source_outcomes(["generator", "substitution", "substitution"], [False, True, False])
+    assert out["generator"] == SourceOutcome(1, 0) and out["substitution"] == SourceOutcome(2, 1)
+    assert untried(["NaCl", "KCl", "NaCl"], tried={"NaCl"}) == [1]
+
+
+def _c(formula_counts: dict[str, int], sg: int = 225, a: float = 5.0) -> Crystal:
+    return Crystal(sg, formula_counts, a, a, a, 90, 90, 90)
+
+
+def test_quota_limits_each_group_then_fills_from_the_rest():
+    crystals = [_c({"Na": 1, "Cl": 1}, a=4 + i * 0.1) for i in range(6)]
+    scores = [6, 5, 4, 3, 2, 1]
+    groups = ["generator"] * 3 + ["substitution"] * 3
+    for method in ("greedy", "mmr"):
+        chosen = select_batch(crystals, scores, batch_size=4, method=method, diversity=0.0, groups=groups,  # type: ignore[arg-type]
+                              quota={"generator": 1, "substitution": 3})
+        assert sorted(groups[i] for i in chosen) == ["generator", "substitution", "substitution", "substitution"]
+    # the substitution group has only 3 candidates: the fourth pick comes from the generator beyond its quota
+    chosen = select_batch(crystals, scores, batch_size=5, method="greedy", groups=groups,
+                          quota={"generator": 1, "substitution": 4})
+    assert sorted(groups[i] for i in chosen).count("generator") == 2
+
+
+def test_context_steers_diversity_away_from_earlier_batches():
+    nacl = [_c({"Na": 4, "Cl": 4}, a=5.6 + 0.01 * i) for i in range(3)]
+    mgo = [_c({"Mg": 4, "O": 4}, a=4.2 + 0.01 * i) for i in range(3)]
+    crystals, scores = nacl + mgo, [1.0, 1.0, 1.0, 0.9, 0.9, 0.9]
+    first = select_batch(crystals, scores, batch_size=1, method="mmr", diversity=0.9)
+    assert first[0] < 3  # best score without context
+    again = select_batch(crystals, scores, batch_size=1, method="mmr", diversity=0.9, context=[nacl[0]])
+    assert again[0] >= 3  # NaCl was tried in an earlier round: the MgO family is now more diverse
