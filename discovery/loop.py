@@ -64,7 +64,7 @@ def source_split(batch_size: int, *, share: float, adaptive: bool = True, min_sh
         p_sub = outcomes["substitution"].posterior_mean()
         p_gen = outcomes["generator"].posterior_mean()
         s = min(max(p_sub / (p_sub + p_gen), min_share), 1.0 - min_share)
-    n_sub = min(batch_size, int(math.floor(s * batch_size + 0.5)))
+    n_sub = min(batch_size, math.floor(s * batch_size + 0.5))
     return {"generator": batch_size - n_sub, "substitution": n_sub}
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from discovery.crystal import Crystal
-from discovery.loop import (SourceOutcome, batch_cap, novelty_penalty, source_outcomes, source_split, untried)
+from discovery.loop import SourceOutcome, batch_cap, novelty_penalty, source_outcomes, source_split, untried
 from discovery.selection import select_batch
 
 
