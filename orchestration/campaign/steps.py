@@ -18,6 +18,7 @@ import torch
 
 from discovery.crystal import Crystal
 from orchestration.campaign import faults
+from orchestration.campaign.candidates import earlier_batches, oracle_candidate, tried_formulas
 from orchestration.campaign.context import Campaign
 from orchestration.campaign.data import best_label, label_weights, plain, seed_keys, training_set
 from orchestration.campaign.progress import step
@@ -65,6 +66,8 @@ def fit_proxies(camp: Campaign, round_index: int) -> str:
             report = proxy.fit(data, warm_start=warm, weights=label_weights(camp.config, target, data),
                                progress=lambda e, n: update(e))
         proxy.save(target_dir)
+        if camp.config.proxy.residual and target.source == "oracle":
+            metrics.update(_fit_residual(camp, round_index, proxy, target.name, target_dir))
         val = report.validation.get(target.name, {})
         metrics.update({f"proxy_mae_{target.name}": val.get("mae", float("nan")),
                         f"proxy_calibration_scale_{target.name}": report.calibration_scale.get(target.name, 1.0),
@@ -77,11 +80,25 @@ def fit_proxies(camp: Campaign, round_index: int) -> str:
     return str(out)
 
 
+def _fit_residual(camp: Campaign, round_index: int, base: Any, target: str, target_dir: Any) -> dict[str, float]:
+    """Fit the residual model on the campaign's own oracle labels (rounds before this one) over ``base`` and save
+    both in ``target_dir`` (no labels yet: the base proxy alone stays there)."""
+    from discovery.proxy.residual import ResidualProxy
+    from orchestration.campaign.data import oracle_labels
+
+    labels = oracle_labels(camp.store, camp.name, target, before_round=round_index)
+    if not len(labels):
+        return {f"proxy_residual_labels_{target}": 0.0}
+    residual = ResidualProxy.fit(base, labels, target=target)
+    residual.save(target_dir)
+    return {f"proxy_residual_labels_{target}": float(len(labels))}
+
+
 def load_proxies(camp: Campaign, round_index: int) -> dict[str, Any]:
-    from discovery.proxy import EnsembleProxy
+    from discovery.proxy.residual import load_proxy
 
     d = camp.model_dir("proxy", round_index)
-    return {t.name: EnsembleProxy.load(d / t.name) for t in camp.config.targets}
+    return {t.name: load_proxy(d / t.name) for t in camp.config.targets}
 
 
 def acquisition(camp: Campaign, round_index: int, proxies: dict[str, Any], crystals: Sequence[Crystal]
@@ -111,7 +128,30 @@ def acquisition(camp: Campaign, round_index: int, proxies: dict[str, Any], cryst
         for i in range(len(crystals)):
             preds[i][f"{target.name}_mean"] = float(mu[i])
             preds[i][f"{target.name}_std"] = float(sd[i])
-    return total.numpy().astype(float), preds
+    out = total.numpy().astype(float)
+    if camp.config.novelty.enabled and len(crystals):
+        penalty = novelty(camp, round_index, [c.reduced_formula() for c in crystals])
+        out = out - penalty
+        for i in range(len(crystals)):
+            preds[i]["novelty_penalty"] = float(penalty[i])
+    return out, preds
+
+
+def novelty(camp: Campaign, round_index: int, formulas: Sequence[str]) -> np.ndarray:
+    """(n,) novelty penalties (eV/atom, :func:`discovery.loop.novelty_penalty`) of the round: known formulas are
+    the dense hull reference's and the seed data's, tried ones those earlier rounds sent to the oracle (both
+    fixed for a round, so computed once per process and round)."""
+    from discovery.loop import novelty_penalty
+    from orchestration.campaign.candidates import tried_formulas
+    from orchestration.campaign.sun import known_formulas
+
+    key = f"novelty-{round_index}"
+    if key not in camp._extras:
+        camp._extras[key] = (known_formulas(camp.config), tried_formulas(camp, round_index))
+    known, tried = camp._extras[key]
+    n = camp.config.novelty
+    return novelty_penalty(formulas, known=known, tried=tried, known_penalty=n.known_penalty,
+                           tried_penalty=n.tried_penalty)
 
 
 def hull_energies(reference: str, crystals: Sequence[Crystal]) -> np.ndarray:
@@ -172,7 +212,11 @@ def train_generator(camp: Campaign, round_index: int) -> str:
     seed = camp.seed_for(round_index)
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
-    if round_index > 0:  # warm start from the previous round's checkpoint (not from this round's, see fit_proxies)
+    if round_index > 0 and camp.config.generator.retrain == "fresh":  # same model, new weights, full training
+        prev = CrystalGFN.load(camp.model_dir("generator", round_index - 1), device=camp.config.generator.device)
+        gfn = CrystalGFN.fresh_like(prev, seed=seed)
+        iterations = camp.config.generator.iterations_first_round
+    elif round_index > 0:  # warm start from the previous round's checkpoint (not from this round's, see fit_proxies)
         gfn = CrystalGFN.load(camp.model_dir("generator", round_index - 1), device=camp.config.generator.device)
         iterations = camp.config.generator.iterations_per_round
     elif camp.config.generator.checkpoint is not None:  # round 0 fine-tunes a trained model
@@ -191,8 +235,13 @@ def train_generator(camp: Campaign, round_index: int) -> str:
 
     reward = VolumePriorReward(proxy_reward, weight=camp.config.generator.volume_prior)
 
+    offline: dict[str, Any] = {}
+    if camp.config.generator.offline_replay and round_index > 0:
+        from orchestration.campaign.candidates import offline_crystals
+
+        offline = {"offline": offline_crystals(camp, round_index)}
     with step(f"round {round_index}: train generator", total=iterations) as update:
-        report = gfn.train(reward, iterations=iterations, progress=lambda i, _row: update(i), log_every=5)
+        report = gfn.train(reward, iterations=iterations, progress=lambda i, _row: update(i), log_every=5, **offline)
     gfn.save(out)
     (out / "train_report.json").write_text(json.dumps({k: v for k, v in asdict(report).items()}, default=float))
     record = camp.store.add_model(camp.name, "generator", round_index=round_index, path=out)
@@ -218,14 +267,27 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     with step(f"round {round_index}: sample {n} candidates", total=n) as update:
         sampled = gfn.sample(n, seed=seed, progress=update)
     crystals = [Crystal(c.space_group, c.counts, *c.lattice, id=f"r{round_index:03d}-{i:05d}") for i, c in enumerate(sampled)]
+    sources = ["generator"] * len(crystals)
+    origins: list[dict[str, Any] | None] = [None] * len(crystals)
+    tried = tried_formulas(camp, round_index) if camp.config.selection.skip_tried_formulas else set()
+    extra_metrics: dict[str, float] = {}
+    if camp.config.sources.substitution is not None:
+        subs, origin_list, extra_metrics = _substitution_candidates(camp, round_index, exclude_formulas=tried)
+        crystals += subs
+        sources += ["substitution"] * len(subs)
+        origins += origin_list
     earlier = {dedupe_key(c) for c in camp.store.crystals(camp.name) if int(c.extra.get("round", 0)) < round_index}  # type: ignore[call-overload]
     result = dedupe(crystals, known=earlier | seed_keys(camp.config))
-    kept = [crystals[i] for i in result.kept]
+    keep = [i for i in result.kept if crystals[i].reduced_formula() not in tried]
+    kept = [crystals[i] for i in keep]
     scores, preds = acquisition(camp, round_index, load_proxies(camp, round_index), kept)
-    camp.store.add_candidates(camp.name, round_index, kept, scores=list(scores), predictions=preds)
+    camp.store.add_candidates(camp.name, round_index, kept, scores=list(scores), predictions=preds,
+                              sources=[sources[i] for i in keep], origins=[origins[i] for i in keep])
     logr = log_rewards(camp, scores) if len(kept) else np.zeros(1)
     metrics = {"n_sampled": float(n), "n_unique": float(len(kept)), "n_duplicates_known": float(result.n_known),
-               "n_duplicates_repeated": float(result.n_repeated), "reward_log_mean": float(np.mean(logr)),
+               "n_duplicates_repeated": float(result.n_repeated), "n_tried_formula": float(len(result.kept) - len(keep)),
+               "n_candidates_substitution": float(sum(sources[i] == "substitution" for i in keep)),
+               **extra_metrics, "reward_log_mean": float(np.mean(logr)),
                "reward_log_max": float(np.max(logr)), "reward_log_min": float(np.min(logr)),
                "reward_log_std": float(np.std(logr)), "t_sample_s": time.perf_counter() - t0}
     faults.point("sampled")
@@ -233,15 +295,36 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     return len(kept)
 
 
+def _substitution_candidates(camp: Campaign, round_index: int, *, exclude_formulas: set[str]
+                             ) -> tuple[list[Crystal], list[dict[str, Any] | None], dict[str, float]]:
+    """The round's substitution proposals as candidates (generator view + origin with the structure), minus
+    those matching a relaxed result of an earlier round."""
+    from oracles.base import structure_to_cif
+    from orchestration.campaign.candidates import known_structure_matches, propose
+
+    proposals = propose(camp, round_index, exclude_formulas=exclude_formulas)
+    matched = known_structure_matches(camp, round_index, proposals)
+    out: list[Crystal] = []
+    origins: list[dict[str, Any] | None] = []
+    for i, p in enumerate(proposals):
+        if i in matched:
+            continue
+        c = p.crystal
+        out.append(Crystal(c.space_group, dict(c.counts), *c.lattice, id=f"r{round_index:03d}-sub-{i:05d}"))
+        origins.append({"structure_cif": structure_to_cif(p.structure), "parent": p.parent_id, "proposal": p.id,
+                        "substitutions": [list(x) for x in p.substitutions], "partial": p.partial, "prior": p.prior})
+    return out, origins, {"n_proposed_substitution": float(len(proposals)),
+                          "n_substitution_matched_earlier": float(len(matched))}
+
+
 def batch_size_for(camp: Campaign, round_index: int) -> int:
     """B, capped so that the campaign never exceeds ``stopping.max_oracle_calls``."""
-    cap = camp.config.stopping.max_oracle_calls
-    b = camp.config.batch_size
-    if cap is None:
-        return b
+    from discovery.loop import batch_cap
+
     before = sum(1 for r in camp.store.results(camp.name) if r.round_index < round_index)
     earlier_batches = sum(len(camp.store.batch(camp.name, r)) for r in range(round_index))
-    return max(0, min(b, cap - max(before, earlier_batches)))
+    return batch_cap(camp.config.batch_size, max_calls=camp.config.stopping.max_oracle_calls,
+                     calls_so_far=max(before, earlier_batches))
 
 
 def select(camp: Campaign, round_index: int) -> list[str]:
@@ -254,12 +337,27 @@ def select(camp: Campaign, round_index: int) -> list[str]:
     pool = [c for c in camp.store.crystals(camp.name) if c.extra.get("round") == round_index]
     scores = [float(c.extra["score"]) if c.extra.get("score") is not None else float("nan") for c in pool]  # type: ignore[arg-type]
     sel = camp.config.selection
-    chosen = select_batch([plain(c) for c in pool], scores, batch_size=batch_size_for(camp, round_index),
-                          method=sel.method, diversity=sel.diversity, seed=camp.seed_for(round_index))
+    b = batch_size_for(camp, round_index)
+    groups = [str(c.extra.get("source", "generator")) for c in pool]
+    quota: dict[str, int] | None = None
+    sub = camp.config.sources.substitution
+    if sub is not None:
+        from discovery.loop import source_split
+        from orchestration.campaign.candidates import source_outcomes
+
+        split = source_split(b, share=sub.share, adaptive=sub.adaptive, min_share=sub.min_share,
+                             outcomes=source_outcomes(camp, round_index))
+        quota = {str(k): v for k, v in split.items()}
+    context = earlier_batches(camp, round_index) if sel.across_rounds else []
+    chosen = select_batch([plain(c) for c in pool], scores, batch_size=b, method=sel.method, diversity=sel.diversity,
+                          seed=camp.seed_for(round_index), context=context, groups=groups, quota=quota)
     ids = [pool[i].id for i in chosen]
     camp.store.select_batch(camp.name, round_index, ids, oracle=camp.config.oracle.name)
     faults.point("selected")
     div = {f"batch_{k}": float(v) for k, v in diversity_summary([pool[i] for i in chosen]).items()}
+    if quota is not None:
+        div.update({f"quota_{k}": float(v) for k, v in quota.items()})
+        div.update({f"batch_from_{k}": float(sum(groups[i] == k for i in chosen)) for k in quota})
     camp.store.advance_round(camp.name, round_index, "selected",
                              metrics={**div, "batch_size": float(len(ids)), "t_select_s": time.perf_counter() - t0})
     return ids
@@ -274,13 +372,11 @@ def evaluate_candidate(camp: Campaign, round_index: int, candidate_id: str) -> s
     """
     if candidate_id not in camp.store.pending(camp.name, round_index):
         return "done"
-    from oracles.base import Candidate
-
-    crystal = plain(camp.store.crystals(camp.name, [candidate_id])[0])
+    candidate = oracle_candidate(camp.store.crystals(camp.name, [candidate_id])[0])
     camp.store.start_job(camp.name, candidate_id)
     faults.point("oracle_started")
     with camp.oracles.acquire() as oracle:
-        result = oracle.evaluate([Candidate.from_crystal(crystal)], seed=camp.seed_for(round_index))[0]
+        result = oracle.evaluate([candidate], seed=camp.seed_for(round_index))[0]
     provenance = {**result.provenance, "message": result.message, "n_steps": result.n_steps, "worker": _worker()}
     camp.store.record_result(camp.name, candidate_id, status=result.status, targets=dict(result.targets),
                              relaxed_cif=result.structure_cif, provenance=provenance, wall_s=result.wall_time_s)
@@ -297,13 +393,13 @@ def evaluate_batch(camp: Campaign, round_index: int, candidate_ids: Sequence[str
     the task is retried, and the retry evaluates only those still pending."""
     import inspect
 
-    from oracles.base import Candidate, OracleResult
+    from oracles.base import OracleResult
 
     pending = set(camp.store.pending(camp.name, round_index))
     ids = [c for c in candidate_ids if c in pending]
     if not ids:
         return []
-    crystals = [plain(c) for c in camp.store.crystals(camp.name, ids)]
+    cands = [oracle_candidate(c) for c in camp.store.crystals(camp.name, ids)]
     for cid in ids:
         camp.store.start_job(camp.name, cid)
         faults.point("oracle_started")
@@ -321,7 +417,6 @@ def evaluate_batch(camp: Campaign, round_index: int, candidate_ids: Sequence[str
         faults.point("result_recorded")
 
     with camp.oracles.acquire() as oracle:
-        cands = [Candidate.from_crystal(c) for c in crystals]
         if "on_result" in inspect.signature(oracle.evaluate).parameters:
             results = oracle.evaluate(cands, seed=camp.seed_for(round_index), on_result=record)  # type: ignore[call-arg]
         else:
