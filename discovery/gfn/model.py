@@ -17,7 +17,7 @@ from discovery.crystal import Crystal
 from discovery.gfn.env import N_BACKWARD, CrystalEnv, Rollout
 from discovery.gfn.parallel import chunk_seeds, sample_chunks
 from discovery.gfn.policy import BackwardPolicy, BetaMixture, ForwardPolicy, PolicyConfig
-from discovery.gfn.replay import ReplayBuffer, forced_rollout
+from discovery.gfn.replay import ReplayBuffer, forced_rollout, offline_trajectories
 from discovery.gfn.rewards import Reward
 from discovery.gfn.sampler import rollout
 from discovery.gfn.space import SearchSpace
@@ -47,6 +47,9 @@ class TrainReport:
     loss: float
     log_z: float
     history: list[dict[str, float]] = field(default_factory=list)
+    offline_used: int = 0  # offline crystals the space can build (replayed)
+    offline_dropped: int = 0  # offline crystals outside the space (ignored)
+    offline_trajectories: int = 0  # forced offline trajectories trained on, all iterations together
 
 
 @dataclass
@@ -119,8 +122,18 @@ class CrystalGFN:
         iterations: int,
         progress: Callable[[int, dict[str, float]], None] | None = None,
         log_every: int = 10,
+        offline: Sequence[Crystal] = (),
+        offline_batch: int = 8,
     ) -> TrainReport:
-        """Train (or keep training: warm start) with trajectory balance for ``iterations`` batches."""
+        """Train (or keep training: warm start) with trajectory balance for ``iterations`` batches.
+
+        ``offline``: labelled crystals replayed as forced trajectories (GFlowNet-AL, Jain et al. 2022):
+        each iteration adds ``offline_batch`` of them (drawn without replacement) to the on-policy batch,
+        their log-reward from ``log_reward`` like every other trajectory, so trajectory balance stays
+        consistent. Crystals the space cannot build (elements, atom limits, lattice ranges, a space
+        group that cannot host the composition) are dropped, counted in ``TrainReport.offline_dropped``;
+        tied lattice parameters follow the lattice system (see :func:`offline_trajectories`).
+        """
         cfg = self.train_cfg
         params = list(self.forward_policy.parameters()) + list(self.backward_policy.parameters())
         opt = self.optimizer()
@@ -128,12 +141,14 @@ class CrystalGFN:
         t0 = time.perf_counter()
         n_traj = 0
         loss_v = math.nan
+        off, n_dropped = offline_trajectories(self.env, offline) if len(offline) else ([], 0)
+        off_logr = np.asarray(log_reward(off), dtype=np.float64) if off else np.zeros(0)
+        n_off = 0
         for it in range(iterations):
             ro = rollout(self.env, self.forward_policy, cfg.batch_size, epsilon=cfg.epsilon)
             logr_np = np.asarray(log_reward(ro.crystals), dtype=np.float64)
             logr = torch.as_tensor(logr_np, dtype=torch.float32, device=ro.feat.device)
-            losses = self.tb_loss(ro, logr)
-            loss = losses.loss
+            parts = [(self.tb_loss(ro, logr).loss, len(ro.crystals))]
             n_traj += len(ro.crystals)
             if self.replay.capacity:
                 self.replay.add(ro.crystals, logr_np)
@@ -141,7 +156,14 @@ class CrystalGFN:
                     crystals, lr_rep = self.replay.sample(cfg.replay_batch)
                     ro_rep = forced_rollout(self.env, crystals)
                     rep = self.tb_loss(ro_rep, torch.as_tensor(lr_rep, dtype=torch.float32, device=ro.feat.device))
-                    loss = (loss * len(ro.crystals) + rep.loss * len(crystals)) / (len(ro.crystals) + len(crystals))
+                    parts.append((rep.loss, len(crystals)))
+            if off and offline_batch > 0:
+                pick = np.random.choice(len(off), size=min(offline_batch, len(off)), replace=False)
+                ro_off = forced_rollout(self.env, [off[i] for i in pick])
+                lr_off = torch.as_tensor(off_logr[pick], dtype=torch.float32, device=ro.feat.device)
+                parts.append((self.tb_loss(ro_off, lr_off).loss, len(pick)))
+                n_off += len(pick)
+            loss = sum((part * k for part, k in parts), torch.zeros((), device=ro.feat.device)) / sum(k for _, k in parts)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -155,13 +177,23 @@ class CrystalGFN:
                     "log_z": float(self.log_z.detach()),
                     "mean_log_reward": float(logr_np.mean()),
                     "trajectories_per_s": n_traj / max(time.perf_counter() - t0, 1e-9),
+                    **({"mean_offline_log_reward": float(off_logr.mean())} if off else {}),
                 }
                 history.append(row)
                 if progress is not None:
                     progress(it + 1, row)
         seconds = time.perf_counter() - t0
         return TrainReport(iterations, n_traj, seconds, n_traj / max(seconds, 1e-9), loss_v,
-                           float(self.log_z.detach()), history)
+                           float(self.log_z.detach()), history, offline_used=len(off), offline_dropped=n_dropped,
+                           offline_trajectories=n_off)
+
+    @classmethod
+    def fresh_like(cls, other: CrystalGFN, *, seed: int | None = None, device: str | None = None) -> CrystalGFN:
+        """An untrained model with ``other``'s space, policy and training settings (a fresh Adam, no
+        replay contents, ``iterations_done`` 0), initialised from ``seed`` (default: ``other.seed``):
+        retraining from scratch each round instead of fine-tuning ``other``."""
+        return cls(other.space, device=device or other.device, seed=other.seed if seed is None else seed,
+                   policy=other.policy_cfg, train=other.train_cfg)
 
     # -- sampling ---------------------------------------------------------------------------------
     def env_for(self, space: SearchSpace | None) -> CrystalEnv:
