@@ -1,7 +1,7 @@
 """`matloop bench` commands: speed benchmarks that print JSON.
 
 Each benchmark lives beside its command group and is registered here; ``bench discovery`` (the
-discovery benchmark of the whole loop against baselines) lives in :mod:`orchestration.bench_discovery`.
+discovery benchmark of the whole loop against baselines) lives in the package :mod:`orchestration.bench_discovery`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from orchestration.cli_decode import bench_decoder_command
 from orchestration.cli_gfn import bench_gfn
 from orchestration.cli_oracle import bench_oracle
 from orchestration.cli_proxy import bench_proxy
@@ -22,39 +23,50 @@ app = typer.Typer(help="Speed benchmarks (print one JSON object with --json).", 
 app.command("gfn")(bench_gfn)
 app.command("oracle")(bench_oracle)
 app.command("proxy")(bench_proxy)
+app.command("decoder")(bench_decoder_command)
 
 
 @app.command("discovery")
 def bench_discovery(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (the only output on stdout).")] = False,
-    budget: Annotated[int, typer.Option(min=1, help="Oracle calls (CHGNet relaxations) per strategy and seed.")] = 24,
+    budget: Annotated[int | None, typer.Option(min=1, help="Oracle calls (CHGNet relaxations) per strategy and seed "
+                                                      "[default: 30 with --objective sun, else 24].")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Independent repetitions (seeds 0..K-1).")] = 2,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of the full loop (batch = budget / rounds).")] = 3,
     candidates: Annotated[int, typer.Option(min=1, help="Generator samples per round (and random pool size per round).")] = 300,
     gfn_iterations: Annotated[int, typer.Option(min=0, help="Crystal-GFN iterations in round 0.")] = 150,
     gfn_iterations_per_round: Annotated[int, typer.Option(min=0, help="Fine-tuning iterations in later rounds.")] = 50,
-    strategies: Annotated[str, typer.Option(help="Comma-separated subset of loop,random,random_proxy,gfn_once.")] = "loop,random,random_proxy,gfn_once",
+    strategies: Annotated[str | None, typer.Option(help="Comma-separated subset of loop,random,random_proxy,gfn_once"
+                                                        ",substitution_once [default: the first four; all five with "
+                                                        "--objective sun].")] = None,
     workers: Annotated[int, typer.Option(min=1, help="CHGNet worker processes (one torch thread each).")] = 2,
     device: Annotated[str, typer.Option(help="cpu or cuda for the generator and CHGNet (the proxy runs on the CPU); on a GPU machine more --workers on the CPU were faster, see docs/benchmarks.md.")] = "cpu",
     reference: Annotated[str, typer.Option(help="Hull reference for hits and the oracle: mp20+matbench (dense) or "
                                                 "mp20+li-fe-o (sparse).")] = "mp20+matbench",
     objective: Annotated[str, typer.Option(help="What the loop's acquisition scores: 'hull' (predicted distance to the "
-                                                "reference hull) or 'formation_energy'.")] = "formation_energy",
-    oracle_weight: Annotated[float, typer.Option(min=1.0, help="The loop's proxy.oracle_weight: how much each oracle "
-                                                     "label counts against a seed row in the refit.")] = 1.0,
+                                                "reference hull), 'formation_energy', or 'sun': the hull objective with "
+                                                "the loop's learning features (novelty penalty, substitution source, "
+                                                "residual proxy, fresh generator with offline replay, selection across "
+                                                "rounds), compared on S.U.N. results per 100 calls.")] = "formation_energy",
+    oracle_weight: Annotated[float | None, typer.Option(min=1.0, help="The loop's proxy.oracle_weight: how much each "
+                                                            "oracle label counts against a seed row in the refit "
+                                                            "[default: 10 with --objective sun, else 1].")] = None,
     seed_rows: Annotated[int | None, typer.Option(min=1, help="Labelled MP-20 rows the round-0 proxy starts from "
                                                   "(default: all); few rows is a cold start, where the proxy must "
                                                   "learn from the oracle.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
-    GFlowNet trained once (same CHGNet budget, same search space; see orchestration/bench_discovery.py).
+    GFlowNet trained once (same CHGNet budget, same search space; see orchestration/bench_discovery/).
+    With --objective sun: S.U.N. results per 100 calls of the learning loop vs those and "substitution once"
+    (substitutions into near-hull seed structures, the whole budget in one shot), with paired-bootstrap CIs,
+    S.U.N. per round and per source, and the proxy's error on each round's batch.
 
     Hits are judged against the dense MP hull reference (mp20+matbench) by default. Three seeds took
     27 min on a 2-core machine (docs/results/discovery.md); finished strategies and seeds are cached in
     --out, so a rerun with more seeds only runs the new ones.
 
-    Example: matloop bench discovery --budget 24 --seeds 2 --json
+    Example: matloop bench discovery --budget 24 --seeds 2 --json; matloop bench discovery --objective sun
     """
     from orchestration.cli_campaign import _progress as campaign_progress
     from orchestration.cli_campaign import exit_on_sigterm, prefect_environment
@@ -62,19 +74,21 @@ def bench_discovery(
     prefect_environment()
     import torch
 
-    from orchestration.bench_discovery import BenchSettings, run_benchmark
+    from orchestration.bench_discovery import DEFAULT_BUDGET, OBJECTIVES, BenchSettings, run_benchmark
     from orchestration.campaign.progress import step
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     torch.set_num_threads(1)
+    if objective not in OBJECTIVES:
+        fail(f"unknown objective {objective!r}; choose {', '.join(OBJECTIVES)}")
     try:
-        settings = BenchSettings(budget=budget, seeds=seeds, rounds=rounds, candidates_per_round=candidates,
+        settings = BenchSettings(budget=DEFAULT_BUDGET[objective] if budget is None else budget, seeds=seeds, rounds=rounds, candidates_per_round=candidates,
                                  gfn_iterations_first=gfn_iterations, gfn_iterations_per_round=gfn_iterations_per_round,
                                  workers=workers, device=device, reference=reference,
                                  objective=objective,  # type: ignore[arg-type]  # checked by BenchSettings
                                  oracle_weight=oracle_weight, seed_rows=seed_rows,
-                                 strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()))
+                                 strategies=tuple(s.strip() for s in (strategies or "").split(",") if s.strip()))
     except ValueError as exc:
         fail(str(exc))
     if "loop" not in settings.strategies:
@@ -104,5 +118,11 @@ def bench_discovery(
         console = Console()
         for name, c in result["counts"].items():
             console.print(f"{name:>14}: {c}")
+        if objective == "sun":
+            for name, s in result["strategies"].items():
+                console.print(f"{name:>18}: S.U.N. per 100 calls {s.get('sun_per_100')} (95 % CI {s.get('sun_per_100_ci95')})")
+            for name, c in result.get("loop_vs", {}).items():
+                console.print(f"loop − {name}: {c['difference_per_100_calls']:+} S.U.N. per 100 calls "
+                              f"(95 % CI {c['difference_ci95']}), clearly more: {c['clearly_more']}")
         console.print(f"ratio_loop_vs_random: {result.get('ratio_loop_vs_random')}  "
                       f"(95 % CI {result.get('ratio_loop_vs_random_ci95')}); results in {out}")

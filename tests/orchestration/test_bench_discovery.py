@@ -38,9 +38,9 @@ def _e(e_hull: float, cif: str | None, status: str = "ok", counts: dict[str, int
 
 
 def test_unique_hits_best_so_far_and_diversity(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestration import bench_discovery
+    from orchestration.bench_discovery import metrics
 
-    monkeypatch.setattr(bench_discovery, "_COVERED", {("mp20+matbench", frozenset({"Na", "Cl"})): True,
+    monkeypatch.setattr(metrics, "_COVERED", {("mp20+matbench", frozenset({"Na", "Cl"})): True,
                                                       ("mp20+matbench", frozenset({"K", "Cl"})): False})
     nacl, nacl_strained, kcl = _cif(5.6), _cif(5.65), _cif(6.3, ("K", "Cl"))
     runs = [_e(0.3, nacl), _e(0.05, nacl), _e(-0.01, nacl_strained),  # same structure twice: one unique hit
@@ -63,11 +63,11 @@ def test_unique_hits_best_so_far_and_diversity(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_hits_with_formulas_the_reference_lacks_are_new_compositions(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestration import bench_discovery
+    from orchestration.bench_discovery import metrics
 
-    monkeypatch.setattr(bench_discovery, "_KNOWN", {"mp20+matbench": {"NaCl"}})
+    monkeypatch.setattr(metrics, "_KNOWN", {"mp20+matbench": {"NaCl"}})
     c = Crystal(221, {"Na": 1, "Cl": 3}, 5.0, 5.0, 5.0, 90, 90, 90)
-    assert not bench_discovery.known_formula(c) and bench_discovery.known_formula(_e(0.0, None).crystal)
+    assert not metrics.known_formula(c) and metrics.known_formula(_e(0.0, None).crystal)
 
 
 @pytest.mark.slow
