@@ -104,9 +104,18 @@ def sun_metrics(store: Store, name: str, round_index: int) -> dict[str, float]:
     labels = store.sun_labels(name)
     rounds = {r.candidate_id: r.round_index for r in store.results(name)}
     upto = [x for cid, x in labels.items() if rounds.get(cid, 0) <= round_index]
-    this = count([x for cid, x in labels.items() if rounds.get(cid) == round_index])
+    mine = [cid for cid in labels if rounds.get(cid) == round_index]
+    this = count([labels[cid] for cid in mine])
     total = count(upto)
-    return {"sun_round": float(this.sun), "cumulative_sun": float(total.sun), "cumulative_stable": float(total.stable),
+    by_source: dict[str, float] = {}
+    if mine:
+        sources = {c.id: str(c.extra.get("source", "generator")) for c in store.crystals(name, mine)}
+        for src in sorted(set(sources.values())):
+            part = count([labels[cid] for cid in mine if sources[cid] == src])
+            by_source[f"sun_round_{src}"] = float(part.sun)
+            by_source[f"results_round_{src}"] = float(part.results)
+    return {**by_source, "sun_round": float(this.sun), "cumulative_sun": float(total.sun),
+            "cumulative_stable": float(total.stable),
             "cumulative_novel": float(total.novel), "cumulative_novel_formula": float(total.novel_formula),
             "cumulative_unique": float(total.unique),
             "cumulative_zero_dimensional_hits": float(total.zero_dimensional_hits),
