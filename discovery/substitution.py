@@ -37,7 +37,6 @@ import pandas as pd
 import spglib
 from pymatgen.core import Composition, Element, Structure
 
-from discovery.chemistry import is_smact_valid
 from discovery.crystal import Crystal, parse_composition
 from discovery.datasets.base import DATA_DIR
 from discovery.datasets.structures import RowError, crystal_from_structure, structure_from_cif
@@ -51,6 +50,8 @@ from discovery.substitution_rates import (
     ionic_radius,
     isovalent_pairs,
     oxidation_states,
+    pauling_ok,
+    smact_valid,
     substitutable,
     substitution_lambda,
 )
@@ -89,16 +90,6 @@ class Proposal:
     substitutions: tuple[Pair, ...]  # (old element, new element) pairs, sorted
     partial: bool  # True when only part of an element's sites were replaced
     prior: float  # the ranking probability used (0..1)
-
-
-@cache
-def _smact_valid_reduced(items: tuple[tuple[str, int], ...]) -> bool:
-    return is_smact_valid(dict(items))
-
-
-def _smact_valid(counts: dict[str, int]) -> bool:
-    g = math.gcd(*counts.values())
-    return _smact_valid_reduced(tuple(sorted((k, v // g) for k, v in counts.items())))
 
 
 @cache
@@ -144,6 +135,8 @@ _INFO: dict[tuple[str, int], _ParentInfo] = {}
 
 
 def _parent_info(parent: Parent) -> _ParentInfo | None:
+    """The parent's symmetry and charge facts; None when it cannot host a substitution (disordered, no
+    charge-balanced assignment, failed spglib analysis), decided before spglib where possible."""
     key = (parent.id, id(parent.structure))
     info = _INFO.get(key)
     if info is not None and info.structure is parent.structure:
@@ -151,34 +144,36 @@ def _parent_info(parent: Parent) -> _ParentInfo | None:
     if len(_INFO) > 50_000:
         _INFO.clear()
     s = parent.structure
-    species = tuple(str(sp.symbol) for sp in s.species) if s.is_ordered else ()
-    out: _ParentInfo | None = None
-    if species:
-        try:
-            ds = spglib.get_symmetry_dataset((s.lattice.matrix.tolist(), s.frac_coords.tolist(), list(s.atomic_numbers)),
-                                             symprec=SYMPREC, angle_tolerance=ANGLE_TOLERANCE)
-        except Exception:
-            ds = None
-        if ds is not None:
-            conv: dict[str, int] = {}
-            for z in ds.std_types:
-                el = Element.from_Z(int(z)).symbol
-                conv[el] = conv.get(el, 0) + 1
-            groups: dict[int, list[int]] = {}
-            for i, rep in enumerate(ds.equivalent_atoms):
-                groups.setdefault(int(rep), []).append(i)
-            orbits: dict[str, list[tuple[int, ...]]] = {}
-            for idx in sorted(groups.values(), key=lambda g: g[0]):
-                orbits.setdefault(species[idx[0]], []).append(tuple(idx))
-            site_counts: dict[str, int] = {}
-            for el in species:
-                site_counts[el] = site_counts.get(el, 0) + 1
-            g = math.gcd(*site_counts.values())
-            assignments = charge_assignments(tuple(sorted((k, v // g) for k, v in site_counts.items())))
-            out = _ParentInfo(s, int(ds.number), conv, site_counts, {k: tuple(v) for k, v in orbits.items()}, species,
-                              assignments)
-    if out is not None:  # failures are not cached: a cached None could not hold its structure's id
-        _INFO[key] = out
+    if not s.is_ordered or len(s) == 0:
+        return None
+    species = tuple(str(sp.symbol) for sp in s.species)
+    site_counts: dict[str, int] = {}
+    for el in species:
+        site_counts[el] = site_counts.get(el, 0) + 1
+    g = math.gcd(*site_counts.values())
+    assignments = charge_assignments(tuple(sorted((k, v // g) for k, v in site_counts.items())))
+    if not assignments:  # not cached: a cached None could not hold its structure's id (and this is cheap)
+        return None
+    try:
+        ds = spglib.get_symmetry_dataset((s.lattice.matrix.tolist(), s.frac_coords.tolist(), list(s.atomic_numbers)),
+                                         symprec=SYMPREC, angle_tolerance=ANGLE_TOLERANCE)
+    except Exception:
+        ds = None
+    if ds is None:
+        return None
+    conv: dict[str, int] = {}
+    for z in ds.std_types:
+        el = Element.from_Z(int(z)).symbol
+        conv[el] = conv.get(el, 0) + 1
+    groups: dict[int, list[int]] = {}
+    for i, rep in enumerate(ds.equivalent_atoms):
+        groups.setdefault(int(rep), []).append(i)
+    orbits: dict[str, list[tuple[int, ...]]] = {}
+    for idx in sorted(groups.values(), key=lambda grp: grp[0]):
+        orbits.setdefault(species[idx[0]], []).append(tuple(idx))
+    out = _ParentInfo(s, int(ds.number), conv, site_counts, {k: tuple(v) for k, v in orbits.items()}, species,
+                      assignments)
+    _INFO[key] = out
     return out
 
 
@@ -259,7 +254,9 @@ def _candidates(pi: int, info: _ParentInfo, space: SearchSpace, *, partial: bool
                     extras.extend(((), (a, b, k)) for k in range(len(info.orbits[a])))
         for full_extra, part in extras:
             full = required + full_extra
-            if len(full) + (part is not None) > 1 and _assignment_for(info, [*full, *([part[:2]] if part else [])]) is None:
+            subs = [*full, *([part[:2]] if part else [])]
+            assignment = _assignment_for(info, subs)
+            if assignment is None:
                 continue  # each pair is isovalent in some assignment, but not all in the same one
             counts = dict(info.conv_counts)
             for a, b in full:
@@ -272,7 +269,9 @@ def _candidates(pi: int, info: _ParentInfo, space: SearchSpace, *, partial: bool
                     continue
                 counts[b] = round(moved)
                 counts[a] -= counts[b]
-            if not _in_space_counts(counts, space, allowed) or not _smact_valid(counts):
+            if not _in_space_counts(counts, space, allowed):
+                continue
+            if not pauling_ok(assignment, subs, counts) and not smact_valid(counts):
                 continue
             formula = _reduced_formula(tuple(sorted(counts.items())))
             if formula in excluded:
@@ -347,7 +346,7 @@ def _crystal_ok(c: Crystal, space: SearchSpace, excluded: frozenset[str]) -> boo
     counts = {k: v for k, v in c.counts.items() if v > 0}
     return (
         _in_space_counts(counts, space, frozenset(space.elements))
-        and _smact_valid(counts)
+        and smact_valid(counts)
         and (space.space_groups is None or c.space_group in space.space_groups)
         and c.reduced_formula() not in excluded
     )
@@ -455,6 +454,11 @@ def _seed_rows() -> tuple[tuple[str, str, float, int, tuple[tuple[str, int], ...
     return tuple(rows)
 
 
+@cache
+def _has_partner(element: str, elements: tuple[str, ...]) -> bool:
+    return bool(isovalent_pairs([*elements, element])[element]) if element not in elements else True
+
+
 def seed_parents(*, space: SearchSpace, max_e_above_hull: float = 0.05, max_parents: int | None = None) -> list[Parent]:
     """Near-hull MP-20 train structures (``mp20_train_cif.csv.gz``) that substitutions can bring into ``space``.
 
@@ -475,14 +479,8 @@ def seed_parents(*, space: SearchSpace, max_e_above_hull: float = 0.05, max_pare
             continue
         if space.space_groups is not None and sg not in space.space_groups:
             continue
-        outside = [el for el in counts if el not in allowed]
-        if outside:
-            try:
-                pairs = isovalent_pairs([*space.elements, *outside])
-            except ValueError:  # an element SMACT cannot use
-                continue
-            if any(not pairs[el] for el in outside):
-                continue
+        if any(el not in allowed and not _has_partner(el, space.elements) for el in counts):
+            continue
         rows.append((e_hull, mid, cif))
     rows.sort(key=lambda r: (r[0], r[1]))
     if max_parents is not None:

@@ -28,7 +28,7 @@ import numpy as np
 from pymatgen.analysis.structure_prediction.substitution_probability import SubstitutionProbability
 from pymatgen.core import Element, Species
 
-from discovery.chemistry import element_chem
+from discovery.chemistry import element_chem, is_smact_valid
 
 Pair = tuple[str, str]
 MIN_LAMBDA = 0.0  # isovalent pairs need a positive data-mined substitution log-likelihood (substitution_lambda)
@@ -119,6 +119,7 @@ def _pair(p: Sequence[str]) -> Pair:
 # which substitutions are allowed
 
 
+@cache
 def oxidation_states(symbol: str) -> tuple[int, ...]:
     """Oxidation states used for isovalence: those pymatgen lists as seen in the ICSD
     (``Element.icsd_oxidation_states``) that SMACT's validity rule also allows (ICSD24 set of
@@ -216,3 +217,24 @@ def ionic_radius(symbol: str, oxi: int) -> float | None:
     except Exception:
         return None
     return float(r) if r is not None and math.isfinite(float(r)) else None
+
+
+@cache
+def _smact_valid_reduced(items: tuple[tuple[str, int], ...]) -> bool:
+    return is_smact_valid(dict(items))
+
+
+def smact_valid(counts: dict[str, int]) -> bool:
+    """``is_smact_valid``, cached per reduced composition."""
+    g = math.gcd(*counts.values())
+    return _smact_valid_reduced(tuple(sorted((k, v // g) for k, v in counts.items())))
+
+
+def pauling_ok(assignment: dict[str, int], subs: Sequence[Sequence[str]], counts: dict[str, int]) -> bool:
+    """Fast path of SMACT's test: the parent's assignment, each new element at the old one's state, is charge
+    neutral by construction; it passes when every cation is less electronegative than every anion."""
+    source = {new: old for old, new in subs}
+    states = {el: assignment[source.get(el, el)] for el in counts}
+    cat = [element_chem(el).electronegativity for el, q in states.items() if q > 0]
+    an = [element_chem(el).electronegativity for el, q in states.items() if q < 0]
+    return bool(cat) and bool(an) and max(cat) < min(an)

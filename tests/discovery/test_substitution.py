@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -255,3 +256,11 @@ def test_seed_parents_are_near_hull_and_fit_the_space(parents: list[Parent]) -> 
     first = seed_parents(space=BENCH, max_parents=40)
     assert [p.id for p in first] == [p.id for p in parents[:40]]
     assert all(a.structure is b.structure for a, b in zip(first, parents, strict=False))  # parsed once
+
+
+def test_long_parent_ids_give_short_unique_ids() -> None:
+    long_id = "campaign-" + "x" * 200
+    props = propose_substitutions([Parent(long_id, nacl(), None, "campaign")], space=BENCH, n=10, seed=0)
+    assert len(props) == 4 and len({p.id for p in props}) == 4
+    assert all(len(p.id) <= 120 and p.parent_id == long_id for p in props)
+    assert all(p.prior <= math.exp(-1) for p in props)  # unknown energy counts as 0.05 eV/atom: quality 1/e
