@@ -408,6 +408,7 @@ def propose_substitutions(parents: Sequence[Parent], *, space: SearchSpace, n: i
 
     out: list[Proposal] = []
     seen: set[tuple[str, int]] = set()
+    used_ids: set[str] = set()
     for neg_prior, c in ranked:
         if len(out) >= n:
             break
@@ -415,6 +416,8 @@ def propose_substitutions(parents: Sequence[Parent], *, space: SearchSpace, n: i
             continue
         parent, info = parents[c.parent], infos[c.parent]
         pid = _candidate_id(parent.id, c)
+        if pid in used_ids:  # two parents given the same id
+            continue
         assert info is not None
         structure = _rescaled(parent, info, c)
         try:
@@ -425,6 +428,7 @@ def propose_substitutions(parents: Sequence[Parent], *, space: SearchSpace, n: i
         if key in seen or not _crystal_ok(crystal, space, excluded):
             continue
         seen.add(key)
+        used_ids.add(pid)
         out.append(Proposal(pid, structure, crystal, parent.id, c.substitutions, c.partial is not None, -neg_prior))
     return out
 
