@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestration import cli_bench, cli_campaign, cli_gfn, cli_oracle, cli_proxy
+from orchestration import cli_bench, cli_campaign, cli_decoder, cli_gfn, cli_oracle, cli_proxy
 
 app = typer.Typer(
     name="matloop",
@@ -21,6 +21,7 @@ app.add_typer(cli_gfn.app, name="gfn")
 app.add_typer(cli_proxy.app, name="proxy")
 app.add_typer(cli_oracle.app, name="oracle")
 app.add_typer(cli_bench.app, name="bench")
+app.add_typer(cli_decoder.app, name="decoder")
 cli_campaign.register(app)
 
 
