@@ -15,7 +15,7 @@ from typing import Any
 from discovery.crystal import Crystal
 from orchestration.bench_discovery.metrics import strategy_metrics
 from orchestration.bench_discovery.report import markdown, plot
-from orchestration.bench_discovery.settings import BenchSettings, Evaluated
+from orchestration.bench_discovery.settings import BenchSettings, Evaluated, sun_loop_features
 from orchestration.bench_discovery.statistics import summarize
 from orchestration.bench_discovery.strategies import (
     evaluate,
@@ -43,7 +43,17 @@ def _save_cache(path: Path, settings: BenchSettings, evaluated: Sequence[Evaluat
              "status": e.status, "e_above_hull": e.e_above_hull, "formation_energy": e.formation_energy,
              "relaxed_cif": e.relaxed_cif, "round": e.round, "source": e.source,
              "predicted": None if math.isnan(e.predicted) else e.predicted} for e in evaluated]
-    path.write_text(json.dumps({"settings": asdict(settings), "evaluated": rows}))
+    path.write_text(json.dumps({"settings": asdict(settings), "loop_features": _features(settings), "evaluated": rows}))
+
+
+def _features(settings: BenchSettings) -> dict[str, Any] | None:
+    """The loop's learning features (:func:`sun_loop_features`) a baseline's round-0 scoring and selection may
+    depend on (all but the oracle-label weight, which acts from round 1), as JSON data; None unless ``sun``."""
+    if settings.objective != "sun":
+        return None
+    features = sun_loop_features(settings)
+    features["proxy"] = {k: v for k, v in features["proxy"].items() if k != "oracle_weight"}
+    return json.loads(json.dumps(features))
 
 
 def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
@@ -57,6 +67,8 @@ def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
     # settings added later (absent from older caches) had their default then
     cached = json.loads(json.dumps(asdict(BenchSettings()))) | data.get("settings", {})
     if {k: v for k, v in cached.items() if k not in skip} != want:
+        return None
+    if data.get("loop_features") != _features(settings):  # sun_loop_features retuned since: score again
         return None
     out = []
     for r in data["evaluated"]:

@@ -58,6 +58,10 @@ def test_unique_hits_best_so_far_and_diversity(monkeypatch: pytest.MonkeyPatch) 
     # S.U.N. with the campaign's labels: the failed call is never counted; the strained NaCl is not unique
     assert m["sun"]["results"] == 5 and m["sun"]["converged"] == 4 and m["sun"]["stable"] == 3
     assert m["sun"]["unique"] == 2 and m["sun"]["novel_formula"] == 0 and m["sun"]["sun_novel_formula"] == 0
+    # the per-call S.U.N. flags behind the S.U.N. report agree with the counts
+    assert m["sun_hits"] == m["sun"]["sun"] and m["cumulative_sun"][-1] == m["sun_hits"] and len(m["cumulative_sun"]) == 5
+    assert m["sun_by_round"] == {"0": [m["sun_hits"], 5]} and m["sun_by_source"] == {"generator": [m["sun_hits"], 5]}
+    assert m["zero_dimensional_hits"] == m["sun"]["zero_dimensional_hits"] and len(m["sun_formulas"]) <= 2
     flagged = strategy_metrics([_e(-0.5, nacl, status="unconverged")])
     assert flagged["hits_ehull_le_0p1"] == 0 and flagged["sun"]["sun"] == 0 and flagged["sun"]["stable"] == 0
 

@@ -174,6 +174,11 @@ def test_sun_plot_and_cache_round_trip(tmp_path: Path) -> None:
     assert back is not None and [(b.round, b.source) for b in back] == [(2, "substitution"), (0, "generator")]
     assert back[0].predicted == -0.7 and math.isnan(back[1].predicted)
     assert _load_cache(tmp_path / "c.json", BenchSettings(budget=30)) is None  # another objective: another round-0 score
+    assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30, oracle_weight=4)) is not None
+    data = json.loads((tmp_path / "c.json").read_text())
+    data["loop_features"]["novelty"]["known_penalty"] = 0.5  # written before sun_loop_features was retuned
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30)) is None
 
 
 def test_loop_calls_carry_round_source_and_prediction_from_the_store() -> None:
@@ -210,18 +215,23 @@ def test_substitution_baseline_relaxes_seed_substitutions_with_chgnet() -> None:
 
 @pytest.mark.slow
 def test_bench_discovery_sun_command_end_to_end(tmp_path: Path) -> None:
-    """Tiny budget, every S.U.N. strategy: 2 calls each, 1 seed, 2 rounds; the JSON has sun_per_100 and loop_vs."""
+    """Tiny budget: the loop and substitution once (the other baselines run in the other objectives' end-to-end
+    test; ~5 min with GFN once too), 2 calls each, 1 seed, 2 rounds, a 200-row seed set for a fast proxy fit;
+    the JSON has sun_per_100, loop_vs and the loop's per-round and per-source rates."""
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     cmd = [sys.executable, "-m", "orchestration.cli", "bench", "discovery", "--json", "--objective", "sun",
            "--budget", "2", "--seeds", "1", "--rounds", "2", "--candidates", "20", "--gfn-iterations", "2",
-           "--gfn-iterations-per-round", "1", "--out", str(tmp_path / "bench")]
+           "--gfn-iterations-per-round", "1", "--strategies", "loop,substitution_once", "--seed-rows", "200",
+           "--out", str(tmp_path / "bench")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
-    assert set(result["strategies"]) == set(SUN_STRATEGIES)
-    assert set(result["loop_vs"]) == set(SUN_STRATEGIES) - {"loop"} and "loop_vs_unique_hits" in result
+    assert set(result["strategies"]) == {"loop", "substitution_once"}
+    assert set(result["loop_vs"]) == {"substitution_once"} and "loop_vs_unique_hits" in result
+    assert "later_vs_first_ratio" in result["loop_learning"] and result["settings"]["objective"] == "sun"
     for s in result["strategies"].values():
         assert s["oracle_calls"] == 2 and "sun_per_100" in s and "sun_per_100_ci95" in s
     assert set(result["strategies"]["loop"]["sun_by_round"]) <= {"0", "1"}
     assert set(result["strategies"]["substitution_once"]["sun_by_source"]) == {"substitution"}
     assert "| loop round |" in (tmp_path / "bench" / "results.md").read_text()
+    assert (tmp_path / "bench" / "discovery.png").stat().st_size > 1000
