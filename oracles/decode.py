@@ -183,6 +183,49 @@ def decode_crystal(crystal: Crystal, *, seed: int = 0, settings: DecodeSettings 
     return _decode_pyxtal(crystal, seed=seed, settings=settings)
 
 
+def decode_batch(crystal: Crystal, *, k: int, seed: int = 0, settings: DecodeSettings | None = None
+                 ) -> list[Decoded | DecodeError]:
+    """``k`` decodings of one crystal (each a :class:`Decoded` or the :class:`DecodeError` of that one).
+
+    pyxtal: ``decode_crystal(crystal, seed=seed + j)`` for j < k. Score decoder: one batched call of the
+    decoder for all k (one Langevin chain per sample, run together: several times faster per sample than k
+    calls), each sample then through the same distance check; a sample that fails it is replaced by
+    ``decode_crystal(crystal, seed=seed + j)`` (retries, then rescaling). Deterministic for ``seed``."""
+    settings = settings or DecodeSettings()
+    if settings.decoder != "score" or k == 1:
+        return [_attempt(crystal, seed + j, settings) for j in range(k)]
+    from discovery.decoder import DecoderError
+
+    try:
+        _check_inputs(crystal)
+        decoder = score_decoder(settings.checkpoint)
+        with time_limit(settings.timeout_s * k):
+            structures = decoder.decode(crystal, k=k, seed=_score_seed(seed, -1),
+                                        use_lattice_hint=settings.use_lattice_hint)
+    except DecodeError as exc:
+        return [exc] * k
+    except DecoderError as exc:
+        if exc.impossible:
+            return [DecodeError(f"score decoder: {exc}", impossible=True)] * k
+        structures = []
+    except (OSError, ValueError, TimeLimitExceeded):
+        structures = []  # each sample on its own below, which reports the reason
+    out: list[Decoded | DecodeError] = []
+    for j in range(k):
+        structure = structures[j] if j < len(structures) else None
+        ratio = min_distance_ratio(structure) if structure is not None else 0.0
+        out.append(Decoded(structure, 0, 1.0, ratio) if structure is not None and ratio >= settings.min_distance_ratio
+                   else _attempt(crystal, seed + j, settings))
+    return out
+
+
+def _attempt(crystal: Crystal, seed: int, settings: DecodeSettings) -> Decoded | DecodeError:
+    try:
+        return decode_crystal(crystal, seed=seed, settings=settings)
+    except DecodeError as exc:
+        return exc
+
+
 def _decode_pyxtal(crystal: Crystal, *, seed: int, settings: DecodeSettings) -> Decoded:
     from pyxtal.msg import Comp_CompatibilityError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestration import cli_bench, cli_campaign, cli_decoder, cli_gfn, cli_oracle, cli_proxy
+from orchestration import cli_bench, cli_campaign, cli_decode, cli_decoder, cli_gfn, cli_oracle, cli_proxy
 
 app = typer.Typer(
     name="matloop",
@@ -23,6 +23,7 @@ app.add_typer(cli_oracle.app, name="oracle")
 app.add_typer(cli_bench.app, name="bench")
 app.add_typer(cli_decoder.app, name="decoder")
 cli_campaign.register(app)
+cli_decode.register(app)
 
 
 def main() -> None:
