@@ -98,9 +98,13 @@ def in_space(env: CrystalEnv, crystal: Crystal) -> bool:
         return False
     if not rules.min_elements <= len(counts) <= rules.max_elements or sum(counts.values()) > rules.max_atoms:
         return False
-    if max(counts.values()) > rules.max_per_element or crystal.space_group not in space.feasible_space_groups:
+    sg = crystal.space_group
+    if max(counts.values()) > rules.max_per_element or not isinstance(sg, int | np.integer):
         return False
-    sg, lat = crystal.space_group, np.array(crystal.lattice, dtype=float)
+    sg = int(sg)
+    if sg not in space.feasible_space_groups:
+        return False
+    lat = np.array(crystal.lattice, dtype=float)
     if not np.isfinite(lat).all():
         return False
     free = env.free_table[sg]

@@ -75,6 +75,8 @@ def test_offline_crystals_outside_the_space_are_dropped(targets: list[Crystal]) 
         Crystal(225, {"Li": 1, "Cl": 1}, 5, 5, 5, 90, 90, 90),  # Fm-3m cannot host one formula unit
         Crystal(1, {"Li": 1, "Na": 1}, 5, 6, 7, 80, 85, 95),  # not charge balanced (SMACT)
         Crystal(1, {"Li": 1, "Cl": 1}, 5, 6, 7, 80, 85, float("nan")),
+        Crystal(0, {"Li": 1, "Cl": 1}, 5, 6, 7, 80, 85, 95),  # not a space group
+        Crystal(1.5, {"Li": 1, "Cl": 1}, 5, 6, 7, 80, 85, 95),  # type: ignore[arg-type]  # nor this
     ]
     gfn = _model()
     assert in_space(gfn.env, Crystal(1, {"Li": 1, "Cl": 1}, 5, 6, 7, 80, 85, 95))
