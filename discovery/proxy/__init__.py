@@ -26,10 +26,12 @@ from discovery.proxy.encoder import DEFAULT_ENCODER_PATH, load_encoder, pretrain
 from discovery.proxy.ensemble import EnsembleConfig, EnsembleProxy
 from discovery.proxy.evaluate import composition_mean_baseline, cross_validate
 from discovery.proxy.metrics import regression_metrics
+from discovery.proxy.residual import ResidualConfig, ResidualProxy, load_proxy
 
 __all__ = [
     "DEFAULT_ENCODER_PATH", "Acquisition", "AcquisitionName", "EnsembleConfig", "EnsembleProxy", "FitReport",
-    "LabeledSet", "Posterior", "Proxy", "composition_mean_baseline", "cross_validate", "expected_improvement",
-    "greedy", "lcb", "load_encoder", "log_reward_from_acquisition", "make_acquisition", "mean",
-    "pretrain_encoder", "regression_metrics", "save_encoder", "target_value", "ucb",
+    "LabeledSet", "Posterior", "Proxy", "ResidualConfig", "ResidualProxy", "composition_mean_baseline",
+    "cross_validate", "expected_improvement", "greedy", "lcb", "load_encoder", "load_proxy",
+    "log_reward_from_acquisition", "make_acquisition", "mean", "pretrain_encoder", "regression_metrics",
+    "save_encoder", "target_value", "ucb",
 ]

@@ -102,6 +102,12 @@ class EnsembleProxy:
         lattice = (feats.lattice - self.scalers["lattice_mean"]) / self.scalers["lattice_std"]
         return feats, lattice, dense
 
+    def dense_features(self, crystals: Sequence[Crystal]) -> torch.Tensor:
+        """(n, d) standardised dense inputs of the fitted proxy (composition statistics + encoder features)."""
+        if not self.scalers:
+            raise RuntimeError("the proxy is not fitted; call fit() or EnsembleProxy.load()")
+        return self._inputs(crystals)[2]
+
     def _fit_scalers(self, crystals: Sequence[Crystal], y: np.ndarray) -> None:
         feats = featurize(crystals)
         dense = self._dense(feats)

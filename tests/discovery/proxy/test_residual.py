@@ -1,0 +1,139 @@
+"""ResidualProxy: a GP on the base ensemble's residuals at oracle labels (discovery/proxy/residual.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pytest
+import torch
+
+from discovery.crystal import Crystal
+from discovery.datasets import LabeledSet, load_mp20
+from discovery.proxy import EnsembleConfig, EnsembleProxy, ResidualConfig, ResidualProxy, load_proxy
+from discovery.proxy.residual import chemistry_features
+
+T: Final = "formation_energy_per_atom"
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[EnsembleProxy, list[Crystal], np.ndarray, np.ndarray]:
+    """A small base fitted on 300 MP-20 rows; the other rows with the base's mean and std there."""
+    torch.set_num_threads(1)
+    data = load_mp20("train", T).data
+    base = EnsembleProxy(target_names=(T,), config=EnsembleConfig(n_members=2, hidden=32, n_layers=2, epochs=4))
+    base.fit(data.subset(np.arange(300)))
+    crystals = data.crystals[300:1100]
+    post = base.posterior(crystals)
+    return base, crystals, post.mean[:, 0].double().numpy(), post.std[:, 0].double().numpy()
+
+
+def _labels(crystals: list[Crystal], idx: np.ndarray, y: np.ndarray) -> LabeledSet:
+    return LabeledSet([crystals[i] for i in idx], y[idx][:, None], (T,))
+
+
+def _split(n: int, n_train: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.random.default_rng(0).permutation(n)
+    return idx[:n_train], idx[n_train:]
+
+
+def _mean_std(proxy: ResidualProxy, crystals: list[Crystal], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    post = proxy.posterior([crystals[i] for i in idx])
+    return post.mean[:, 0].double().numpy(), post.std[:, 0].double().numpy()
+
+
+def test_recovers_a_constant_offset(setup) -> None:
+    base, crystals, m, _ = setup
+    y = m + 0.5
+    tr, te = _split(len(crystals))
+    proxy = ResidualProxy.fit(base, _labels(crystals, tr, y), target=T)
+    mu, _ = _mean_std(proxy, crystals, te)
+    assert np.abs(mu - y[te]).max() < 0.02  # base error 0.5 everywhere
+
+
+@pytest.mark.parametrize("kind", ["per_chemistry", "linear"])
+def test_recovers_offsets_per_chemistry(setup, kind: str) -> None:
+    base, crystals, m, _ = setup
+    if kind == "per_chemistry":  # oxides +0.4 eV/atom, the rest −0.2
+        offset = np.where([("O" in c.counts) for c in crystals], 0.4, -0.2)
+    else:  # linear in the oxygen fraction
+        offset = np.array([c.counts.get("O", 0) / c.n_atoms for c in crystals]) - 0.1
+    y = m + offset
+    tr, te = _split(len(crystals))
+    proxy = ResidualProxy.fit(base, _labels(crystals, tr, y), target=T)
+    mu, _ = _mean_std(proxy, crystals, te)
+    mae, base_mae = np.abs(mu - y[te]).mean(), np.abs(offset[te]).mean()
+    assert mae < 0.3 * base_mae, (mae, base_mae)
+
+
+def test_std_shrinks_at_labels_and_returns_to_base_far_away(setup) -> None:
+    base, crystals, m, sd = setup
+    family = np.flatnonzero([{"Li", "O"} <= set(c.counts) for c in crystals])  # labels: Li–O compounds only
+    proxy = ResidualProxy.fit(base, _labels(crystals, family, m + 0.3), target=T)
+    _, at_labels = _mean_std(proxy, crystals, family)
+    assert np.all(at_labels < 0.2 * sd[family])
+    # far = more than 2 length scales (in the kernel's own metric) from every label
+    x = chemistry_features(base, crystals, proxy.config.features)
+    d = np.sqrt(((x[:, None, :] - x[None, family, :]) ** 2).sum(-1)).min(1)
+    assert proxy.gp is not None
+    far = np.flatnonzero(d > 2 * proxy.gp.params["length_scale"])
+    assert far.size >= 10
+    mu, far_sd = _mean_std(proxy, crystals, far)
+    ratio = far_sd / sd[far]
+    assert np.all((ratio > 0.95) & (ratio < 1.3)), ratio
+    # the shared offset still applies far away (it is the only trend the labels show)
+    assert np.abs(mu - m[far] - 0.3).max() < 0.02
+
+
+def test_no_labels_falls_back_to_the_base(setup) -> None:
+    base, crystals, _, _ = setup
+    empty = LabeledSet([], np.zeros((0, 1)), (T,))
+    proxy = ResidualProxy.fit(base, empty, target=T)
+    assert proxy.n_labels == 0
+    a, b = proxy.posterior(crystals[:50]), base.posterior(crystals[:50])
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.variance, b.variance)
+    # non-finite labels and zero weights are dropped, too
+    nan = LabeledSet(crystals[:3], np.array([[np.nan], [np.inf], [-1.0]]), (T,))
+    assert ResidualProxy.fit(base, nan, target=T, weights=np.array([1.0, 1.0, 0.0])).n_labels == 0
+
+
+def test_save_load_round_trip_and_plain_ensemble_dirs(setup, tmp_path: Path) -> None:
+    base, crystals, m, _ = setup
+    tr, _ = _split(len(crystals), 30)
+    proxy = ResidualProxy.fit(base, _labels(crystals, tr, m - 0.2), target=T, config=ResidualConfig(features="dense"))
+    proxy.save(tmp_path / "res")
+    loaded = load_proxy(tmp_path / "res")
+    assert isinstance(loaded, ResidualProxy) and loaded.config == proxy.config and loaded.target == T
+    a, b = proxy.posterior(crystals[:100]), loaded.posterior(crystals[:100])
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.variance, b.variance)
+    assert isinstance(ResidualProxy.load(tmp_path / "res"), ResidualProxy)
+    # the directory is still a plain ensemble directory for older readers
+    assert isinstance(EnsembleProxy.load(tmp_path / "res"), EnsembleProxy)
+    base.save(tmp_path / "plain")
+    for plain in (load_proxy(tmp_path / "plain"), ResidualProxy.load(tmp_path / "plain")):
+        assert type(plain) is EnsembleProxy
+        assert torch.equal(plain.posterior(crystals[:20]).mean, base.posterior(crystals[:20]).mean)
+    (tmp_path / "res" / "residual.json").write_text("{")
+    with pytest.raises(ValueError, match="damaged residual model"):
+        load_proxy(tmp_path / "res")
+
+
+def test_labels_far_off_widen_sigma_via_loo_calibration(setup) -> None:
+    base, crystals, m, sd = setup
+    rng = np.random.default_rng(1)
+    y = m + rng.normal(0.0, 5.0 * sd)  # labels scattered 5 base σ around the base mean, no structure
+    tr, te = _split(len(crystals), 40)
+    proxy = ResidualProxy.fit(base, _labels(crystals, tr, y), target=T)
+    mu, s = _mean_std(proxy, crystals, te)
+    z = np.abs(mu - y[te]) / s
+    assert 0.75 < np.mean(z < 1.645) <= 1.0  # ≈ 90 % coverage; the base alone covers ≈ 25 %
+
+
+def test_rejects_bad_inputs(setup) -> None:
+    base, crystals, m, _ = setup
+    labels = _labels(crystals, np.arange(5), m)
+    with pytest.raises(ValueError, match="not one of the base"):
+        ResidualProxy.fit(base, labels.select(T), target="band_gap")
+    with pytest.raises(ValueError, match="weights"):
+        ResidualProxy.fit(base, labels, target=T, weights=np.ones(4))
