@@ -43,6 +43,7 @@ ABLATIONS: dict[str, ResidualConfig] = {
     "dense features": ResidualConfig(features="dense"),
     "fraction features": ResidualConfig(features="fractions"),
     "no strain slope": ResidualConfig(penalty_slope_prior_std=0.0),
+    "no strain noise": ResidualConfig(strain_noise_prior=0.0),
     "no shared offset": ResidualConfig(bias_prior_std=0.0),
     "GP only (no offset, no slope)": ResidualConfig(bias_prior_std=0.0, penalty_slope_prior_std=0.0),
     "s, l and sigma scale unbounded": ResidualConfig(amplitude_min=0.02, max_length_scale=50.0,

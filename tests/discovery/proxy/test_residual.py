@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Final
 
@@ -137,3 +138,20 @@ def test_rejects_bad_inputs(setup) -> None:
         ResidualProxy.fit(base, labels.select(T), target="band_gap")
     with pytest.raises(ValueError, match="weights"):
         ResidualProxy.fit(base, labels, target=T, weights=np.ones(4))
+
+
+def test_learns_that_the_oracle_relaxes_the_strain_away(setup) -> None:
+    """Labels = base mean − strain energy Δ (the relaxed cell has none): the Δ slope recovers them."""
+    base, crystals, _, _ = setup
+    rng = np.random.default_rng(2)
+    strained = [dataclasses.replace(c, a=c.a * f, b=c.b * f, c=c.c * f)
+                for c, f in zip(crystals[:400], rng.uniform(0.85, 1.4, 400), strict=True)]
+    post = base.posterior(strained)
+    assert post.penalty is not None
+    delta = post.penalty.double().numpy()
+    y = post.mean[:, 0].double().numpy() - delta
+    tr, te = _split(len(strained), 60)
+    proxy = ResidualProxy.fit(base, _labels(strained, tr, y), target=T)
+    mu, _ = _mean_std(proxy, strained, te)
+    assert delta[te].mean() > 0.1
+    assert np.abs(mu - y[te]).mean() < 0.2 * delta[te].mean()
