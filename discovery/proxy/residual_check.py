@@ -137,7 +137,12 @@ def run(path: Path = DEFAULT_PATH, *, pooled_batch: int = 40, ablation: bool = T
         for row in replay(base, rounds, config=config, seed_rows=seed_rows):
             loop_rows.append({"seed": seed, **row})
     keys = ("mae_base", "mae_residual", "mae_refit", "coverage90_base", "coverage90_residual")
-    result["loop"] = {"per_round_mean": _summary(loop_rows, keys), "per_seed": loop_rows}
+    later = [x for x in loop_rows if x["n_labels_before"] > 0]
+    result["loop"] = {"per_round_mean": _summary(loop_rows, keys),
+                      "batches_with_labels": {"n": len(later),
+                                              "residual_better": sum(x["mae_residual"] < x["mae_base"] for x in later),
+                                              "residual_worse": sum(x["mae_residual"] > x["mae_base"] for x in later)},
+                      "per_seed": loop_rows}
     order = sorted(rows, key=lambda r: (r["call"], r["strategy"], r["seed"]))
     blocks = [labels(order[i:i + pooled_batch]) for i in range(0, len(order), pooled_batch)]
     pooled = replay(base, blocks, config=config)
