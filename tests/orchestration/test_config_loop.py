@@ -1,0 +1,62 @@
+"""The learning loop's config sections (orchestration/config/loop.py): validation messages name the field,
+defaults leave the config hash unchanged, the top-level decoder reaches the oracle settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestration.config import ConfigError, parse_config
+from orchestration.config.schema import config_hash
+
+
+def _minimal(**over: object) -> dict:
+    data: dict = {
+        "name": "t",
+        "targets": [{"name": "formation_energy_per_atom"}],
+        "search_space": {"elements": ["Na", "Cl"]},
+        "seed_data": {"dataset": "mp20"},
+        "candidates_per_round": 10,
+        "batch_size": 2,
+        "oracle": {"name": "chgnet"},
+        "rounds": 2,
+    }
+    data.update(over)
+    return data
+
+
+def _error(data: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="c.yaml")
+    return str(info.value)
+
+
+def test_defaults_keep_the_hash() -> None:
+    plain = config_hash(parse_config(_minimal(), source="c.yaml"))
+    explicit = _minimal(novelty={"enabled": False, "known_penalty": 1.0}, sources={"substitution": None},
+                        decoder={"name": "pyxtal"}, selection={"across_rounds": False, "skip_tried_formulas": False},
+                        proxy={"residual": False}, generator={"retrain": "fine_tune", "offline_replay": False})
+    assert config_hash(parse_config(explicit, source="c.yaml")) == plain
+    changed = _minimal(sources={"substitution": {"share": 0.3}})
+    assert config_hash(parse_config(changed, source="c.yaml")) != plain
+
+
+def test_unknown_and_bad_keys_are_named() -> None:
+    assert "sources.substitution.shares" in _error(_minimal(sources={"substitution": {"shares": 0.5}}))
+    assert "sources.substitution.share" in _error(_minimal(sources={"substitution": {"share": 1.5}}))
+    assert "novelty.known_penalty" in _error(_minimal(novelty={"known_penalty": -1}))
+    assert "generator.retrain" in _error(_minimal(generator={"retrain": "sometimes"}))
+    assert "decoder.name" in _error(_minimal(decoder={"name": "diffusion"}))
+
+
+def test_cross_field_rules() -> None:
+    msg = _error(_minimal(decoder={"name": "score"}, oracle={"name": "chgnet", "settings": {"decoder": {"name": "score"}}}))
+    assert "keep one of them" in msg
+    msg = _error(_minimal(targets=[{"name": "density", "goal": "maximize"}], sources={"substitution": {}}))
+    assert "formation_energy_per_atom" in msg
+    assert "only used with `name: score`" in _error(_minimal(decoder={"checkpoint": "x"}))
+
+
+def test_top_level_decoder_is_merged_into_the_oracle_settings() -> None:
+    cfg = parse_config(_minimal(decoder={"name": "score", "use_lattice_hint": False}), source="c.yaml")
+    assert cfg.oracle_settings()["decoder"] == {"name": "score", "use_lattice_hint": False}
+    assert "decoder" not in parse_config(_minimal(), source="c.yaml").oracle_settings()
