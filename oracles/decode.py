@@ -204,10 +204,8 @@ def decode_batch(crystal: Crystal, *, k: int, seed: int = 0, settings: DecodeSet
                                         use_lattice_hint=settings.use_lattice_hint)
     except DecodeError as exc:
         return [exc] * k
-    except DecoderError as exc:
-        if exc.impossible:
-            return [DecodeError(f"score decoder: {exc}", impossible=True)] * k
-        structures = []
+    except DecoderError as exc:  # it already retried (new assignments and chains, then random placements)
+        return [DecodeError(f"score decoder: {exc}", impossible=exc.impossible)] * k
     except (OSError, ValueError, TimeLimitExceeded):
         structures = []  # each sample on its own below, which reports the reason
     out: list[Decoded | DecodeError] = []
@@ -282,11 +280,8 @@ def _decode_score(crystal: Crystal, *, seed: int, settings: DecodeSettings) -> D
             raise DecodeError(f"the score decoder gave no acceptable structure within {settings.timeout_s:g} s "
                               f"({attempt + 1} of {settings.attempts} attempts started; last: {last_problem})",
                               impossible=False) from None
-        except DecoderError as exc:
-            if exc.impossible:
-                raise DecodeError(f"score decoder: {exc}", impossible=True) from None
-            last_problem = f"score decoder failed ({exc})"
-            continue
+        except DecoderError as exc:  # it already retried (new assignments and chains, then random placements)
+            raise DecodeError(f"score decoder: {exc}", impossible=exc.impossible) from None
         ratio = min_distance_ratio(structure)
         if ratio >= settings.min_distance_ratio:
             return Decoded(structure, attempt, 1.0, ratio)
