@@ -431,7 +431,7 @@ def run_decoder_bench(cfg: DecoderBench, *, progress: Progress | None = None) ->
                           "free": "no lattice (pyxtal: its own random lattice; score: its learned prior)"}[cfg.lattice],
         "crystals": ids, "summary": summary, "timings_s": timings,
         "per_sample": {n: [{"id": s.crystal_id, "j": s.j, "status": s.status, "n_steps": s.n_steps,
-                            "e_hull": None if not math.isfinite(s.e_hull) else round(s.e_hull, 5),
+                            "e_hull": None if not math.isfinite(s.e_hull) else s.e_hull,
                             "match_unrelaxed": s.match_unrelaxed, "match_relaxed": s.match_relaxed,
                             "decode_s": round(s.decode_s, 3), "error": s.error, **s.extra} for s in ss]
                        for n, ss in samples.items()},
