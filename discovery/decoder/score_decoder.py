@@ -6,7 +6,7 @@ orbits into the conventional cell and keeps a sample only if spglib (symprec 0.1
 requested space group, its standardised conventional cell has exactly the requested counts, and no two
 atoms are closer than ``min_distance``. Rejected samples are redrawn (new assignment, new chain) for up
 to ``rounds`` rounds, then by plain random placement of the free parameters at the start lattice (as
-pyxtal does) for up to ``fallback_tries``; ``last_stats`` counts what happened. Everything draws from
+pyxtal does; the distance limit relaxed towards the end) for up to ``fallback_tries``; ``last_stats`` counts what happened. Everything draws from
 one generator seeded by ``seed``: the same call gives the same structures.
 """
 
@@ -25,7 +25,13 @@ from discovery.decoder.graph import lattice_to_q, q_to_parameters
 from discovery.decoder.langevin import LangevinSample, SamplerSettings, langevin
 from discovery.decoder.model import ScoreNet
 from discovery.decoder.train import load_checkpoint, prior_volume
-from discovery.decoder.wyckoff import Assignment, DecoderError, sample_assignments, wyckoff_sites
+from discovery.decoder.wyckoff import (
+    Assignment,
+    DecoderError,
+    assignment_distribution,
+    sample_assignments,
+    wyckoff_sites,
+)
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "score-decoder"
 
@@ -40,9 +46,9 @@ def check_structure(structure: Structure, sg: int, counts: dict[str, int], *, mi
         ds = spglib.get_symmetry_dataset(cell, symprec=0.1, angle_tolerance=angle_tolerance)
         if ds is None or int(ds.number) != sg:
             return False
-    std = Counter(Element.from_Z(int(x)).symbol for x in ds.std_types)
-    if dict(std) != {el: int(n) for el, n in counts.items()}:
-        return False
+        std = Counter(Element.from_Z(int(x)).symbol for x in ds.std_types)
+        if dict(std) != {el: int(n) for el, n in counts.items()}:
+            return False
     if min_distance > 0 and len(structure) > 1:
         dm = structure.distance_matrix
         if float(dm[np.triu_indices(len(structure), 1)].min()) < min_distance:
@@ -67,7 +73,7 @@ class ScoreDecoder:
 
     def __init__(self, model: ScoreNet, *, frequencies: dict[int, dict[str, float]], volumes: dict[str, float],
                  settings: SamplerSettings | None = None, device: str = "cpu", rounds: int = 4,
-                 fallback_tries: int = 200, meta: dict[str, object] | None = None) -> None:
+                 fallback_tries: int = 200, meta: dict[str, object] | None = None, threads: int = 1) -> None:
         self.model = model.eval().to(device)
         self.frequencies = frequencies
         self.volumes = volumes
@@ -76,7 +82,18 @@ class ScoreDecoder:
         self.rounds = rounds
         self.fallback_tries = fallback_tries
         self.meta = meta or {}
+        self.threads = threads  # torch threads while decoding (restored after): the ops are tiny, 1 is fastest
         self.last_stats: Counter[str] = Counter()
+        self._distributions: dict[tuple[int, tuple[tuple[str, int], ...]], tuple[list[Assignment], np.ndarray]] = {}
+
+    def _distribution(self, sg: int, counts: dict[str, int]) -> tuple[list[Assignment], np.ndarray]:
+        key = (sg, tuple(sorted(counts.items())))
+        hit = self._distributions.get(key)
+        if hit is None:
+            if len(self._distributions) > 4096:
+                self._distributions.clear()
+            hit = self._distributions[key] = assignment_distribution(sg, counts, frequencies=self.frequencies.get(sg))
+        return hit
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, device: str = "cpu",
@@ -98,9 +115,17 @@ class ScoreDecoder:
         (see :mod:`discovery.decoder.langevin`); without it the chain starts from the learned volume prior.
         Raises :class:`DecoderError` (``impossible``) when no Wyckoff assignment exists.
         """
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._decode(crystal, k=k, seed=seed, use_lattice_hint=use_lattice_hint)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _decode(self, crystal: Crystal, *, k: int, seed: int, use_lattice_hint: bool) -> list[Structure]:
         sg = int(crystal.space_group)
         counts = {el: int(n) for el, n in crystal.counts.items() if int(n) > 0}
-        freq = self.frequencies.get(sg)
+        distribution = self._distribution(sg, counts)
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         log_l0 = math.log(prior_volume(counts, self.volumes)) / 3
@@ -111,7 +136,7 @@ class ScoreDecoder:
         for _ in range(self.rounds):
             if not pending:
                 break
-            assignments = sample_assignments(sg, counts, len(pending), rng, frequencies=freq)
+            assignments = sample_assignments(sg, counts, len(pending), rng, distribution=distribution)
             samples = langevin(self.model, sg, assignments, log_l0=log_l0, hint_q=hint, settings=self.settings,
                                gen=gen)
             still = []
@@ -141,10 +166,12 @@ class ScoreDecoder:
 
     def _fallback(self, sg: int, counts: dict[str, int], rng: np.random.Generator, hint: np.ndarray | None,
                   log_l0: float) -> Structure:
-        """Random placement of the free parameters (no score) until a sample passes the checks."""
+        """Random placement of the free parameters (no score) until a sample passes the checks; the distance
+        limit is relaxed to a half, then a fifth of ``min_distance`` in the second and last thirds of the tries."""
         sites = wyckoff_sites(sg)
-        for _ in range(self.fallback_tries):
-            (assignment,) = sample_assignments(sg, counts, 1, rng, frequencies=self.frequencies.get(sg))
+        for attempt in range(self.fallback_tries):
+            min_distance = self.settings.min_distance * (1.0, 0.5, 0.2)[3 * attempt // self.fallback_tries]
+            (assignment,) = sample_assignments(sg, counts, 1, rng, distribution=self._distribution(sg, counts))
             if hint is not None:
                 q = hint
             else:
@@ -153,7 +180,7 @@ class ScoreDecoder:
                                       120.0 if sites and _hexagonal(sg) else 90.0))
             params = [rng.random(sites[i].dof) for _, i in assignment]
             structure = build_structure(sg, assignment, q, params)
-            if check_structure(structure, sg, counts, min_distance=self.settings.min_distance):
+            if check_structure(structure, sg, counts, min_distance=min_distance):
                 return structure
         raise DecoderError(f"no valid structure for space group {sg} and {counts} after {self.rounds} Langevin "
                            f"rounds and {self.fallback_tries} random placements")

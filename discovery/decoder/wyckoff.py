@@ -166,11 +166,20 @@ def assignment_log_weight(sg: int, assignment: Assignment, frequencies: Mapping[
     return float(sum(math.log((freq.get(sites[i].letter, 0.0) + 0.5) / total) for _, i in assignment))
 
 
-def sample_assignments(sg: int, counts: Mapping[str, int], k: int, rng: np.random.Generator, *,
-                       frequencies: Mapping[str, float] | None = None) -> list[Assignment]:
-    """``k`` assignments drawn independently with probability ∝ their weight."""
+def assignment_distribution(sg: int, counts: Mapping[str, int], *, frequencies: Mapping[str, float] | None = None
+                            ) -> tuple[list[Assignment], np.ndarray]:
+    """The enumerated assignments and their probabilities (∝ weight)."""
     options = enumerate_assignments(sg, counts, frequencies=frequencies)
     logw = np.array([assignment_log_weight(sg, a, frequencies) for a in options])
     w = np.exp(logw - logw.max())
-    picks = rng.choice(len(options), size=k, p=w / w.sum())
+    return options, w / w.sum()
+
+
+def sample_assignments(sg: int, counts: Mapping[str, int], k: int, rng: np.random.Generator, *,
+                       frequencies: Mapping[str, float] | None = None,
+                       distribution: tuple[list[Assignment], np.ndarray] | None = None) -> list[Assignment]:
+    """``k`` assignments drawn independently with probability ∝ their weight (``distribution``: precomputed
+    :func:`assignment_distribution`)."""
+    options, p = distribution or assignment_distribution(sg, counts, frequencies=frequencies)
+    picks = rng.choice(len(options), size=k, p=p)
     return [options[int(i)] for i in picks]

@@ -7,6 +7,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import spglib
+from pymatgen.core import Element, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from discovery.crystal import Crystal
@@ -52,17 +54,17 @@ def decoder() -> ScoreDecoder:
     return ScoreDecoder.load(settings=FAST)
 
 
-def _check(structure, sg: int, counts: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
+def _check(structure: Structure, sg: int, counts: dict[str, int]) -> None:
+    """The cell's composition, and spglib's space group and standardised conventional cell (symprec 0.1, its
+    default angle tolerance and pymatgen's 5°)."""
     assert {el.symbol: int(n) for el, n in structure.composition.items()} == counts
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sga = SpacegroupAnalyzer(structure, symprec=0.1)
-        assert sga.get_space_group_number() == sg
-        conv = sga.get_conventional_standard_structure()
-    assert {el.symbol: int(n) for el, n in conv.composition.items()} == counts
+    cell = (structure.lattice.matrix.tolist(), structure.frac_coords.tolist(), [s.specie.Z for s in structure])
+    for angle_tolerance in (-1.0, 5.0):
+        ds = spglib.get_symmetry_dataset(cell, symprec=0.1, angle_tolerance=angle_tolerance)
+        assert ds is not None and ds.number == sg
+        assert dict(Counter(Element.from_Z(int(z)).symbol for z in ds.std_types)) == counts
 
 
-@pytest.mark.slow
 def test_every_sample_has_the_requested_space_group_and_composition(decoder: ScoreDecoder) -> None:
     total = 0
     stats: Counter[str] = Counter()
@@ -89,6 +91,17 @@ def test_deterministic_per_seed(decoder: ScoreDecoder) -> None:
         assert np.array_equal(x.lattice.matrix, y.lattice.matrix)
         assert [str(s.specie) for s in x] == [str(s.specie) for s in y]
     assert any(not np.allclose(x.frac_coords, y.frac_coords) for x, y in zip(a, c, strict=True))
+
+
+def test_pymatgen_agrees_on_a_sample(decoder: ScoreDecoder) -> None:
+    crystal = Crystal(166, {"Li": 3, "Co": 3, "O": 6}, 2.8, 2.8, 14.1, 90, 90, 120)
+    for s in decoder.decode(crystal, k=2, seed=5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sga = SpacegroupAnalyzer(s, symprec=0.1)
+            assert sga.get_space_group_number() == 166
+            conv = sga.get_conventional_standard_structure()
+        assert {el.symbol: int(n) for el, n in conv.composition.items()} == {"Li": 3, "Co": 3, "O": 6}
 
 
 def test_lattice_hint_is_refined_not_replaced(decoder: ScoreDecoder) -> None:
