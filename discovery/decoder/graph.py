@@ -67,6 +67,24 @@ def q_to_parameters(sg: int, q: np.ndarray) -> tuple[float, float, float, float,
             math.degrees(y[3]), math.degrees(y[4]), math.degrees(y[5]))
 
 
+def prior_q(sg: int, log_l0: float, shape: np.ndarray | list[float] | None = None) -> np.ndarray:
+    """Free lattice parameters of the prior cell: ``shape`` = mean ``(ln a, ln b, ln c) − ⅓ ln V`` and mean angles
+    (rad) of training cells (None: equal lengths, the system's fixed angles, 90° for free ones), projected onto
+    the crystal system and scaled to volume ``exp(3 log_l0)`` Å³."""
+    y0, T, _ = lattice_tying(sg)
+    cand = y0.copy() if shape is None else np.asarray(shape, dtype=float).copy()
+    cand[:3] = (0.0, 0.0, 0.0) if shape is None else cand[:3]
+    y = y0 + T @ (np.linalg.pinv(T) @ (cand - y0))
+    params = np.array([*np.exp(y[:3]), *np.degrees(y[3:])])
+    vol = float(np.abs(np.linalg.det(_matrix_np(params))))
+    y[:3] += log_l0 - math.log(max(vol, 1e-9)) / 3
+    return np.linalg.pinv(T) @ (y - y0)
+
+
+def _matrix_np(params: np.ndarray) -> np.ndarray:
+    return lattice_matrix(torch.as_tensor(np.array([[*np.log(params[:3]), *np.radians(params[3:])]]))).numpy()[0]
+
+
 def lattice_matrix(y: torch.Tensor) -> torch.Tensor:
     """Row-vector lattice matrices (B, 3, 3) in Å from ``y`` (B, 6) = (ln a, ln b, ln c, α, β, γ)."""
     a, b, c = torch.exp(y[:, 0]), torch.exp(y[:, 1]), torch.exp(y[:, 2])

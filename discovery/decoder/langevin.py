@@ -10,9 +10,9 @@ step ``α = η σ_i²``::
 
 then one denoising step (Tweedie) ``P += σ_min² G⁻¹ Aᵀ s_x``, ``q += σ_L,min² Tᵀ s_y``.
 
-Start: ``P`` uniform on the torus. Lattice without hint: the learned prior — cell lengths from the
-per-element volume fit (equal lengths, the crystal system's fixed angles, 90° for free angles), plus
-Gaussian noise σ_L,max in ``q``; the lattice chain runs at every level. With a lattice hint: ``q`` starts
+Start: ``P`` uniform on the torus. Lattice without hint: the learned prior — the cell volume from the
+per-element volume fit, the shape (length ratios, free angles) the mean of the training cells of the space
+group (of the lattice system when the group has fewer than 3), plus Gaussian noise σ_L,max in ``q``; the lattice chain runs at every level. With a lattice hint: ``q`` starts
 exactly at the hint's free parameters, stays fixed (the network told it is at noise level
 ``hint_sigma``) while σ_L,i > ``hint_sigma``, and runs the low-temperature chain on the remaining levels.
 """
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pymatgen.core import Element
 
-from discovery.decoder.graph import lattice_to_q, lattice_tying
+from discovery.decoder.graph import lattice_tying
 from discovery.decoder.model import GraphBatch, ScoreNet
 from discovery.decoder.wyckoff import Assignment, wyckoff_sites
 
@@ -56,8 +56,10 @@ class LangevinSample:
 
 
 def langevin(model: ScoreNet, sg: int, assignments: list[Assignment], *, log_l0: float,
-             hint_q: np.ndarray | None, settings: SamplerSettings, gen: torch.Generator) -> list[LangevinSample]:
-    """Sample one cell per assignment (all in space group ``sg``); ``log_l0`` = ⅓ ln(prior volume, Å³)."""
+             hint_q: np.ndarray | None, prior: np.ndarray, settings: SamplerSettings, gen: torch.Generator
+             ) -> list[LangevinSample]:
+    """Sample one cell per assignment (all in space group ``sg``); ``log_l0`` = ⅓ ln(prior volume, Å³);
+    ``prior``: the prior cell's free lattice parameters (:func:`discovery.decoder.graph.prior_q`)."""
     cfg = model.config
     sites = wyckoff_sites(sg)
     y0_np, t_np, system = lattice_tying(sg)
@@ -99,11 +101,7 @@ def langevin(model: ScoreNet, sg: int, assignments: list[Assignment], *, log_l0:
         Q = torch.as_tensor(np.asarray(hint_q, dtype=float)).expand(b, nf).clone()
         t_hint = _level_t(settings.hint_sigma, cfg.sigma_l_max, cfg.sigma_l_min)
     else:
-        ang = 120.0 if y0_np[5] > 2.0 else 90.0
-        shape = math.sin(math.radians(ang)) if ang != 90.0 else 1.0
-        length = math.exp(log_l0) / shape ** (1 / 3)
-        q_prior = lattice_to_q(sg, (length, length, length, 90.0, 90.0, ang))
-        Q = torch.as_tensor(q_prior).expand(b, nf) + cfg.sigma_l_max * torch.randn(b, nf, generator=gen,
+        Q = torch.as_tensor(np.asarray(prior, dtype=float)).expand(b, nf) + cfg.sigma_l_max * torch.randn(b, nf, generator=gen,
                                                                                       dtype=torch.float64)
         t_hint = 0.0
     system_t = torch.full((b,), system, dtype=torch.long)

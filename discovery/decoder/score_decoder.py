@@ -21,7 +21,7 @@ import torch
 from pymatgen.core import Element, Lattice, Structure
 
 from discovery.crystal import Crystal
-from discovery.decoder.graph import lattice_to_q, q_to_parameters
+from discovery.decoder.graph import lattice_to_q, prior_q, q_to_parameters
 from discovery.decoder.langevin import LangevinSample, SamplerSettings, langevin
 from discovery.decoder.model import ScoreNet
 from discovery.decoder.train import load_checkpoint, prior_volume
@@ -73,7 +73,8 @@ class ScoreDecoder:
 
     def __init__(self, model: ScoreNet, *, frequencies: dict[int, dict[str, float]], volumes: dict[str, float],
                  settings: SamplerSettings | None = None, device: str = "cpu", rounds: int = 4,
-                 fallback_tries: int = 200, meta: dict[str, object] | None = None, threads: int = 1) -> None:
+                 fallback_tries: int = 200, meta: dict[str, object] | None = None, threads: int = 1,
+                 shapes: dict[str, list[float]] | None = None) -> None:
         self.model = model.eval().to(device)
         self.frequencies = frequencies
         self.volumes = volumes
@@ -82,6 +83,7 @@ class ScoreDecoder:
         self.rounds = rounds
         self.fallback_tries = fallback_tries
         self.meta = meta or {}
+        self.shapes = shapes or {}
         self.threads = threads  # torch threads while decoding (restored after): the ops are tiny, 1 is fastest
         self.last_stats: Counter[str] = Counter()
         self._distributions: dict[tuple[int, tuple[tuple[str, int], ...]], tuple[list[Assignment], np.ndarray]] = {}
@@ -99,10 +101,18 @@ class ScoreDecoder:
     def load(cls, path: str | Path | None = None, *, device: str = "cpu",
              settings: SamplerSettings | None = None) -> ScoreDecoder:
         """Load a checkpoint directory (or ``model.pt``); ``None`` → the shipped checkpoint."""
-        model, freq, vols, meta = load_checkpoint(SHIPPED_CHECKPOINT if path is None else path)
+        ck = load_checkpoint(SHIPPED_CHECKPOINT if path is None else path)
         if device != "cpu":
             raise DecoderError(f"device {device!r}: the decoder runs on cpu (its graphs are built per step on cpu)")
-        return cls(model, frequencies=freq, volumes=vols, settings=settings, device=device, meta=meta)
+        return cls(ck.model, frequencies=ck.frequencies, volumes=ck.volumes, settings=settings, device=device,
+                   meta=ck.meta, shapes=ck.shapes)
+
+    def prior_lattice(self, sg: int, log_l0: float) -> np.ndarray:
+        """Free lattice parameters of the prior cell (volume ``exp(3 log_l0)``, the group's mean shape)."""
+        from discovery.symmetry import space_group
+
+        shape = self.shapes.get(f"sg:{sg}") or self.shapes.get(f"system:{space_group(sg).lattice_system}")
+        return prior_q(sg, log_l0, shape)
 
     def decode(self, crystal: Crystal, *, k: int = 1, seed: int = 0, use_lattice_hint: bool = True
                ) -> list[Structure]:
@@ -130,6 +140,7 @@ class ScoreDecoder:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         log_l0 = math.log(prior_volume(counts, self.volumes)) / 3
         hint = lattice_to_q(sg, crystal.lattice) if use_lattice_hint else None
+        prior = self.prior_lattice(sg, log_l0)
         out: list[Structure | None] = [None] * k
         stats: Counter[str] = Counter()
         pending = list(range(k))
@@ -137,8 +148,8 @@ class ScoreDecoder:
             if not pending:
                 break
             assignments = sample_assignments(sg, counts, len(pending), rng, distribution=distribution)
-            samples = langevin(self.model, sg, assignments, log_l0=log_l0, hint_q=hint, settings=self.settings,
-                               gen=gen)
+            samples = langevin(self.model, sg, assignments, log_l0=log_l0, hint_q=hint, prior=prior,
+                               settings=self.settings, gen=gen)
             still = []
             for slot, a, s in zip(pending, assignments, samples, strict=True):
                 structure = self._accept(sg, counts, a, s)
@@ -150,7 +161,7 @@ class ScoreDecoder:
             pending = still
         stats["rejected"] = stats["langevin_samples"] - (k - len(pending))
         for slot in pending:
-            out[slot] = self._fallback(sg, counts, rng, hint, log_l0)
+            out[slot] = self._fallback(sg, counts, rng, hint if hint is not None else prior)
             stats["fallback"] += 1
         self.last_stats = stats
         return [s for s in out if s is not None]
@@ -164,20 +175,13 @@ class ScoreDecoder:
         ok = check_structure(structure, sg, counts, min_distance=self.settings.min_distance)
         return structure if ok else None
 
-    def _fallback(self, sg: int, counts: dict[str, int], rng: np.random.Generator, hint: np.ndarray | None,
-                  log_l0: float) -> Structure:
+    def _fallback(self, sg: int, counts: dict[str, int], rng: np.random.Generator, q: np.ndarray) -> Structure:
         """Random placement of the free parameters (no score) until a sample passes the checks; the distance
         limit is relaxed to a half, then a fifth of ``min_distance`` in the second and last thirds of the tries."""
         sites = wyckoff_sites(sg)
         for attempt in range(self.fallback_tries):
             min_distance = self.settings.min_distance * (1.0, 0.5, 0.2)[3 * attempt // self.fallback_tries]
             (assignment,) = sample_assignments(sg, counts, 1, rng, distribution=self._distribution(sg, counts))
-            if hint is not None:
-                q = hint
-            else:
-                length = math.exp(log_l0)
-                q = lattice_to_q(sg, (length, length, length, 90.0, 90.0,
-                                      120.0 if sites and _hexagonal(sg) else 90.0))
             params = [rng.random(sites[i].dof) for _, i in assignment]
             structure = build_structure(sg, assignment, q, params)
             if check_structure(structure, sg, counts, min_distance=min_distance):
@@ -185,8 +189,3 @@ class ScoreDecoder:
         raise DecoderError(f"no valid structure for space group {sg} and {counts} after {self.rounds} Langevin "
                            f"rounds and {self.fallback_tries} random placements")
 
-
-def _hexagonal(sg: int) -> bool:
-    from discovery.symmetry import space_group
-
-    return space_group(sg).lattice_system == "hexagonal"

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from discovery.crystal import cell_volume
 from discovery.decoder.graph import lattice_to_q, lattice_tying
 from discovery.decoder.model import GraphBatch, ModelConfig, ScoreNet
 
@@ -48,6 +49,24 @@ class TrainingData:
     volumes: dict[str, float]  # element → Å³ per atom
     n_structures: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, list[float]] = field(default_factory=dict)  # "sg:N" / "system:NAME" → lattice_shapes
+
+
+def lattice_shapes(cells: list[Cell], *, min_cells: int = 3) -> dict[str, list[float]]:
+    """Mean ``(ln a, ln b, ln c) − ⅓ ln V`` and mean angles (rad) per space group (``"sg:N"``, at least
+    ``min_cells`` cells) and per lattice system (``"system:NAME"``): the prior cell's shape."""
+    from discovery.symmetry import space_group
+
+    groups: dict[str, list[np.ndarray]] = defaultdict(list)
+    for c in cells:
+        y0, T, _ = lattice_tying(c.sg)
+        y = y0 + T @ c.q
+        params = np.array([*np.exp(y[:3]), *np.degrees(y[3:])])
+        vol = float(cell_volume(params[None])[0])
+        d = np.concatenate([y[:3] - math.log(vol) / 3, y[3:]])
+        groups[f"sg:{c.sg}"].append(d)
+        groups[f"system:{space_group(c.sg).lattice_system}"].append(d)
+    return {k: np.mean(v, axis=0).tolist() for k, v in groups.items() if k.startswith("system:") or len(v) >= min_cells}
 
 
 def standardize(structure: object) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -99,7 +118,8 @@ def prepare_data(path: str | Path = DEFAULT_TRAIN, *, max_atoms: int = 20, limit
     matrix = np.array([[c.get(el, 0) for el in elements] for c in comps], dtype=float)
     v, _ = nnls(matrix, np.array(vols))
     volumes = {el: float(x) for el, x in zip(elements, v, strict=True)}
-    return TrainingData(cells, {sg: dict(c) for sg, c in freq.items()}, volumes, len(frame), dict(skipped))
+    return TrainingData(cells, {sg: dict(c) for sg, c in freq.items()}, volumes, len(frame), dict(skipped),
+                        lattice_shapes(cells))
 
 
 def prior_volume(counts: dict[str, int], volumes: dict[str, float]) -> float:
@@ -226,13 +246,22 @@ def save_checkpoint(path: str | Path, model: ScoreNet, data: TrainingData, meta:
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float32) for k, v in model.state_dict().items()}
     torch.save({"format": 1, "config": model.config.to_dict(), "state_dict": state,
-                "frequencies": data.frequencies, "volumes": data.volumes, "meta": meta}, out / CHECKPOINT_FILE)
+                "frequencies": data.frequencies, "volumes": data.volumes, "shapes": data.shapes, "meta": meta},
+               out / CHECKPOINT_FILE)
     return out / CHECKPOINT_FILE
 
 
-def load_checkpoint(path: str | Path) -> tuple[ScoreNet, dict[int, dict[str, float]], dict[str, float],
-                                               dict[str, object]]:
-    """``(model (float32, eval), frequencies, volumes, meta)`` from a checkpoint directory or file."""
+@dataclass(slots=True)
+class Checkpoint:
+    model: ScoreNet  # float32, eval mode
+    frequencies: dict[int, dict[str, float]]
+    volumes: dict[str, float]
+    shapes: dict[str, list[float]]
+    meta: dict[str, object]
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """A checkpoint directory (or its ``model.pt``)."""
     p = Path(path)
     if p.is_dir():
         p = p / CHECKPOINT_FILE
@@ -240,4 +269,5 @@ def load_checkpoint(path: str | Path) -> tuple[ScoreNet, dict[int, dict[str, flo
     model = ScoreNet(ModelConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()
-    return model, {int(k): v for k, v in blob["frequencies"].items()}, dict(blob["volumes"]), dict(blob["meta"])
+    return Checkpoint(model, {int(k): v for k, v in blob["frequencies"].items()}, dict(blob["volumes"]),
+                      dict(blob.get("shapes", {})), dict(blob["meta"]))

@@ -72,14 +72,17 @@ def test_checkpoint_round_trip(tiny: TrainingData, tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = ScoreNet(ModelConfig(hidden=16, layers=1))
     save_checkpoint(tmp_path / "ck", model, tiny, {"note": "test"})
-    loaded, freq, vols, meta = load_checkpoint(tmp_path / "ck")
-    assert meta == {"note": "test"} and freq == tiny.frequencies and vols == tiny.volumes
+    ck = load_checkpoint(tmp_path / "ck")
+    loaded, freq, vols = ck.model, ck.frequencies, ck.volumes
+    assert ck.meta == {"note": "test"} and freq == tiny.frequencies and vols == tiny.volumes
+    assert ck.shapes == tiny.shapes and any(k.startswith("system:") for k in ck.shapes)
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
     settings = SamplerSettings(levels=3, steps=1)
     crystal = Crystal(221, {"Sr": 1, "Ti": 1, "O": 3}, 3.9, 3.9, 3.9, 90, 90, 90)
-    a = ScoreDecoder(model, frequencies=freq, volumes=vols, settings=settings).decode(crystal, k=2, seed=3)
-    b = ScoreDecoder.load(tmp_path / "ck", settings=settings).decode(crystal, k=2, seed=3)
+    a = ScoreDecoder(model, frequencies=freq, volumes=vols, settings=settings, shapes=ck.shapes).decode(
+        crystal, k=2, seed=3, use_lattice_hint=False)
+    b = ScoreDecoder.load(tmp_path / "ck", settings=settings).decode(crystal, k=2, seed=3, use_lattice_hint=False)
     assert all(np.array_equal(x.frac_coords, y.frac_coords) for x, y in zip(a, b, strict=True))
 
 
