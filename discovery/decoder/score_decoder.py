@@ -122,7 +122,9 @@ class ScoreDecoder:
         conventional-cell composition. With ``use_lattice_hint`` the row's lattice (its free parameters in
         the crystal system, least squares) is the start of the lattice chain, which stays there while the
         lattice noise level is above ``settings.hint_sigma`` and then runs at low temperature to the end
-        (see :mod:`discovery.decoder.langevin`); without it the chain starts from the learned volume prior.
+        (see :mod:`discovery.decoder.langevin`); without it the chain starts from the learned prior: the volume
+        of the per-element volume fit, the mean shape of the training cells of the group (or lattice system),
+        plus noise σ_L,max, and runs on every level. ``k`` samples run as one batch; rejected ones are redrawn.
         Raises :class:`DecoderError` (``impossible``) when no Wyckoff assignment exists.
         """
         previous = torch.get_num_threads()
