@@ -484,7 +484,8 @@ def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ids = first["crystals"]
     per = {name: per_crystal([_sample_of(r) for r in recs], ids) for name, recs in per_sample.items()}
     settings = {**first["settings"], "decoders": list(per_sample)}
-    return {**first, "settings": settings, "per_sample": per_sample, "timings_s": timings, "coverage": cov,
+    extras = {k: v for rep in reversed(reports) for k, v in rep.items()}  # e.g. score_checkpoint of a later run
+    return {**extras, **first, "settings": settings, "per_sample": per_sample, "timings_s": timings, "coverage": cov,
             "summary": summarize(per, bootstrap=int(settings["bootstrap"]), seed=int(settings["seed"])),
             "merged_from": [{"decoders": list(r["per_sample"]), "machine": r.get("machine"),
                              "wall_s": r.get("wall_s"), "checkpoint": r["settings"].get("checkpoint")}
