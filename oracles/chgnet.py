@@ -28,307 +28,47 @@ while it runs); ``workers=N ≥ 1`` keeps a pool of N spawned processes, each wi
 its own model, alive across ``evaluate`` calls (call :meth:`CHGNetOracle.close` or use ``with``).
 Tasks are submitted largest-first so that a batch finishes evenly. ``device='cuda'`` loads the model
 on the GPU (use ``workers=0`` or 1 there).
+
+Modules: this one holds the oracle (pool, chunking, deadlines, provenance); its settings and what runs
+inside each worker (per-process model state, one task, one chunk) are in :mod:`oracles.chgnet_worker` and
+re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pymatgen.core import Structure
+from pydantic import BaseModel
 
-from discovery.crystal import Crystal
-from oracles.base import Candidate, OracleResult, ProgressCallback, failed, library_versions, structure_to_cif
-from oracles.decode import DecodeError, DecoderOptions, DecodeSettings, decode_crystal
-from oracles.reference import DEFAULT_REFERENCE, ReferenceName, corrected_energy, load_reference
-from oracles.relax import RelaxFault, RelaxSettings, load_chgnet_calculator, relax_structure, static_energies
-from oracles.sanity import Gates, check_structure, gate_message, model_cutoff
+from oracles.base import Candidate, OracleResult, ProgressCallback, failed, library_versions
+from oracles.chgnet_worker import _STATE as _STATE
+from oracles.chgnet_worker import CalculatorFactory as CalculatorFactory
+from oracles.chgnet_worker import CHGNetSettings as CHGNetSettings
+from oracles.chgnet_worker import _chgnet_model_version as _chgnet_model_version
+from oracles.chgnet_worker import _cost as _cost
+from oracles.chgnet_worker import _gate as _gate
+from oracles.chgnet_worker import _init_worker as _init_worker
+from oracles.chgnet_worker import _limit_blas_threads as _limit_blas_threads
+from oracles.chgnet_worker import _mp20_kw as _mp20_kw
+from oracles.chgnet_worker import _run_chunk as _run_chunk
+from oracles.chgnet_worker import _run_task as _run_task
+from oracles.chgnet_worker import _setup_state as _setup_state
+from oracles.chgnet_worker import _targets as _targets
+from oracles.chgnet_worker import _Task as _Task
+from oracles.chgnet_worker import _to_structure as _to_structure
+from oracles.chgnet_worker import _worker_pid as _worker_pid
+from oracles.reference import load_reference
 
 ORACLE_VERSION = "1"
 DIED: Final = "died"
 HUNG: Final = "hung"
 _Outcome = list[OracleResult] | str
-CalculatorFactory = Callable[[str], Any]
-"""``factory(device) -> ASE calculator`` with ``model_time_s``, ``reset()`` and (for static mode) ``model``.
-Must be importable by name (a module-level function or class) when ``workers ≥ 1``."""
-
-
-class CHGNetSettings(BaseModel):
-    """Settings of the CHGNet oracle (all keyword arguments of ``get_oracle('chgnet', ...)``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: Literal["relax", "static"] = "relax"
-    engine: Literal["batched", "ase"] = Field(
-        "ase", description="relax mode: 'batched' relaxes many structures as one batched graph on torch-sim "
-                           "(oracles.batched); 'ase': one structure at a time through ASE")
-    max_batch_atoms: int = Field(256, ge=1, description="batched engine on the CPU: atoms per batch "
-                                                        "(on CUDA torch-sim sizes the batch by GPU memory)")
-    fmax: float = Field(0.1, gt=0, description="force convergence criterion, eV/Å")
-    steps: int = Field(200, ge=0, description="optimizer step cap per structure")
-    timeout_s: float = Field(300.0, gt=0, description="wall-time limit per structure (decode + relax), s")
-    relax_cell: bool = True
-    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
-    cell_filter: Literal["unit", "frechet"] = "unit"
-    max_volume_change: float = Field(4.0, gt=1, description="volume factor beyond which a cell exploded/collapsed")
-    hard_timeout_grace_s: float = Field(30.0, gt=0, description="workers only: slack before hung workers are killed, s")
-    workers: int = Field(0, ge=0, description="0: in-process; N: pool of N processes, one torch thread each")
-    threads: int = Field(1, ge=1, description="torch threads for in-process evaluation")
-    device: Literal["cpu", "cuda"] = "cpu"
-    batch_size: int = Field(16, ge=1, description="structures per batch in static mode")
-    mp2020_correction: Literal["learned", "apply"] = Field(
-        "learned", description="'learned': the model already predicts MP2020-compatible energies (CHGNet); "
-                               "'apply': apply pymatgen's MaterialsProject2020Compatibility to its energy")
-    reference: ReferenceName = Field(DEFAULT_REFERENCE, description="hull reference (see oracles.reference)")
-    mp20_dir: str | None = Field(None, description="MP-20 tables for the hull (default: discovery/data/mp20)")
-    decode_attempts: int = Field(8, ge=1)
-    min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
-    rescale_volume: bool = True
-    decoder: DecoderOptions = Field(DecoderOptions(),
-                                    description="how crystal-table rows are decoded: {name: pyxtal|score, checkpoint, "
-                                                "use_lattice_hint} (see oracles.decode)")
-    start_method: Literal["spawn", "forkserver"] = "spawn"
-
-    @model_validator(mode="after")
-    def _engine_supports(self) -> CHGNetSettings:
-        if self.engine == "batched" and self.optimizer != "FIRE":
-            raise ValueError(f"optimizer: {self.optimizer} needs engine: ase (the batched engine runs torch-sim's "
-                             "FIRE); set optimizer: FIRE or engine: ase")
-        return self
-
-    def relax_settings(self) -> RelaxSettings:
-        return RelaxSettings(fmax=self.fmax, steps=self.steps, relax_cell=self.relax_cell, optimizer=self.optimizer,
-                             cell_filter=self.cell_filter, max_volume_change=self.max_volume_change)
-
-    def decode_settings(self) -> DecodeSettings:
-        return self.decoder.settings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
-                                     rescale_volume=self.rescale_volume)
-
-
-@dataclass(frozen=True, slots=True)
-class _Task:
-    index: int
-    id: str
-    seed: int
-    crystal: Crystal | None
-    structure: Structure | None
-
-
-# --- per-process state (worker processes, or the calling process when workers=0) -------------
-_STATE: dict[str, Any] = {}
-
-
-def _init_worker(settings: CHGNetSettings, factory: CalculatorFactory | None) -> None:
-    """Pool initializer: one torch thread, load the model and the hull reference once."""
-    import torch
-
-    torch.set_num_threads(1)
-    _limit_blas_threads(1)
-    _quiet_warnings()
-    _exit_with_parent()
-    _setup_state(settings, factory)
-
-
-def _exit_with_parent(interval_s: float = 1.0) -> None:
-    """Exit this worker once the process that started it is gone (a SIGKILLed campaign would otherwise
-    leave its relaxation workers running): a daemon thread watches the parent pid.
-
-    The parent is the pid recorded when the worker was spawned, not ``os.getppid()`` now: a parent killed
-    while this worker was still importing has already been replaced by the reaper (pid 1)."""
-    import threading
-
-    spawner = multiprocessing.parent_process()
-    parent = spawner.pid if spawner is not None and spawner.pid is not None else os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="matloop-parent-watch", daemon=True).start()
-
-
-def _quiet_warnings() -> None:
-    """Silence known-harmless library warnings that would otherwise print once per worker."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
-    warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF")
-    warnings.filterwarnings("ignore", message="No Pauling electronegativity")
-
-
-def _limit_blas_threads(n: int) -> Any:
-    """Limit OpenBLAS/OpenMP threads (scipy's 3×3 LAPACK calls in the cell filter ran 7× slower with 2
-    threads on a loaded 2-core box). Returns the threadpoolctl limiter (a context manager) or None."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn/pymatgen stacks
-        return None
-    return threadpool_limits(limits=n)
-
-
-def _setup_state(settings: CHGNetSettings, factory: CalculatorFactory | None) -> None:
-    _STATE["calculator"] = (factory or load_chgnet_calculator)(settings.device)
-    _STATE["gates"] = _model_gates(_STATE["calculator"])
-    _STATE["reference"] = load_reference(settings.reference, **_mp20_kw(settings))
-    _STATE["settings"] = settings
-    _warm_compatibility()
-
-
-def _model_gates(calculator: Any) -> Gates:
-    """Sanity gates with the loaded model's own atom-graph cutoff (CHGNet 0.3.0: 6 Å)."""
-    cutoff = model_cutoff(getattr(calculator, "model", None))
-    if cutoff is None:
-        return Gates(cutoff_source="default: the calculator exposes no model cutoff")
-    return Gates(cutoff_A=cutoff, cutoff_source="the model's atom-graph cutoff (graph_converter.atom_graph_cutoff)")
-
-
-def _gate(structure: Structure, stage: Literal["input", "result"]) -> str | None:
-    """The message refusing ``structure`` (see :mod:`oracles.sanity`), or ``None`` when it passes."""
-    reason = check_structure(structure, gates=_STATE["gates"])
-    return None if reason is None else gate_message(stage, reason)
-
-
-def _warm_compatibility() -> None:
-    """Load pymatgen's oxidation-state tables once (≈0.7 s) so no candidate pays for it."""
-    from pymatgen.core import Lattice
-
-    corrected_energy(Structure(Lattice.cubic(4.2), ["Fe", "O"], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]), -15.0)
-
-
-def _mp20_kw(settings: CHGNetSettings) -> dict[str, Any]:
-    return {"mp20_dir": Path(settings.mp20_dir)} if settings.mp20_dir else {}
-
-
-def _to_structure(task: _Task, settings: CHGNetSettings) -> tuple[Structure, dict[str, Any]]:
-    if task.structure is not None:
-        return task.structure, {"input": "structure"}
-    assert task.crystal is not None
-    dec = decode_crystal(task.crystal, seed=task.seed, settings=settings.decode_settings())
-    return dec.structure, {"input": "crystal", "decode_seed": task.seed, "decode_attempt": dec.attempt,
-                           "decode_volume_scale": round(dec.volume_scale, 6),
-                           "decoder": settings.decoder.name}
-
-
-def _targets(structure: Structure, energy_total: float, reference: Any) -> dict[str, float]:
-    comp = structure.composition
-    settings: CHGNetSettings = _STATE["settings"]
-    corrected = corrected_energy(structure, energy_total)[0] if settings.mp2020_correction == "apply" else energy_total
-    e_form = reference.formation_energy_per_atom(comp, corrected)
-    return {"energy_per_atom": energy_total / len(structure), "corrected_energy_per_atom": corrected / len(structure),
-            "formation_energy_per_atom": e_form,
-            "e_above_hull": reference.e_above_hull(comp, e_form), "density": float(structure.density),
-            "volume_per_atom": float(structure.volume / len(structure))}
-
-
-def _run_task(task: _Task) -> OracleResult:
-    """Evaluate one candidate in this process; every failure becomes a result."""
-    t0 = time.perf_counter()
-    settings: CHGNetSettings = _STATE["settings"]
-    calc = _STATE["calculator"]
-    model_t0 = float(getattr(calc, "model_time_s", 0.0))
-    deadline = time.monotonic() + settings.timeout_s
-    info: dict[str, Any] = {}
-    structure: Structure | None = None
-
-    def finish(result: OracleResult) -> OracleResult:
-        result.wall_time_s = time.perf_counter() - t0
-        result.provenance.update(info)
-        result.provenance["model_time_s"] = float(getattr(calc, "model_time_s", 0.0)) - model_t0
-        result.provenance["model_version"] = _chgnet_model_version()
-        return result
-
-    try:
-        structure, info = _to_structure(task, settings)
-        info["sanity_gates"] = _STATE["gates"].provenance()
-        refused = _gate(structure, "input")
-        if refused is not None:
-            return finish(failed(task.id, "invalid", refused, structure_cif=structure_to_cif(structure)))
-        out = relax_structure(structure, calculator=calc, settings=settings.relax_settings(), deadline=deadline)
-        refused = _gate(out.structure, "result")
-        if refused is not None:
-            return finish(failed(task.id, "invalid", refused, structure_cif=structure_to_cif(out.structure),
-                                 energies=out.energies_per_atom, n_steps=out.n_steps))
-        targets = _targets(out.structure, out.energy_total, _STATE["reference"])
-        return finish(OracleResult(candidate_id=task.id, status=out.status, message=out.message, targets=targets,
-                                   structure_cif=structure_to_cif(out.structure), energies=out.energies_per_atom,
-                                   n_steps=out.n_steps))
-    except DecodeError as exc:
-        return finish(failed(task.id, "invalid" if exc.impossible else "failed", f"decoding failed: {exc}"))
-    except RelaxFault as exc:
-        cif = structure_to_cif(structure) if structure is not None else None
-        return finish(failed(task.id, exc.status, str(exc), structure_cif=cif, n_steps=exc.n_steps,
-                             energies=exc.energies_per_atom))
-    except Exception as exc:  # the model or a library raised: record, never lose the batch
-        cif = structure_to_cif(structure) if structure is not None else None
-        return finish(failed(task.id, "failed", f"{type(exc).__name__}: {exc}", structure_cif=cif))
-
-
-def _run_chunk(tasks: list[_Task], on_result: Callable[[int, OracleResult], None] | None = None
-               ) -> list[OracleResult]:
-    """Relax mode: each task on its own (engine ase) or all together (engine batched, see
-    :mod:`oracles.batched.run`). Static mode: decode all, one batched CHGNet call; if the batch
-    fails, each structure is retried alone so that one bad structure cannot fail the others."""
-    settings: CHGNetSettings = _STATE["settings"]
-    if settings.mode == "relax" and settings.engine == "batched":
-        from oracles.batched.run import run_batched
-
-        return run_batched(tasks, on_result=on_result)
-    if settings.mode == "relax":
-        return [_run_task(t) for t in tasks]
-    t0 = time.perf_counter()
-    calc, reference = _STATE["calculator"], _STATE["reference"]
-    results: dict[int, OracleResult] = {}
-    ready: list[tuple[_Task, Structure, dict[str, Any]]] = []
-    for t in tasks:
-        try:
-            structure, info = _to_structure(t, settings)
-        except DecodeError as exc:
-            results[t.index] = failed(t.id, "invalid" if exc.impossible else "failed", f"decoding failed: {exc}")
-            continue
-        info["sanity_gates"] = _STATE["gates"].provenance()
-        refused = _gate(structure, "input")  # static: the input is also the result
-        if refused is None:
-            ready.append((t, structure, info))
-        else:
-            results[t.index] = failed(t.id, "invalid", refused, structure_cif=structure_to_cif(structure))
-            results[t.index].provenance.update(info)
-    try:
-        energies = (static_energies([s for _, s, _ in ready], calculator=calc, batch_size=settings.batch_size)
-                    if ready else [])
-    except Exception:
-        energies = []
-        for _, structure, _ in ready:
-            try:
-                energies.append(static_energies([structure], calculator=calc, batch_size=1)[0])
-            except Exception:
-                energies.append(math.nan)
-    for (t, structure, info), energy in zip(ready, energies, strict=True):
-        try:
-            if not math.isfinite(energy):
-                raise RelaxFault("failed", f"the model returned a non-finite energy or failed ({energy})")
-            res = OracleResult(candidate_id=t.id, status="ok", targets=_targets(structure, energy, reference),
-                               structure_cif=structure_to_cif(structure), energies=[energy / len(structure)])
-        except RelaxFault as exc:
-            res = failed(t.id, exc.status, str(exc), structure_cif=structure_to_cif(structure))
-        except Exception as exc:
-            res = failed(t.id, "failed", f"{type(exc).__name__}: {exc}", structure_cif=structure_to_cif(structure))
-        res.provenance.update(info)
-        results[t.index] = res
-    share = (time.perf_counter() - t0) / max(len(tasks), 1)
-    for r in results.values():
-        r.wall_time_s = share
-        r.provenance["model_version"] = _chgnet_model_version()
-    return [results[t.index] for t in tasks]
 
 
 class CHGNetOracle:
@@ -543,22 +283,3 @@ def _final(chunk: list[_Task], outcome: _Outcome, timeout_s: float) -> list[Orac
                                         "candidate); a model call never returned") for t in chunk]
     assert not isinstance(outcome, str)
     return outcome
-
-
-def _worker_pid(hold_s: float) -> int:
-    """Warm-up task: hold the worker briefly (so that other workers get the next task) and name it."""
-    time.sleep(hold_s)
-    return os.getpid()
-
-
-def _cost(task: _Task) -> int:
-    if task.structure is not None:
-        return len(task.structure)
-    assert task.crystal is not None
-    return task.crystal.n_atoms
-
-
-def _chgnet_model_version() -> str:
-    calc = _STATE.get("calculator")
-    version = getattr(getattr(calc, "model", None), "version", None)
-    return str(version) if version else "0.3.0 (weights shipped in the chgnet wheel)"
