@@ -54,6 +54,9 @@ def bench_discovery(
     seed_rows: Annotated[int | None, typer.Option(min=1, help="Labelled MP-20 rows the round-0 proxy starts from "
                                                   "(default: all); few rows is a cold start, where the proxy must "
                                                   "learn from the oracle.")] = None,
+    substitution_share: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
+        "--objective sun: the loop's share of substitutions in its first round (then adaptive); 1.0 runs a "
+        "substitution-only loop (every round, no split), 0.0 a generator-only loop.")] = 0.5,
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
@@ -66,7 +69,8 @@ def bench_discovery(
     27 min on a 2-core machine (docs/results/discovery.md); finished strategies and seeds are cached in
     --out, so a rerun with more seeds only runs the new ones.
 
-    Example: matloop bench discovery --budget 24 --seeds 2 --json; matloop bench discovery --objective sun
+    Example: matloop bench discovery --budget 24 --seeds 2 --json; matloop bench discovery --objective sun;
+    matloop bench discovery --objective sun --strategies loop,substitution_once --substitution-share 1.0
     """
     from orchestration.cli_campaign import _progress as campaign_progress
     from orchestration.cli_campaign import exit_on_sigterm, prefect_environment
@@ -88,6 +92,7 @@ def bench_discovery(
                                  workers=workers, device=device, reference=reference,
                                  objective=objective,  # type: ignore[arg-type]  # checked by BenchSettings
                                  oracle_weight=oracle_weight, seed_rows=seed_rows,
+                                 substitution_share=substitution_share,
                                  strategies=tuple(s.strip() for s in (strategies or "").split(",") if s.strip()))
     except ValueError as exc:
         fail(str(exc))

@@ -66,6 +66,7 @@ class BenchSettings:
     objective: Objective = "formation_energy"
     oracle_weight: float | None = None  # proxy.oracle_weight of the loop (rounds ≥ 1 only: baselines do not depend on it)
     seed_rows: int | None = None  # seed_data.max_rows: fewer labelled MP-20 rows for the round-0 proxy (a cold start)
+    substitution_share: float = 0.5  # sun: the loop's sources.substitution.share (1.0: substitutions only, every round)
 
     @property
     def relative_to_hull(self) -> str | None:
@@ -95,6 +96,8 @@ class BenchSettings:
             raise ValueError(f"unknown hull reference {self.reference!r}; choose mp20+matbench or mp20+li-fe-o")
         if self.seed_rows is not None and self.seed_rows < 1:
             raise ValueError(f"seed_rows must be at least 1, not {self.seed_rows}")
+        if not 0 <= self.substitution_share <= 1:
+            raise ValueError(f"substitution_share must be in [0, 1], not {self.substitution_share}")
         if self.oracle_weight is not None and self.oracle_weight < 1:
             raise ValueError(f"oracle_weight must be at least 1, not {self.oracle_weight}")
 
@@ -127,7 +130,8 @@ def sun_loop_features(settings: BenchSettings) -> dict[str, dict[str, Any]]:
     return {
         "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.125, "relative_to_hull": settings.reference},
         "novelty": {"enabled": True, "known_penalty": 1.0, "tried_penalty": 1.0},
-        "sources": {"substitution": {"share": 0.5, "adaptive": True, "min_share": 0.1,
+        "sources": {"substitution": {"share": settings.substitution_share,
+                                     "adaptive": 0 < settings.substitution_share < 1, "min_share": 0.1,
                                      "candidates": settings.candidates_per_round, "near_hull_at_most": 0.05,
                                      "partial": True}},
         "proxy": {"residual": True, "oracle_weight": settings.loop_oracle_weight},
