@@ -56,7 +56,7 @@ def bench_discovery(
                                                   "learn from the oracle.")] = None,
     substitution_share: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
         "--objective sun: the loop's share of substitutions in its first round (then adaptive); 1.0 runs a "
-        "substitution-only loop (every round, no split), 0.0 a generator-only loop.")] = 0.5,
+        "substitution-only loop (every round, no split), 0.0 a generator-only loop."))] = 0.5,
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
