@@ -365,7 +365,12 @@ class Store(SubmissionsMixin, LabelsMixin):
         out = []
         for cand, res in rows:
             base = row_crystal(cand)
-            extra: dict[str, object] = {"round": cand.round_index, "batch_rank": cand.batch_rank, "score": cand.score}
+            extra: dict[str, object] = {"round": cand.round_index, "batch_rank": cand.batch_rank, "score": cand.score,
+                                        "source": cand.source or "generator"}
+            if cand.origin_json:
+                origin = json.loads(cand.origin_json)
+                extra["parent"] = origin.get("parent")
+                extra["substitutions"] = " ".join(f"{a}->{b}" for a, b in origin.get("substitutions", []))
             extra.update({f"pred_{k}": v for k, v in json.loads(cand.prediction_json).items()})
             extra["status"] = res.status if res is not None else "pending"
             if res is not None:

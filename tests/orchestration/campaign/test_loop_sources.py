@@ -48,12 +48,14 @@ def test_loop_campaign_with_two_sources(tmp_path: Path, prefect_server_settings:
         rounds = store.rounds("looptest")
         batches = [store.crystals("looptest", store.batch("looptest", r)) for r in range(2)]
         results = {r.candidate_id: r for r in store.results("looptest")}
+        table = {c.id: c.extra for c in store.table("looptest")}
     # round 0: the configured share; both sources present, each candidate knows its source
     assert sorted(str(c.extra["source"]) for c in batches[0]) == ["generator"] * 2 + ["substitution"] * 2
     assert rounds[0].metrics["quota_substitution"] == 2 and rounds[1].metrics["quota_substitution"] >= 1
     for c in (c for b in batches for c in b if c.extra["source"] == "substitution"):
         assert isinstance(c.extra["structure_cif"], str) and c.extra["substitutions"] and c.extra["parent"]
         assert results[c.id].provenance.get("input") == "structure"  # proposed as a structure: no decoding
+        assert table[c.id]["source"] == "substitution" and "->" in str(table[c.id]["substitutions"])
     for c in (c for b in batches for c in b if c.extra["source"] == "generator"):
         assert results[c.id].provenance.get("input") == "crystal"
     # the acquisition carries the novelty penalty; round 1 never retries a formula of round 0
