@@ -3,9 +3,9 @@ the structure decoder. Every default keeps a campaign as it was before these sec
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from oracles.decode import DecoderOptions
 
 
 class _Strict(BaseModel):
@@ -46,18 +46,6 @@ class SourcesConfig(_Strict):
     substitution: SubstitutionSource | None = None
 
 
-class DecoderChoice(_Strict):
-    """How crystal-table rows become 3-D structures before the oracle relaxes them."""
-
-    name: Literal["pyxtal", "score"] = Field(default="pyxtal", description=(
-        "'pyxtal': random Wyckoff placement in the sampled lattice; 'score': the score-based decoder "
-        "(annealed Langevin on positions and lattice, discovery.decoder)"))
-    checkpoint: str | None = Field(default=None, description="score decoder checkpoint directory (default: shipped)")
-    use_lattice_hint: bool = Field(default=True, description=(
-        "score decoder: start the lattice chain from the row's lattice instead of the learned prior"))
-
-    @model_validator(mode="after")
-    def _checkpoint_only_for_score(self) -> DecoderChoice:
-        if self.name == "pyxtal" and self.checkpoint is not None:
-            raise ValueError("decoder.checkpoint is only used with `name: score`; remove it or set `name: score`")
-        return self
+DecoderChoice = DecoderOptions
+"""How crystal-table rows become 3-D structures before the oracle relaxes them: the oracles' own ``decoder``
+setting (:class:`oracles.decode.DecoderOptions`), also accepted at the top level of a campaign config."""

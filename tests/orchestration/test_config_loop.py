@@ -3,31 +3,14 @@ defaults leave the config hash unchanged, the top-level decoder reaches the orac
 
 from __future__ import annotations
 
-import pytest
-
-from orchestration.config import ConfigError, parse_config
+from orchestration.config import parse_config
 from orchestration.config.schema import config_hash
+from tests.orchestration.test_config import _error
+from tests.orchestration.test_config import _minimal as base_config
 
 
 def _minimal(**over: object) -> dict:
-    data: dict = {
-        "name": "t",
-        "targets": [{"name": "formation_energy_per_atom"}],
-        "search_space": {"elements": ["Na", "Cl"]},
-        "seed_data": {"dataset": "mp20"},
-        "candidates_per_round": 10,
-        "batch_size": 2,
-        "oracle": {"name": "chgnet"},
-        "rounds": 2,
-    }
-    data.update(over)
-    return data
-
-
-def _error(data: object) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, source="c.yaml")
-    return str(info.value)
+    return base_config(**{"oracle": {"name": "chgnet"}, **over})
 
 
 def test_defaults_keep_the_hash() -> None:
@@ -53,7 +36,7 @@ def test_cross_field_rules() -> None:
     assert "keep one of them" in msg
     msg = _error(_minimal(targets=[{"name": "density", "goal": "maximize"}], sources={"substitution": {}}))
     assert "formation_energy_per_atom" in msg
-    assert "only used with `name: score`" in _error(_minimal(decoder={"checkpoint": "x"}))
+    assert "only read by the score decoder" in _error(_minimal(decoder={"checkpoint": "x"}))
 
 
 def test_top_level_decoder_is_merged_into_the_oracle_settings() -> None:
