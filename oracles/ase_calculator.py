@@ -76,7 +76,7 @@ from oracles.base import (
     structure_to_cif,
 )
 from oracles.deadline import TimeLimitExceeded, time_limit
-from oracles.decode import DecodeError, DecoderOptions, DecodeSettings, decode_crystal
+from oracles.decode import DecodeError, DecodingFields, decode_crystal
 from oracles.relax import RelaxFault, RelaxSettings, relax_structure
 from oracles.sanity import Gates, check_structure, gate_message
 
@@ -124,7 +124,7 @@ def _is_calculator_class(obj: Any) -> bool:
     return isinstance(obj, type) and issubclass(obj, BaseCalculator)
 
 
-class ASESettings(BaseModel):
+class ASESettings(DecodingFields):
     """Every keyword of ``get_oracle('ase', ...)``: the calculator, relaxation and reference settings."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -154,12 +154,6 @@ class ASESettings(BaseModel):
                                 "references (= the formation energy, a lower bound); 'none': not computed")
     neighbor_cutoff_A: float | None = Field(None, gt=0, description="sanity gate: every atom needs a neighbour "
                                                                     "within this distance, Å (default 6 Å)")
-    decode_attempts: int = Field(8, ge=1)
-    min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
-    rescale_volume: bool = True
-    decoder: DecoderOptions = Field(DecoderOptions(),
-                                    description="how crystal-table rows are decoded: {name: pyxtal|score, checkpoint, "
-                                                "use_lattice_hint} (see oracles.decode)")
 
     @field_validator("calculator")
     @classmethod
@@ -192,10 +186,6 @@ class ASESettings(BaseModel):
         return RelaxSettings(fmax=self.fmax, steps=self.steps, optimizer=self.optimizer, cell_filter=self.cell_filter,
                              relax_cell=self.relax_cell if relax_cell is None else relax_cell,
                              max_volume_change=self.max_volume_change)
-
-    def decode_settings(self) -> DecodeSettings:
-        return self.decoder.settings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
-                                     rescale_volume=self.rescale_volume)
 
     def calculator_key(self) -> str:
         """Digest of everything the energies depend on (calculator, its kwargs, relaxation settings)."""

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pymatgen.core import Structure
 
 from discovery.crystal import Crystal
 from oracles.base import OracleResult, failed, structure_to_cif
-from oracles.decode import DecodeError, DecoderOptions, DecodeSettings, decode_crystal
+from oracles.decode import DecodeError, DecodingFields, decode_crystal
 from oracles.reference import DEFAULT_REFERENCE, ReferenceName, corrected_energy, load_reference
 from oracles.relax import RelaxFault, RelaxSettings, load_chgnet_calculator, relax_structure, static_energies
 from oracles.sanity import Gates, check_structure, gate_message, model_cutoff
@@ -32,7 +32,7 @@ CalculatorFactory = Callable[[str], Any]
 Must be importable by name (a module-level function or class) when ``workers ≥ 1``."""
 
 
-class CHGNetSettings(BaseModel):
+class CHGNetSettings(DecodingFields):
     """Settings of the CHGNet oracle (all keyword arguments of ``get_oracle('chgnet', ...)``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,12 +60,6 @@ class CHGNetSettings(BaseModel):
                                "'apply': apply pymatgen's MaterialsProject2020Compatibility to its energy")
     reference: ReferenceName = Field(DEFAULT_REFERENCE, description="hull reference (see oracles.reference)")
     mp20_dir: str | None = Field(None, description="MP-20 tables for the hull (default: discovery/data/mp20)")
-    decode_attempts: int = Field(8, ge=1)
-    min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
-    rescale_volume: bool = True
-    decoder: DecoderOptions = Field(DecoderOptions(),
-                                    description="how crystal-table rows are decoded: {name: pyxtal|score, checkpoint, "
-                                                "use_lattice_hint} (see oracles.decode)")
     start_method: Literal["spawn", "forkserver"] = "spawn"
 
     @model_validator(mode="after")
@@ -78,10 +72,6 @@ class CHGNetSettings(BaseModel):
     def relax_settings(self) -> RelaxSettings:
         return RelaxSettings(fmax=self.fmax, steps=self.steps, relax_cell=self.relax_cell, optimizer=self.optimizer,
                              cell_filter=self.cell_filter, max_volume_change=self.max_volume_change)
-
-    def decode_settings(self) -> DecodeSettings:
-        return self.decoder.settings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
-                                     rescale_volume=self.rescale_volume)
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,21 @@ class DecodeSettings:
             raise ValueError("checkpoint: only the score decoder reads a checkpoint; remove it or use decoder='score'")
 
 
+class DecodingFields(BaseModel):
+    """The decoding settings of an oracle that relaxes crystal-table rows (a base of its settings model)."""
+
+    decode_attempts: int = Field(8, ge=1)
+    min_distance_ratio: float = Field(0.6, gt=0, description="decoding: min d_ij/(r_cov_i + r_cov_j)")
+    rescale_volume: bool = True
+    decoder: DecoderOptions = Field(DecoderOptions(),
+                                    description="how crystal-table rows are decoded: {name: pyxtal|score, checkpoint, "
+                                                "use_lattice_hint} (see oracles.decode)")
+
+    def decode_settings(self) -> DecodeSettings:
+        return self.decoder.settings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
+                                     rescale_volume=self.rescale_volume)
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """A decoded structure; ``volume_scale`` > 1 when the cell was enlarged, ``attempt`` is 0-based."""
