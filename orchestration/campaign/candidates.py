@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from discovery.crystal import Crystal
 from orchestration.campaign.context import Campaign
+from orchestration.campaign.data import plain
 
 if TYPE_CHECKING:
     from discovery.loop import SourceOutcome
@@ -30,12 +31,21 @@ def tried_formulas(camp: Campaign, round_index: int) -> set[str]:
 def earlier_batches(camp: Campaign, round_index: int) -> list[Crystal]:
     """The candidates earlier rounds sent to the oracle, in round order."""
     ids = [cid for r in range(round_index) for cid in camp.store.batch(camp.name, r)]
-    return [plain_crystal(c) for c in camp.store.crystals(camp.name, ids)] if ids else []
+    return [plain(c) for c in camp.store.crystals(camp.name, ids)] if ids else []
 
 
 def _successes(camp: Campaign, round_index: int) -> list[tuple[Crystal, bool, Any]]:
     """(candidate, success, result) of every result before ``round_index``; success = the S.U.N. label (or, where
-    a result has no label yet, the campaign's hit rule)."""
+    a result has no label yet, the campaign's hit rule). Read once per process and round: the earlier rounds are
+    complete when a round starts, and their labels are stored by their log step (:func:`orchestration.campaign.sun.label_campaign`)."""
+    key = f"successes-{round_index}"
+    if key not in camp._extras:
+        camp._extras[key] = _read_successes(camp, round_index)
+    rows: list[tuple[Crystal, bool, Any]] = camp._extras[key]
+    return rows
+
+
+def _read_successes(camp: Campaign, round_index: int) -> list[tuple[Crystal, bool, Any]]:
     labels = camp.store.sun_labels(camp.name)
     results = [r for r in camp.store.results(camp.name) if r.round_index < round_index]
     crystals = {c.id: c for c in camp.store.crystals(camp.name, [r.candidate_id for r in results])} if results else {}
@@ -128,14 +138,9 @@ def offline_crystals(camp: Campaign, round_index: int, *, limit: int = 64) -> li
     for c, _, r in _successes(camp, round_index):
         e = r.targets.get("e_above_hull", r.targets.get("formation_energy_per_atom"))
         if r.status == "ok" and e is not None and math.isfinite(e):
-            rows.append((float(e), c.id, plain_crystal(c)))
+            rows.append((float(e), c.id, plain(c)))
     rows.sort(key=lambda t: (t[0], t[1]))
     return [c for _, _, c in rows[:limit]]
-
-
-def plain_crystal(crystal: Crystal) -> Crystal:
-    """The crystal without ``extra`` (what the proxy sees)."""
-    return Crystal(crystal.space_group, dict(crystal.counts), *crystal.lattice, id=crystal.id)
 
 
 def oracle_candidate(crystal: Crystal) -> Candidate:
@@ -147,4 +152,4 @@ def oracle_candidate(crystal: Crystal) -> Candidate:
     structure = parse_cif(cif) if isinstance(cif, str) else None
     if structure is not None:
         return Candidate.from_structure(structure, id=crystal.id)
-    return Candidate.from_crystal(plain_crystal(crystal))
+    return Candidate.from_crystal(plain(crystal))

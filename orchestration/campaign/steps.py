@@ -258,6 +258,7 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     if past(camp, round_index, "sampled"):
         return len(camp.store.crystals(camp.name, None))
     from discovery.gfn import CrystalGFN
+    from discovery.loop import untried
     from discovery.selection import dedupe, dedupe_key
 
     t0 = time.perf_counter()
@@ -278,7 +279,7 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
         origins += origin_list
     earlier = {dedupe_key(c) for c in camp.store.crystals(camp.name) if int(c.extra.get("round", 0)) < round_index}  # type: ignore[call-overload]
     result = dedupe(crystals, known=earlier | seed_keys(camp.config))
-    keep = [i for i in result.kept if crystals[i].reduced_formula() not in tried]
+    keep = [result.kept[j] for j in untried([crystals[i].reduced_formula() for i in result.kept], tried=tried)]
     kept = [crystals[i] for i in keep]
     scores, preds = acquisition(camp, round_index, load_proxies(camp, round_index), kept)
     camp.store.add_candidates(camp.name, round_index, kept, scores=list(scores), predictions=preds,
