@@ -19,38 +19,25 @@ from typing import Any
 
 import numpy as np
 
-from discovery.crystal import Crystal
 from orchestration.bench_discovery.settings import Evaluated
 
 
 def cached_runs(out: Path) -> dict[tuple[str, int], list[Evaluated]]:
     """(strategy, seed) → calls, from the baselines' cache files and the loop campaigns' stores in ``out``."""
-    runs: dict[tuple[str, int], list[Evaluated]] = {}
-    for f in sorted((out / "cache").glob("*-s*.json")):
-        strategy, seed = f.stem.rsplit("-s", 1)
-        rows = json.loads(f.read_text())["evaluated"]
-        runs[strategy, int(seed)] = [
-            Evaluated(_crystal(r["crystal"]), r["status"], float(r["e_above_hull"]),
-                      float(r["formation_energy"]), r["relaxed_cif"], round=int(r.get("round", 0)),
-                      source=str(r.get("source", "generator")))
-            for r in rows]
-    from orchestration.bench_discovery.strategies import loop_evaluated
+    from orchestration.bench_discovery.runner import evaluated_from_json
+    from orchestration.bench_discovery.strategies import loop_calls
     from orchestration.store import Store
 
+    runs: dict[tuple[str, int], list[Evaluated]] = {}
+    for f in sorted((out / "cache").glob("*-s*.json")):
+        strategy, number = f.stem.rsplit("-s", 1)
+        runs[strategy, int(number)] = [evaluated_from_json(r) for r in json.loads(f.read_text())["evaluated"]]
     for d in sorted(out.glob("loop-s*")):
-        name = f"bench-discovery-s{d.name.removeprefix('loop-s')}"
+        seed = int(d.name.removeprefix("loop-s"))
+        name = f"bench-discovery-s{seed}"
         with Store.open(f"sqlite:///{d / 'store.db'}", create=False) as store:
-            results = {r.candidate_id: r for r in store.results(name)}
-            order = [cid for r in range(len(store.rounds(name))) for cid in store.batch(name, r) if cid in results]
-            crystals = {c.id: c for c in store.crystals(name, order)}
-            runs["loop", int(d.name.removeprefix("loop-s"))] = [
-                loop_evaluated(crystals[c], results[c].status, results[c].targets, results[c].relaxed_cif) for c in order]
+            runs["loop", seed] = loop_calls(store, name, rounds=len(store.rounds(name)))
     return runs
-
-
-def _crystal(c: dict[str, Any]) -> Crystal:
-    a, b, cc, al, be, ga = (float(x) for x in c["lattice"])
-    return Crystal(int(c["space_group"]), dict(c["counts"]), a, b, cc, al, be, ga, id=str(c["id"]))
 
 
 def mp20_volume_range() -> tuple[float, float]:

@@ -70,15 +70,17 @@ def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
         return None
     if data.get("loop_features") != _features(settings):  # sun_loop_features retuned since: score again
         return None
-    out = []
-    for r in data["evaluated"]:
-        c, lat = r["crystal"], r["crystal"]["lattice"]
-        crystal = Crystal(c["space_group"], c["counts"], lat[0], lat[1], lat[2], lat[3], lat[4], lat[5], id=c["id"])
-        predicted = r.get("predicted")
-        out.append(Evaluated(crystal, r["status"], float(r["e_above_hull"]), float(r["formation_energy"]), r["relaxed_cif"],
-                             round=int(r.get("round", 0)), source=str(r.get("source", "generator")),
-                             predicted=float("nan") if predicted is None else float(predicted)))
-    return out
+    return [evaluated_from_json(r) for r in data["evaluated"]]
+
+
+def evaluated_from_json(r: dict[str, Any]) -> Evaluated:
+    """One cached call (a row of a cache file's ``evaluated`` list) as an :class:`Evaluated`."""
+    c, lat = r["crystal"], r["crystal"]["lattice"]
+    crystal = Crystal(c["space_group"], c["counts"], lat[0], lat[1], lat[2], lat[3], lat[4], lat[5], id=c["id"])
+    predicted = r.get("predicted")
+    return Evaluated(crystal, r["status"], float(r["e_above_hull"]), float(r["formation_energy"]), r["relaxed_cif"],
+                     round=int(r.get("round", 0)), source=str(r.get("source", "generator")),
+                     predicted=float("nan") if predicted is None else float(predicted))
 
 
 def run_baseline(name: str, oracle: Any, settings: BenchSettings, config_path: Path, seed: int,

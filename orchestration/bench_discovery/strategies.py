@@ -22,6 +22,7 @@ from orchestration.bench_discovery.settings import BenchSettings, Evaluated, cam
 
 if TYPE_CHECKING:
     from discovery.substitution import Proposal
+    from orchestration.store import Store
 
 Progress = Callable[[int, int], None]
 
@@ -45,14 +46,19 @@ def run_loop(settings: BenchSettings, seed: int, directory: Path) -> tuple[Path,
     campaign_flow(str(path))
     camp = campaign_for(path)
     try:
-        results = {r.candidate_id: r for r in camp.store.results(camp.name)}
-        order = [cid for r in range(settings.rounds) for cid in camp.store.batch(camp.name, r) if cid in results]
-        crystals = {c.id: c for c in camp.store.crystals(camp.name, order)}
-        out = [loop_evaluated(crystals[cid], results[cid].status, results[cid].targets, results[cid].relaxed_cif)
-               for cid in order]
+        out = loop_calls(camp.store, camp.name, rounds=settings.rounds)
     finally:
         release(path)
     return path, out
+
+
+def loop_calls(store: Store, name: str, *, rounds: int) -> list[Evaluated]:
+    """The oracle calls of loop campaign ``name`` in call order (round, then batch rank)."""
+    results = {r.candidate_id: r for r in store.results(name)}
+    order = [cid for r in range(rounds) for cid in store.batch(name, r) if cid in results]
+    crystals = {c.id: c for c in store.crystals(name, order)}
+    return [loop_evaluated(crystals[cid], results[cid].status, results[cid].targets, results[cid].relaxed_cif)
+            for cid in order]
 
 
 def loop_evaluated(crystal: Crystal, status: str, targets: Mapping[str, float | None], relaxed_cif: str | None
