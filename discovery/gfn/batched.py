@@ -35,6 +35,9 @@ class PackedTables:
         # plain ndarray views of memory-mapped members: np.memmap's own indexing costs ~35 µs a call
         self.comp = {n: np.asarray(arr[f"comp{n}"]) for n in range(1, self.J + 1)}  # (N + 1, 3, G, B)
         self.dil = {n: np.asarray(arr[f"dil{n}"]) for n in range(self.J - 1)}  # (2, C, G, Qd, NB)
+        # the same as (2·C·G·Qd, NB) row tables, and (G, C, S) row offsets c·G + successor of (state, count c + 1)
+        self.dil_rows = {n: d.reshape(-1, d.shape[-1]) for n, d in self.dil.items()}
+        self.succ_c = np.arange(self.C)[None, :, None] * self.G + self.succ[1:].transpose(1, 0, 2)
         self.window = {n: charge_window(rules, el, n) for n in range(self.J + 1)}
         n_groups = int(el.group.max()) + 2  # last group −1 (nothing chosen) at the end
         self.other_group = np.stack([np.packbits(el.group != g) for g in [*range(n_groups - 1), -1]])
@@ -60,8 +63,14 @@ class BatchComposition:
     def finish(self, rows: np.ndarray) -> None:
         self._replace(rows, *(np.zeros(0, dtype=np.int64),) * 4)
 
+    def _in(self, rows: np.ndarray) -> np.ndarray:
+        """(pool size,) bool: pool entries that belong to trajectories ``rows`` (a lookup, not np.isin)."""
+        member = np.zeros(len(self.n_el), dtype=bool)
+        member[rows] = True
+        return member[self.row]
+
     def _replace(self, rows: np.ndarray, row: np.ndarray, ph: np.ndarray, g: np.ndarray, q: np.ndarray) -> None:
-        keep = ~np.isin(self.row, rows)
+        keep = ~self._in(rows)
         all_row = np.concatenate([self.row[keep], row])
         order = np.argsort(all_row, kind="stable")
         self.row = all_row[order]
@@ -96,21 +105,19 @@ class BatchComposition:
 
     def _dilated_mask(self, out: np.ndarray, v: int, sel: np.ndarray, pos: np.ndarray, lg: np.ndarray) -> None:
         p = self.p
-        dil, w = p.dil[v], p.window[v]
-        ph, g, q = self.ph[sel], self.g[sel], self.q[sel] + w
-        cI = np.arange(p.C)[:, None, None]
-        # per entry (C, NB), reduced per trajectory at the end
-        acc = np.zeros((len(sel), p.C, dil.shape[-1]), dtype=np.uint8)
-        for kind, rows_ok, need_other in ((0, ph != A, False), (1, ph != C1, False), (1, ph == C1, True)):
-            k = np.flatnonzero(rows_ok)
-            if not len(k):
-                continue
-            sI = p.succ[1:, g[k]].transpose(0, 2, 1)  # (C, S, T)
-            got = dil[kind][cI, sI, q[k][None, None, :]]  # (C, S, T, NB)
-            got = np.bitwise_or.reduce(got, axis=1).transpose(1, 0, 2)  # (T, C, NB)
-            if need_other:
-                got &= p.other_group[lg[pos[k]]][:, None, :]
-            acc[k] |= got
+        dil, w = p.dil_rows[v], p.window[v]
+        ph, q = self.ph[sel], self.q[sel] + w
+        # per entry (T, C, S) rows of dil{v} (kind 0: cation, kind 1: anion), one gather per kind
+        at = p.succ_c[self.g[sel]] * (2 * w + 1) + q[:, None, None]
+        got0, got1 = dil.take(at, axis=0), dil.take(at + len(dil) // 2, axis=0)  # (T, C, S, NB)
+        if got0.shape[2] == 1:
+            got0, got1 = got0[:, :, 0], got1[:, :, 0]
+        else:
+            got0, got1 = np.bitwise_or.reduce(got0, axis=2), np.bitwise_or.reduce(got1, axis=2)
+        # cations after C0/C1 prefixes; anions after C0/A prefixes, or after C1 from another EN group
+        keep0 = np.where(ph != A, np.uint8(255), np.uint8(0))[:, None, None]
+        keep1 = np.where((ph == C1)[:, None], p.other_group[lg[pos]], np.uint8(255))[:, None, :]
+        acc = (got0 & keep0) | (got1 & keep1)  # (T, C, NB), reduced per trajectory below
         starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
         per_row = np.bitwise_or.reduceat(acc, starts, axis=0)  # (rows hit, C, NB)
         bits = np.unpackbits(per_row, axis=-1, count=p.N).astype(bool)  # (rows hit, C, N)
@@ -134,7 +141,7 @@ class BatchComposition:
     def step(self, rows: np.ndarray, elements: np.ndarray, counts: np.ndarray) -> None:
         """Trajectories ``rows`` (sorted) add ``counts`` atoms of (canonical) ``elements``."""
         p, el = self.p, self.p.el
-        sel = np.flatnonzero(np.isin(self.row, rows))
+        sel = np.flatnonzero(self._in(rows))
         pos = np.searchsorted(rows, self.row[sel])
         e, c = elements[pos], counts[pos]
         lg = self._last_group(rows)[pos]
@@ -150,8 +157,10 @@ class BatchComposition:
             w = p.window[v]
             b = w - q2[k]
             inside = (b >= 0) & (b <= 2 * w)
-            b = np.clip(b, 0, 2 * w)
-            byte = p.comp[v][e[k][:, None, None] + 1, after[k][:, :, None], succ[k][:, None, :], (b >> 3)[:, :, None]]
+            b = np.minimum(np.maximum(b, 0), 2 * w)
+            comp = p.comp[v]  # (N + 1, 3, G, NBq) as one flat array
+            at = (((e[k][:, None, None] + 1) * 3 + after[k][:, :, None]) * p.G + succ[k][:, None, :]) * comp.shape[3]
+            byte = comp.reshape(-1).take(at + (b >> 3)[:, :, None])
             keep[k] &= inside[:, :, None] & ((byte >> (7 - (b & 7))[:, :, None]) & 1).astype(bool)
         ti, oi, si = np.nonzero(keep)
         Qs = 2 * el.q_max + 1
@@ -160,8 +169,9 @@ class BatchComposition:
         rest = key // Qs
         g_new = rest % p.G
         rest //= p.G
-        if len(np.unique(rest // 3)) != len(rows):
+        traj = rest // 3  # sorted
+        if len(traj) == 0 or 1 + int(np.count_nonzero(traj[1:] != traj[:-1])) != len(rows):
             raise ValueError("a composition action leads to a dead end")
-        self._replace(rows, rest // 3, rest % 3, g_new, q_new)
+        self._replace(rows, traj, rest % 3, g_new, q_new)
         self.n_el[rows] += 1
         self.last[rows] = elements

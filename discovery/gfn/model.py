@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from discovery.crystal import Crystal
-from discovery.gfn.env import N_BACKWARD, CrystalEnv, Rollout
+from discovery.gfn.env import N_BACKWARD, OFF_COMP, CrystalEnv, Rollout
 from discovery.gfn.parallel import chunk_seeds, sample_chunks
 from discovery.gfn.policy import BackwardPolicy, BetaMixture, ForwardPolicy, PolicyConfig
 from discovery.gfn.replay import ReplayBuffer, forced_rollout, offline_trajectories
@@ -95,19 +95,28 @@ class CrystalGFN:
 
     # -- training ---------------------------------------------------------------------------------
     def tb_loss(self, ro: Rollout, log_reward: torch.Tensor) -> Losses:
-        """Trajectory-balance loss of a batch whose actions were already taken (recomputes log-probs)."""
+        """Trajectory-balance loss of a batch whose actions were already taken (recomputes log-probs).
+
+        Each row's log-softmax runs over its own stage's actions only (space group ``[0, OFF_COMP)``,
+        composition ``[OFF_COMP, D)``, lattice parameters): the masks allow nothing outside a row's
+        stage, so this is the same distribution as a softmax over all ``D`` masked logits, for the
+        cost of the output units the stage uses."""
         n = len(ro.crystals)
-        logits, lat_params = self.forward_policy(ro.feat)
-        disc = ro.action >= 0
-        lp = torch.zeros(len(ro.action), device=ro.feat.device)
-        if bool(disc.any()):
-            lg = torch.log_softmax(logits[disc].masked_fill(~ro.mask[disc], float("-inf")), dim=-1)
-            lp[disc] = lg.gather(1, ro.action[disc][:, None])[:, 0]
-        lat = ~disc
-        if bool(lat.any()):
-            lp[lat] = BetaMixture(lat_params[lat], self.policy_cfg).log_prob(ro.u[lat], ro.free[lat])
-        sum_pf = torch.zeros(n, device=lp.device).index_add(0, ro.traj, lp)
-        sum_pb = torch.zeros(n, device=lp.device)
+        fp = self.forward_policy
+        h = fp.trunk(ro.feat)
+        sum_pf = torch.zeros(n, device=ro.feat.device)
+        act = ro.action
+        for lo, hi, rows in ((0, OFF_COMP, (act >= 0) & (act < OFF_COMP)), (OFF_COMP, self.env.D, act >= OFF_COMP)):
+            r = rows.nonzero()[:, 0]
+            if len(r):
+                lg = fp.logits(h[r], lo, hi).masked_fill(~ro.mask[r, lo:hi], float("-inf"))
+                lp = torch.log_softmax(lg, dim=-1).gather(1, (act[r] - lo)[:, None])[:, 0]
+                sum_pf = sum_pf.index_add(0, ro.traj[r], lp)
+        r = (act < 0).nonzero()[:, 0]
+        if len(r):
+            lp = BetaMixture(fp.lattice(h[r]), self.policy_cfg).log_prob(ro.u[r], ro.free[r])
+            sum_pf = sum_pf.index_add(0, ro.traj[r], lp)
+        sum_pb = torch.zeros(n, device=sum_pf.device)
         if len(ro.b_action):
             bl = self.backward_policy(ro.b_feat).masked_fill(~ro.b_mask, float("-inf"))
             blp = torch.log_softmax(bl, dim=-1).gather(1, ro.b_action[:, None])[:, 0]
@@ -242,9 +251,17 @@ class CrystalGFN:
             cfg = self.train_cfg
             params = list(self.forward_policy.parameters()) + list(self.backward_policy.parameters())
             opt = torch.optim.Adam([{"params": params, "lr": cfg.lr}, {"params": [self.log_z], "lr": cfg.lr_log_z}],
-                                   foreach=True)  # one multi-tensor update instead of a loop over 16 tensors (CPU too)
+                                   fused=True)  # one fused kernel per group (CPU too): ~3x faster than foreach
             self._opt = opt
         return opt
+
+    def _load_optimizer(self, state: dict[str, Any]) -> None:
+        """Restore Adam's moments and step counts; the update stays fused (a checkpoint's param groups
+        carry the implementation flags they were saved with, e.g. ``foreach`` from older versions)."""
+        opt = self.optimizer()
+        opt.load_state_dict(state)
+        for group in opt.param_groups:
+            group["fused"], group["foreach"] = True, None
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -301,7 +318,7 @@ class CrystalGFN:
             with torch.no_grad():
                 model.log_z.copy_(state["log_z"].to(device))
             if "optimizer" in state:  # older checkpoints have none: training then starts a fresh Adam
-                model.optimizer().load_state_dict(state["optimizer"])
+                model._load_optimizer(state["optimizer"])
             model.iterations_done = int(config.get("iterations", 0))
         except Exception as exc:
             raise ValueError(f"{d}: config.json and model.pt do not make a Crystal-GFN checkpoint "

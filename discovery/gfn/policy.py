@@ -53,6 +53,26 @@ class ForwardPolicy(nn.Module):
         out = self.net(x)
         return out[:, : self.n_discrete], out[:, self.n_discrete :].reshape(len(x), self.cfg.n_components, -1)
 
+    def trunk(self, x: Tensor) -> Tensor:
+        """features (B, F) → last hidden layer (B, hidden), the input of every head."""
+        for layer in list(self.net)[:-1]:  # not self.net[:-1], which builds a new Sequential per call
+            x = layer(x)
+        return x
+
+    def logits(self, h: Tensor, lo: int, hi: int) -> Tensor:
+        """Discrete logits ``[lo, hi)`` (B, hi − lo) from hidden ``h``: the same numbers as
+        ``forward(x)[0][:, lo:hi]``, computing only those output units (a stage's actions)."""
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear) and 0 <= lo <= hi <= self.n_discrete
+        return nn.functional.linear(h, last.weight[lo:hi], last.bias[lo:hi])
+
+    def lattice(self, h: Tensor) -> Tensor:
+        """Lattice mixture parameters (B, K, 1 + 2·6) from hidden ``h`` (as ``forward(x)[1]``)."""
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)
+        out = nn.functional.linear(h, last.weight[self.n_discrete :], last.bias[self.n_discrete :])
+        return out.reshape(len(h), self.cfg.n_components, -1)
+
 
 class BackwardPolicy(nn.Module):
     """features (B, F) → logits over backward actions (B, n_actions)."""
@@ -82,7 +102,7 @@ class BetaMixture:
     def log_prob(self, u: Tensor, free: Tensor) -> Tensor:
         """Log density (B,) of points ``u`` (B, 6) in the unit box of the free dimensions."""
         u = u.clamp(U_EPS, 1 - U_EPS)[:, None, :]
-        dist = torch.distributions.Beta(self.alpha, self.beta)
+        dist = torch.distributions.Beta(self.alpha, self.beta, validate_args=False)  # ranges hold by construction
         comp = (dist.log_prob(u) * free[:, None, :].to(u.dtype)).sum(-1)  # (B, K)
         return torch.logsumexp(self.log_w + comp, dim=-1)
 
@@ -90,5 +110,5 @@ class BetaMixture:
         """(B, 6) samples in (0, 1) (torch's global generator); dimensions independent given the component."""
         k = torch.multinomial(self.log_w.exp(), 1)[:, 0]
         rows = torch.arange(len(k), device=k.device)
-        u = torch.distributions.Beta(self.alpha[rows, k], self.beta[rows, k]).sample()
+        u = torch.distributions.Beta(self.alpha[rows, k], self.beta[rows, k], validate_args=False).sample()
         return u.clamp(U_EPS, 1 - U_EPS)

@@ -54,7 +54,7 @@ def rollout(
             break
         feat = env.features(st, idx)
         if policy is not None:
-            logits, lat_params = policy(torch.from_numpy(feat).to(env.device))
+            hidden = policy.trunk(torch.from_numpy(feat).to(env.device))
         stage = st.stage[idx]
         mask = np.zeros((len(idx), env.D), dtype=bool)
         sg_rows = stage == STAGE_SG
@@ -82,7 +82,13 @@ def rollout(
             u[lat] = forced[1][idx[lat]]
             free[lat] = env.free_table[st.sg[idx[lat]]]
         elif disc.any():
-            lg = logits[torch.from_numpy(disc).to(env.device)]
+            assert policy is not None
+            # each stage's rows get the logits of that stage's actions only (the masks allow nothing else)
+            lg = torch.full((int(disc.sum()), env.D), float("-inf"), device=env.device)
+            for rows, lo, hi in ((sg_rows, 0, OFF_COMP), (comp_rows, OFF_COMP, env.D)):
+                if rows.any():
+                    at = torch.from_numpy(np.flatnonzero(rows[disc])).to(env.device)
+                    lg[at, lo:hi] = policy.logits(hidden[torch.from_numpy(np.flatnonzero(rows)).to(env.device)], lo, hi)
             m = torch.from_numpy(mask[disc]).to(env.device)
             lg = torch.where(torch.from_numpy(explore[disc]).to(env.device)[:, None], torch.zeros_like(lg), lg)
             # inverse CDF (10x faster than torch.multinomial on 1,000 × 600 rows); masked actions have
@@ -93,7 +99,9 @@ def rollout(
             actions[disc] = torch.minimum(pick, last_ok).cpu().numpy()
         if forced is None and lat.any():
             sg_l = st.sg[idx[lat]]
-            u[lat] = env.sample_u(lat_params[torch.from_numpy(lat).to(env.device)], sg_l, policy.cfg, explore[lat])  # type: ignore[union-attr]
+            assert policy is not None
+            lat_params = policy.lattice(hidden[torch.from_numpy(np.flatnonzero(lat)).to(env.device)])
+            u[lat] = env.sample_u(lat_params, sg_l, policy.cfg, explore[lat])
             free[lat] = env.free_table[sg_l]
         rec["feat"].append(feat)
         rec["mask"].append(mask)
@@ -102,68 +110,8 @@ def rollout(
         rec["u"].append(u)
         rec["free"].append(free)
         n_steps[idx] += 1
-        # -- transitions ------------------------------------------------------------------------
-        b_rows: list[int] = []
-        b_masks: list[np.ndarray] = []
-        b_actions: list[int] = []
-        started: list[int] = []
-        ended: list[int] = []
-        stepped: list[tuple[int, int, int]] = []
-        for j, tr in enumerate(idx.tolist()):
-            a = int(actions[j])
-            s = st.stage[tr]
-            if s == STAGE_SG:
-                bm = np.zeros(N_BACKWARD, dtype=bool)
-                if a < OFF_PS:
-                    st.cls[tr] = a
-                    bm[B_UNSET_CLS], bm[B_UNSET_PS] = True, st.ps[tr] >= 0
-                    b_actions.append(B_UNSET_CLS)
-                elif a < OFF_SG:
-                    st.ps[tr] = a - OFF_PS
-                    bm[B_UNSET_PS], bm[B_UNSET_CLS] = True, st.cls[tr] >= 0
-                    b_actions.append(B_UNSET_PS)
-                else:
-                    sg = a - OFF_SG + 1
-                    b_actions.append(int(st.cls[tr] >= 0) + 2 * int(st.ps[tr] >= 0))
-                    bm[:4] = True
-                    st.sg[tr], st.cls[tr], st.ps[tr] = sg, env.sg_cls[sg], env.sg_ps[sg]
-                    st.stage[tr] = STAGE_COMP
-                    if batch is None:
-                        st.prefix[tr] = env.cc.initial(sg)
-                    else:
-                        started.append(tr)
-                b_rows.append(tr)
-                b_masks.append(bm)
-            elif s == STAGE_COMP:
-                if a == env.EOS:
-                    st.stage[tr] = STAGE_LAT
-                    ended.append(tr)
-                else:
-                    flat = a - OFF_COMP
-                    full_el, count = divmod(flat, env.C)
-                    restricted = int(env.full_to_restricted[full_el])
-                    if batch is None:
-                        st.prefix[tr] = env.cc.step(int(st.sg[tr]), st.prefix[tr], restricted, count + 1)  # type: ignore[arg-type]
-                    else:
-                        stepped.append((tr, restricted, count + 1))
-                    st.counts[tr, full_el] = count + 1
-            else:
-                st.u[tr] = u[j]
-                st.stage[tr] = STAGE_DONE
-        if batch is not None:
-            if ended:
-                batch.finish(np.array(ended))
-            if stepped:
-                rows_s, el_s, n_s = (np.array(x, dtype=np.int64) for x in zip(*stepped, strict=True))
-                batch.step(rows_s, el_s, n_s)
-            if started:
-                batch.start(np.array(started), st.sg[started])
-        if b_rows:
-            brows = np.array(b_rows)
-            brec["feat"].append(env.features(st, brows))
-            brec["mask"].append(np.stack(b_masks))
-            brec["action"].append(np.array(b_actions))
-            brec["traj"].append(brows)
+        # -- transitions (vectorised over the batch) ---------------------------------------------
+        _transition(env, st, batch, idx, stage, actions, u, brec)
     lattice = env.lattice_from_u(st.sg, st.u)
     crystals = [
         Crystal(
@@ -193,3 +141,63 @@ def rollout(
         b_traj=cat("traj", brec, torch.long),
         n_steps=torch.from_numpy(n_steps),
     )
+
+
+def _transition(env: CrystalEnv, st: _BatchState, batch: BatchComposition | None, idx: np.ndarray,
+                stage: np.ndarray, actions: np.ndarray, u: np.ndarray, brec: dict[str, list[np.ndarray]]) -> None:
+    """Apply one step's ``actions`` to trajectories ``idx`` (sorted; ``stage`` their stages before the
+    step, ``u`` (len(idx), 6) the lattice draws) and record the backward rows of the space-group stage."""
+    none = np.zeros(0, dtype=np.int64)
+    started = ended = stepped = restricted = count = none
+    # space-group subspace: set the system, the symmetry or the space group (which fills both)
+    sg_j = np.flatnonzero(stage == STAGE_SG)
+    if len(sg_j):
+        tr, a = idx[sg_j], actions[sg_j]
+        had_cls, had_ps = st.cls[tr] >= 0, st.ps[tr] >= 0
+        is_cls, is_ps = a < OFF_PS, (a >= OFF_PS) & (a < OFF_SG)
+        is_sg = a >= OFF_SG
+        bm = np.zeros((len(tr), N_BACKWARD), dtype=bool)
+        bm[:, B_UNSET_CLS] = is_cls | (is_ps & had_cls)
+        bm[:, B_UNSET_PS] = is_ps | (is_cls & had_ps)
+        bm[is_sg, :4] = True
+        b_act = np.where(is_cls, B_UNSET_CLS, np.where(is_ps, B_UNSET_PS, had_cls.astype(np.int64) + 2 * had_ps))
+        st.cls[tr[is_cls]] = a[is_cls]
+        st.ps[tr[is_ps]] = a[is_ps] - OFF_PS
+        started = tr[is_sg]
+        if len(started):
+            sg = a[is_sg] - OFF_SG + 1
+            st.sg[started], st.cls[started], st.ps[started] = sg, env.sg_cls[sg], env.sg_ps[sg]
+            st.stage[started] = STAGE_COMP
+            if batch is None:
+                for t, g in zip(started.tolist(), sg.tolist(), strict=True):
+                    st.prefix[t] = env.cc.initial(g)
+    # composition subspace: end it, or add (element, count)
+    comp_j = np.flatnonzero(stage == STAGE_COMP)
+    if len(comp_j):
+        tr, a = idx[comp_j], actions[comp_j]
+        eos = a == env.EOS
+        ended, stepped = tr[eos], tr[~eos]
+        st.stage[ended] = STAGE_LAT
+        full_el, count = np.divmod(a[~eos] - OFF_COMP, env.C)
+        restricted = env.full_to_restricted[full_el]
+        if batch is None:
+            for t, e, c in zip(stepped.tolist(), restricted.tolist(), count.tolist(), strict=True):
+                st.prefix[t] = env.cc.step(int(st.sg[t]), st.prefix[t], e, c + 1)  # type: ignore[arg-type]
+        st.counts[stepped, full_el] = count + 1
+    # lattice subspace: the drawn parameters end the trajectory
+    lat_j = np.flatnonzero(stage == STAGE_LAT)
+    st.u[idx[lat_j]] = u[lat_j]
+    st.stage[idx[lat_j]] = STAGE_DONE
+    if batch is not None:
+        if len(ended):
+            batch.finish(ended)
+        if len(stepped):
+            batch.step(stepped, restricted, count + 1)
+        if len(started):
+            batch.start(started, st.sg[started])
+    if len(sg_j):
+        brows = idx[sg_j]
+        brec["feat"].append(env.features(st, brows))
+        brec["mask"].append(bm)
+        brec["action"].append(b_act)
+        brec["traj"].append(brows)
