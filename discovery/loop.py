@@ -8,11 +8,13 @@ what it has stored; the benchmark's baselines call the same functions without a 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from discovery.crystal import Crystal
 
 Source = Literal["generator", "substitution"]
 SOURCES: tuple[Source, ...] = ("generator", "substitution")
@@ -75,6 +77,26 @@ def source_outcomes(sources: Sequence[str], successes: Sequence[bool]) -> dict[s
         cur = out.setdefault(src, SourceOutcome())
         out[src] = SourceOutcome(cur.calls + 1, cur.successes + int(bool(ok)))
     return out
+
+
+def earlier_keys(candidates: Iterable[Crystal], *, round_index: int,
+                 reusable: Collection[str] = ("substitution",)) -> set[tuple[str, int]]:
+    """(reduced formula, space group) keys that round ``round_index``'s new candidates must not repeat: those of
+    every candidate of an earlier round (``extra["round"]``), except the candidates of a ``reusable`` source
+    (``extra["source"]``) that were not sent to the oracle (``extra["selected"]`` false).
+
+    An unselected substitution proposal stays available: the next round proposes it again if its updated pair
+    rates still rank it, and scores it with the refitted proxy. Blocking it left each round only what every
+    earlier round had ranked lower (the S.U.N. benchmark's substitution pool shrank 297 → 165 → 129 while the
+    best-scored leftovers of round 0 could never be picked)."""
+    from discovery.selection import dedupe_key
+
+    reuse = set(reusable)
+    return {
+        dedupe_key(c) for c in candidates
+        if int(c.extra.get("round", 0)) < round_index  # type: ignore[call-overload]
+        and not (str(c.extra.get("source", "generator")) in reuse and not c.extra.get("selected"))
+    }
 
 
 def untried(formulas: Sequence[str], *, tried: Collection[str]) -> list[int]:

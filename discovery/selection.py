@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 DedupeKey = tuple[str, int]
 SelectionMethod = Literal["mmr", "k_center", "greedy"]
+ScoreScale = Literal["per_group", "pooled"]
 
 _SYSTEM_BOUNDS = (2, 15, 74, 142, 167, 194, 230)  # last space group of each crystal system
 
@@ -139,6 +140,7 @@ def select_batch(
     context: Sequence[Crystal] = (),
     groups: Sequence[str] | None = None,
     quota: Mapping[str, int] | None = None,
+    score_scale: ScoreScale = "per_group",
 ) -> list[int]:
     """Indices of ``batch_size`` candidates (higher score is better), in selection order.
 
@@ -149,6 +151,10 @@ def select_batch(
     ``k_center``) is then measured against them too. ``groups`` (one label per candidate, e.g. its source) with
     ``quota`` (label → most picks): a group that has its quota takes no more picks while others still have room
     and candidates; when every group with room is exhausted, the rest of the batch is filled from any group.
+    ``score_scale``: with ``groups``, ``"per_group"`` rescales scores to [0, 1] within each group (the quota, not
+    the scores, splits the batch between groups); ``"pooled"`` uses one scale for all candidates (the behaviour
+    before 2026-12-05), where a group whose scores span 80 eV/atom (the proxy's σ on strained generator cells)
+    squeezes another group's 0.3 eV/atom spread into 0.4 % of the scale and MMR picks that group by distance alone.
     """
     s = np.asarray(scores, dtype=float).reshape(-1)
     n = len(crystals)
@@ -164,8 +170,10 @@ def select_batch(
     if groups is not None and len(groups) != n:
         raise ValueError(f"{n} crystals but {len(groups)} group labels")
     tiebreak = np.random.default_rng(seed).permutation(n)  # lower wins among equal objectives
-    score01 = _normalise(s)
     label = np.array(list(groups) if groups is not None else [""] * n, dtype=object)
+    if score_scale not in ("per_group", "pooled"):
+        raise ValueError(f"unknown score_scale {score_scale!r}; use 'per_group' or 'pooled'")
+    score01 = _normalise_within(s, label) if score_scale == "per_group" else _normalise(s)
     room = dict(quota or {})
 
     def open_mask(taken: np.ndarray) -> np.ndarray:
@@ -225,6 +233,15 @@ def _normalise(scores: np.ndarray) -> np.ndarray:
     if ok.any():
         lo, hi = scores[ok].min(), scores[ok].max()
         out[ok] = (scores[ok] - lo) / (hi - lo) if hi > lo else 1.0
+    return out
+
+
+def _normalise_within(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """:func:`_normalise` applied to each label's scores separately."""
+    out = np.empty(scores.shape)
+    for g in dict.fromkeys(labels.tolist()):
+        mask = labels == g
+        out[mask] = _normalise(scores[mask])
     return out
 
 

@@ -9,7 +9,7 @@ seed data's (reduced formula, space group) keys like the loop's own candidates (
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,16 +146,18 @@ def gfn_once_candidates(config_path: Path, settings: BenchSettings, seed: int, k
     return [crystals[i] for i in kept]
 
 
-def substitution_proposals(settings: BenchSettings, seed: int, known: set[tuple[str, int]]) -> list[Proposal]:
+def substitution_proposals(settings: BenchSettings, seed: int, known: set[tuple[str, int]], *,
+                           exclude_formulas: Collection[str] = ()) -> list[Proposal]:
     """``rounds × candidates_per_round`` substitutions into the seed data's near-hull structures only (E_hull ≤
     0.05 eV/atom, full and partial, :mod:`discovery.substitution` with uniform rates), deduplicated like the
-    other baselines (distinct crystals, none with a seed (reduced formula, space group) key)."""
+    other baselines (distinct crystals, none with a seed (reduced formula, space group) key), none with a
+    reduced formula in ``exclude_formulas``."""
     from discovery.substitution import propose_substitutions, seed_parents
 
     space = search_space(settings)
     parents = seed_parents(space=space, max_e_above_hull=0.05)
     proposals = propose_substitutions(parents, space=space, n=settings.rounds * settings.candidates_per_round,
-                                      seed=seed + 211, rates=None, partial=True, exclude_formulas=())
+                                      seed=seed + 211, rates=None, partial=True, exclude_formulas=exclude_formulas)
     kept = dedupe([p.crystal for p in proposals], known=known).kept
     return [proposals[i] for i in kept]
 
@@ -163,12 +165,25 @@ def substitution_proposals(settings: BenchSettings, seed: int, known: set[tuple[
 def substitution_once(config_path: Path, settings: BenchSettings, seed: int, known: set[tuple[str, int]]
                       ) -> tuple[list[Proposal], list[float]]:
     """The ``budget`` substitution proposals the loop's round-0 acquisition and selection pick in one shot
-    (scored on ``proposal.crystal``), and the round-0 proxy's formation energy (eV/atom) of each."""
-    proposals = substitution_proposals(settings, seed, known)
+    (scored on ``proposal.crystal``), and the round-0 proxy's formation energy (eV/atom) of each. Under the
+    ``sun`` objective, like the loop's substitution source, no proposal has a known formula (the reference's or
+    the seed data's): :func:`novel_formulas_only`."""
+    exclude = novel_formulas_only(settings, known)
+    proposals = substitution_proposals(settings, seed, known, exclude_formulas=exclude)
     pool = [p.crystal for p in proposals]
     scores, preds = round0_scores(config_path, pool)
     chosen = select_once(config_path, pool, scores, settings.budget, seed)
     return [proposals[i] for i in chosen], [preds[i] for i in chosen]
+
+
+def novel_formulas_only(settings: BenchSettings, known: set[tuple[str, int]]) -> frozenset[str]:
+    """The formulas substitution proposals must avoid: under ``sun`` the hull reference's and the seed data's
+    (``known`` keys), as the loop's campaign does (:func:`orchestration.campaign.candidates.propose`); else none."""
+    if settings.objective != "sun":
+        return frozenset()
+    from orchestration.campaign.sun import reference_formulas
+
+    return reference_formulas() | {f for f, _ in known}
 
 
 def _tag(crystal: Crystal, predicted: float) -> Crystal:

@@ -258,8 +258,8 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     if past(camp, round_index, "sampled"):
         return len(camp.store.crystals(camp.name, None))
     from discovery.gfn import CrystalGFN
-    from discovery.loop import untried
-    from discovery.selection import dedupe, dedupe_key
+    from discovery.loop import earlier_keys, untried
+    from discovery.selection import dedupe
 
     t0 = time.perf_counter()
     seed = camp.seed_for(round_index)
@@ -277,7 +277,7 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
         crystals += subs
         sources += ["substitution"] * len(subs)
         origins += origin_list
-    earlier = {dedupe_key(c) for c in camp.store.crystals(camp.name) if int(c.extra.get("round", 0)) < round_index}  # type: ignore[call-overload]
+    earlier = earlier_keys(camp.store.crystals(camp.name), round_index=round_index)
     result = dedupe(crystals, known=earlier | seed_keys(camp.config))
     keep = [result.kept[j] for j in untried([crystals[i].reduced_formula() for i in result.kept], tried=tried)]
     kept = [crystals[i] for i in keep]

@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from discovery.crystal import Crystal
-from discovery.loop import SourceOutcome, batch_cap, novelty_penalty, source_outcomes, source_split, untried
+from discovery.loop import (
+    SourceOutcome,
+    batch_cap,
+    earlier_keys,
+    novelty_penalty,
+    source_outcomes,
+    source_split,
+    untried,
+)
 from discovery.selection import select_batch
 
 
@@ -80,3 +88,16 @@ def test_context_steers_diversity_away_from_earlier_batches():
     assert first[0] < 3  # best score without context
     again = select_batch(crystals, scores, batch_size=1, method="mmr", diversity=0.9, context=[nacl[0]])
     assert again[0] >= 3  # NaCl was tried in an earlier round: the MgO family is now more diverse
+
+
+def test_earlier_keys_keep_unselected_substitutions_available():
+    def row(counts: dict[str, int], sg: int, rnd: int, source: str, selected: bool) -> Crystal:
+        return Crystal(sg, counts, 5, 5, 5, 90, 90, 90, extra={"round": rnd, "source": source, "selected": selected})
+
+    rows = [row({"Na": 1, "Cl": 1}, 225, 0, "generator", False),  # an unselected GFN sample: still blocked
+            row({"K": 1, "Cl": 1}, 225, 0, "substitution", True),  # sent to the oracle: blocked
+            row({"Li": 1, "F": 1}, 225, 0, "substitution", False),  # proposed, not picked: available again
+            row({"Mg": 1, "O": 1}, 225, 1, "generator", True)]  # this round's own: not earlier
+    assert earlier_keys(rows, round_index=1) == {("NaCl", 225), ("KCl", 225)}
+    assert earlier_keys(rows, round_index=2) == {("NaCl", 225), ("KCl", 225), ("MgO", 225)}
+    assert ("LiF", 225) in earlier_keys(rows, round_index=1, reusable=())

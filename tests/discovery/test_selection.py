@@ -118,3 +118,20 @@ def test_unique_structures_after_relaxation() -> None:
     lif = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.03), ["Li", "F"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     assert unique_structures([rocksalt, rocksalt_strained, cscl_type, lif]) == [0, 2, 3]
     assert unique_structures([rocksalt_strained, lif], known=[rocksalt]) == [1]
+
+
+def test_groups_are_scored_on_their_own_scale() -> None:
+    """An outlier in one group (a proxy σ of 50 eV/atom on a strained generator cell) must not flatten another
+    group's scores: within the substitution group, the best score wins over a far but poor candidate."""
+    context = [cx({"Na": 4, "Cl": 4})]
+    near_good = cx({"Na": 4, "Cl": 3, "F": 1}, id="near-good")  # close to the context, best substitution score
+    far_poor = cx({"Mg": 4, "O": 4}, sg=216, a=4.2, id="far-poor")  # far from everything, poor score
+    outlier = cx({"Se": 6, "N": 1}, sg=215, a=8.5, id="outlier")
+    crystals, scores = [near_good, far_poor, outlier], [0.30, 0.0, 80.0]
+    groups, quota = ["substitution", "substitution", "generator"], {"substitution": 1, "generator": 1}
+    chosen = select_batch(crystals, scores, batch_size=2, diversity=0.5, context=context, groups=groups, quota=quota)
+    assert sorted(chosen) == [0, 2]
+    # one scale for all (no groups, or "pooled"): the two substitution scores are 0.4 % apart and distance decides
+    assert select_batch(crystals, scores, batch_size=2, diversity=0.5, context=context)[1] == 1
+    assert sorted(select_batch(crystals, scores, batch_size=2, diversity=0.5, context=context, groups=groups,
+                               quota=quota, score_scale="pooled")) == [1, 2]

@@ -17,7 +17,9 @@ CONFIG: dict = {
     "name": "looptest",
     "seed": 3,
     "targets": [{"name": "formation_energy_per_atom", "goal": "minimize"}],
-    "search_space": {"elements": ["Li", "Na", "K", "Mg", "O", "F", "Cl"], "max_elements": 2,
+    # ternaries: every binary substitution in these 7 elements is a known formula, which the substitution source
+    # no longer proposes under the novelty penalty (6 novel ones here: MgClF, LiMgF3, NaMgCl3, ...)
+    "search_space": {"elements": ["Li", "Na", "K", "Mg", "O", "F", "Cl"], "max_elements": 3,
                      "max_atoms_per_element": 4, "max_atoms": 8, "length_range": [2.0, 10.0]},
     "seed_data": {"dataset": "mp20", "max_rows": 150},
     "proxy": {"members": 2, "hidden": 32, "layers": 2, "epochs": 4, "residual": True, "oracle_weight": 10},
@@ -65,5 +67,20 @@ def test_loop_campaign_with_two_sources(tmp_path: Path, prefect_server_settings:
     assert rounds[1].metrics["proxy_residual_labels_formation_energy_per_atom"] >= 1
     report = json.loads((tmp_path / "run" / "models" / "generator" / "round-001" / "train_report.json").read_text())
     assert report.get("offline_used", 0) >= 1
+    # substitutions never propose a known formula; one proposed but not picked in round 0 is proposed again in
+    # round 1 (re-ranked by the round's rates and proxy) instead of being dropped as an earlier candidate
+    from orchestration.bench_discovery.rounds import candidates_frame, replay
+    from orchestration.campaign.sun import reference_formulas
+
+    frame = candidates_frame(tmp_path / "run")
+    subs = frame[frame.source == "substitution"]
+    assert len(subs) and not set(subs.reduced_formula) & reference_formulas()
+    keys = {r: set(zip(g.reduced_formula, g.space_group, strict=True)) for r, g in subs.groupby("round_index")}
+    unpicked0 = set(zip(subs.reduced_formula[(subs.round_index == 0) & ~subs.selected],
+                        subs.space_group[(subs.round_index == 0) & ~subs.selected], strict=True))
+    assert keys[1] & unpicked0
+    # the replay of each round's selection (per-source scales, earlier batches as context) is the stored batch
+    rep = replay(tmp_path / "run", frame)
+    assert rep[rep.variant == "per-source scale, context"].same_as_stored.tolist() == [4, 4]
     again = campaign_flow(str(cfg))
     assert again["oracle_results"] == 8  # nothing repeated

@@ -1,0 +1,182 @@
+"""Round-by-round analysis of a finished loop campaign's store, without oracle calls: every candidate of every
+round with its source, prior, pairs, parent, acquisition score and rank, and (for the batch) its oracle result
+and S.U.N. label; and a replay of each round's selection on the stored pool and scores under other selection
+settings (one score scale for all sources or one per source; with or without the earlier rounds' batches as
+diversity context).
+
+    python -m orchestration.bench_discovery.rounds runs/bench-sun/loop-s0 [more campaign dirs] [--json]
+
+The replay uses :func:`discovery.selection.select_batch` with the round's stored quota and seed; its
+``pooled`` / context variant reproduces the stored batch of a campaign run before per-source score scales.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from discovery.crystal import Crystal, parse_composition
+
+REPLAY_VARIANTS: tuple[tuple[str, str, bool], ...] = (
+    ("pooled scale, context", "pooled", True),
+    ("pooled scale, no context", "pooled", False),
+    ("per-source scale, context", "per_group", True),
+    ("per-source scale, no context", "per_group", False),
+)
+"""(name, ``score_scale`` of select_batch, earlier batches as context)."""
+
+
+def _connect(campaign_dir: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{campaign_dir / 'store.db'}?mode=ro", uri=True)
+
+
+def _json(text: object) -> dict[str, Any]:
+    return json.loads(text) if isinstance(text, str) else {}
+
+
+def candidates_frame(campaign_dir: str | Path) -> pd.DataFrame:
+    """One row per stored candidate (read-only): round, source, formula, cell, score, proxy mean/std (eV/atom),
+    novelty penalty, substitution parent / pairs / prior, selected and batch rank, oracle status, E_hull and
+    formation energy (eV/atom), S.U.N. label; ``score_rank`` (1 = best) within the round and source and
+    ``prior_rank`` within the round's substitutions. Rows in store order."""
+    with _connect(Path(campaign_dir)) as con:
+        cand = pd.read_sql("select candidate_id, round_index, space_group, composition, reduced_formula, a, b, c, alpha,"
+                           " beta, gamma, score, prediction_json, selected, batch_rank, source, origin_json"
+                           " from candidates order by id", con)
+        res = pd.read_sql("select candidate_id, status, targets_json from oracle_results", con)
+        lab = pd.read_sql("select candidate_id, sun from sun_labels", con)
+    pred = cand.pop("prediction_json").map(_json)
+    cand["mu"] = pred.map(lambda p: p.get("formation_energy_per_atom_mean"))
+    cand["sd"] = pred.map(lambda p: p.get("formation_energy_per_atom_std"))
+    cand["novelty_penalty"] = pred.map(lambda p: p.get("novelty_penalty", 0.0))
+    org = cand.pop("origin_json").map(_json)
+    cand["parent"] = org.map(lambda o: o.get("parent"))
+    cand["pairs"] = org.map(lambda o: tuple(tuple(x) for x in o.get("substitutions", [])))
+    cand["prior"] = org.map(lambda o: o.get("prior"))
+    cand["proposal"] = org.map(lambda o: o.get("proposal"))
+    targets = res.pop("targets_json").map(_json)
+    res["e_hull"] = targets.map(lambda t: t.get("e_above_hull"))
+    res["e_form"] = targets.map(lambda t: t.get("formation_energy_per_atom"))
+    out = cand.merge(res, on="candidate_id", how="left").merge(lab, on="candidate_id", how="left")
+    out["selected"] = out["selected"].astype(bool)
+    out["score_rank"] = out.groupby(["round_index", "source"]).score.rank(ascending=False, method="first")
+    subs = out.source == "substitution"
+    out.loc[subs, "prior_rank"] = out[subs].groupby("round_index").prior.rank(ascending=False, method="first")
+    return out
+
+
+def round_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per round: pool size per source, the pool's best score and the substitutions' share of the pooled [0, 1]
+    score scale, the substitution picks' median score rank, how many have a known formula (novelty penalty),
+    their S.U.N. count."""
+    rows = []
+    for r, pool in frame.groupby("round_index"):
+        sub = pool[pool.source == "substitution"]
+        lo, hi = pool.score.min(), pool.score.max()
+        picks = sub[sub.selected]
+        rows.append({
+            "round": int(r), "pool_generator": int((pool.source == "generator").sum()), "pool_substitution": len(sub),
+            "best_score": float(hi), "substitution_scale_share": float((sub.score.max() - sub.score.min()) / (hi - lo))
+            if len(sub) and hi > lo else float("nan"),
+            "substitution_picks": len(picks), "median_score_rank": float(picks.score_rank.median()) if len(picks) else float("nan"),
+            "known_formula_picks": int((picks.novelty_penalty > 0).sum()), "sun": int(picks.sun.fillna(0).sum()),
+        })
+    return pd.DataFrame(rows)
+
+
+def replay(campaign_dir: str | Path, frame: pd.DataFrame | None = None,
+           outcomes: dict[tuple[str, int], bool] | None = None) -> pd.DataFrame:
+    """Each round's selection replayed on its stored pool and scores under :data:`REPLAY_VARIANTS` (the round's
+    stored quota, seed, method and diversity). Per round and variant: picks shared with the stored batch, the
+    substitution picks' median score rank and known-formula count, and among picks with an outcome in
+    ``outcomes`` ((reduced formula, space group) → S.U.N., e.g. pooled over several runs) how many are S.U.N."""
+    from discovery.selection import select_batch
+    from orchestration.campaign.context import round_seed
+
+    campaign_dir = Path(campaign_dir)
+    frame = candidates_frame(campaign_dir) if frame is None else frame
+    with _connect(campaign_dir) as con:
+        config = _json(con.execute("select config_json from campaigns").fetchone()[0])
+        metrics = {int(i): _json(m) for i, m in con.execute('select "index", metrics_json from rounds')}
+    sel = config.get("selection", {})
+    rows = []
+    for r, pool in frame.groupby("round_index"):
+        m = metrics.get(int(r), {})
+        quota = {k[len("quota_"):]: int(v) for k, v in m.items() if k.startswith("quota_")} or None
+        crystals = [_crystal(x) for x in pool.itertuples()]
+        earlier = frame[(frame.round_index < r) & frame.selected].sort_values(["round_index", "batch_rank"])
+        context = [_crystal(x) for x in earlier.itertuples()]
+        stored = set(pool.candidate_id[pool.selected])
+        for name, scale, with_context in REPLAY_VARIANTS:
+            chosen = select_batch(crystals, pool.score.to_numpy(float), batch_size=len(stored),
+                                  method=sel.get("method", "mmr"), diversity=float(sel.get("diversity", 0.5)),
+                                  seed=round_seed(int(config.get("seed", 0)), int(r)),
+                                  context=context if with_context else [], groups=pool.source.tolist(), quota=quota,
+                                  score_scale=scale)  # type: ignore[arg-type]
+            picks = pool.iloc[chosen]
+            sub = picks[picks.source == "substitution"]
+            keys = [(f, int(g)) for f, g in zip(sub.reduced_formula, sub.space_group, strict=True)]
+            known = [outcomes[k] for k in keys if outcomes is not None and k in outcomes]
+            rows.append({"round": int(r), "variant": name, "same_as_stored": len(stored & set(picks.candidate_id)),
+                         "substitution_picks": len(sub),
+                         "median_score_rank": float(sub.score_rank.median()) if len(sub) else float("nan"),
+                         "known_formula_picks": int((sub.novelty_penalty > 0).sum()),
+                         "with_outcome": len(known), "sun_of_those": int(sum(known))})
+    return pd.DataFrame(rows)
+
+
+def outcomes_of(frames: Sequence[pd.DataFrame]) -> dict[tuple[str, int], bool]:
+    """(reduced formula, space group) → S.U.N. label of every evaluated candidate of ``frames``."""
+    out: dict[tuple[str, int], bool] = {}
+    for f in frames:
+        done = f[f.status.notna()]
+        for formula, sg, sun in zip(done.reduced_formula, done.space_group, done.sun.fillna(0), strict=True):
+            out[(str(formula), int(sg))] = bool(sun)
+    return out
+
+
+def _crystal(row: Any) -> Crystal:
+    return Crystal(int(row.space_group), parse_composition(row.composition), row.a, row.b, row.c, row.alpha,
+                   row.beta, row.gamma, id=row.candidate_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("campaigns", nargs="+", type=Path, help="loop campaign directories (each with store.db)")
+    ap.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    args = ap.parse_args(argv)
+    frames = {str(d): candidates_frame(d) for d in args.campaigns}
+    outcomes = outcomes_of(list(frames.values()))
+    result: dict[str, Any] = {}
+    for d, frame in frames.items():
+        picks = frame[frame.selected].sort_values(["round_index", "batch_rank"])
+        cols = ["round_index", "batch_rank", "source", "reduced_formula", "space_group", "parent", "pairs",
+                "prior_rank", "score_rank", "score", "mu", "sd", "novelty_penalty", "status", "e_form", "e_hull", "sun"]
+        result[d] = {"picks": picks[cols], "rounds": round_summary(frame), "replay": replay(d, frame, outcomes)}
+    if args.json:
+        blob = {d: {k: json.loads(v.to_json(orient="records")) for k, v in parts.items()} for d, parts in result.items()}
+        print(json.dumps(blob, indent=1))
+        return 0
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 500):
+        for d, parts in result.items():
+            for k, v in parts.items():
+                print(f"== {d}: {k}\n{v.to_string(index=False)}\n")
+        allrep = pd.concat([p["replay"] for p in result.values()])
+        agg = allrep.assign(later=np.where(allrep["round"] > 0, "rounds 1+", "round 0")).groupby(["variant", "later"]).agg(
+            substitution_picks=("substitution_picks", "sum"), median_score_rank=("median_score_rank", "median"),
+            known_formula_picks=("known_formula_picks", "sum"), with_outcome=("with_outcome", "sum"),
+            sun_of_those=("sun_of_those", "sum"), same_as_stored=("same_as_stored", "sum"))
+        print(f"== all campaigns: replay ({len(outcomes)} (formula, space group) outcomes pooled)\n{agg.to_string()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
