@@ -15,6 +15,16 @@ A crystal-table row fixes the space group, the conventional-cell composition and
   prior alone. The decoder is loaded once per process and checkpoint (:func:`score_decoder`). The same
   distance check and rescaling as for pyxtal apply to its samples.
 
+Two more choices apply to either decoder (both off by default):
+
+* ``volume="model"``: the row's lattice is first rescaled isotropically to the equilibrium volume per atom
+  V₀ that the lattice prior's volume model predicts for the composition
+  (:class:`discovery.proxy.lattice.VolumeModel`, fitted on MP-20 train); angles and axis ratios are kept.
+* ``best_of=k``: k complete decodings (seeds ``seed … seed + k − 1``, as :func:`decode_batch`), of which
+  the one with the lowest CHGNet single-point energy per atom is kept (AIRSS-style selection of random
+  placements; CHGNet's shipped weights, one batched call, a few seconds for k = 8 rows of 40 atoms).
+  The kept structure's energy and its index are in :class:`Decoded`.
+
 Distance criterion: for every pair of atoms (periodic images included), ``d_ij ≥ ratio · (r_i + r_j)``
 with ASE's covalent radii ``r`` and ``ratio = DecodeSettings.min_distance_ratio``. With
 ``rescale_volume=True`` a too-small cell is enlarged isotropically (fractional coordinates fixed, so
@@ -23,10 +33,11 @@ all distances scale by the same factor) just enough to pass; the factor is repor
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -48,6 +59,7 @@ class DecodeError(ValueError):
 
 DecoderName = Literal["pyxtal", "score"]
 DECODERS: tuple[str, ...] = get_args(DecoderName)
+VolumeChoice = Literal["row", "model"]
 
 
 class DecoderOptions(BaseModel):
@@ -91,6 +103,8 @@ class DecodeSettings:
     min_distance_ratio: minimum ``d_ij / (r_cov_i + r_cov_j)`` accepted (dimensionless).
     rescale_volume: enlarge a too-small cell isotropically instead of rejecting it.
     max_volume_scale: largest volume factor that rescaling may apply (dimensionless).
+    volume: ``"row"``: the row's cell volume; ``"model"``: the row's cell rescaled to the volume model's V₀.
+    best_of: decodings tried; the one with the lowest CHGNet single-point energy per atom is kept (1: the first).
     """
 
     decoder: DecoderName = "pyxtal"
@@ -101,8 +115,14 @@ class DecodeSettings:
     min_distance_ratio: float = 0.6
     rescale_volume: bool = True
     max_volume_scale: float = 8.0
+    volume: VolumeChoice = "row"
+    best_of: int = 1
 
     def __post_init__(self) -> None:
+        if self.best_of < 1:
+            raise ValueError(f"best_of: must be at least 1 (got {self.best_of})")
+        if self.volume not in get_args(VolumeChoice):
+            raise ValueError(f"volume: {self.volume!r} is not one of {', '.join(get_args(VolumeChoice))}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder: unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
         if self.decoder == "pyxtal" and self.checkpoint is not None:
@@ -118,20 +138,33 @@ class DecodingFields(BaseModel):
     decoder: DecoderOptions = Field(DecoderOptions(),
                                     description="how crystal-table rows are decoded: {name: pyxtal|score, checkpoint, "
                                                 "use_lattice_hint} (see oracles.decode)")
+    decode_best_of: int = Field(1, ge=1, description=(
+        "decoding: k complete decodings per row, the one with the lowest CHGNet single-point energy per atom is "
+        "relaxed (AIRSS-style selection; 1: the first decoding, no energy call)"))
+    decode_volume: VolumeChoice = Field("row", description=(
+        "decoding: 'row': the row's cell volume; 'model': the row's cell rescaled isotropically to the lattice "
+        "prior's equilibrium volume per atom for the composition (discovery.proxy.lattice, fitted on MP-20)"))
 
     def decode_settings(self) -> DecodeSettings:
         return self.decoder.settings(attempts=self.decode_attempts, min_distance_ratio=self.min_distance_ratio,
-                                     rescale_volume=self.rescale_volume)
+                                     rescale_volume=self.rescale_volume, best_of=self.decode_best_of,
+                                     volume=self.decode_volume)
 
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """A decoded structure; ``volume_scale`` > 1 when the cell was enlarged, ``attempt`` is 0-based."""
+    """A decoded structure; ``volume_scale`` > 1 when the cell was enlarged, ``attempt`` is 0-based.
+
+    With ``best_of`` > 1: ``chosen`` is the 0-based index of the kept decoding among the ``candidates`` that
+    decoded and ``energy_per_atom`` its CHGNet single-point energy (eV/atom)."""
 
     structure: Structure
     attempt: int
     volume_scale: float
     min_distance_ratio: float
+    chosen: int = 0
+    candidates: int = 1
+    energy_per_atom: float | None = None
 
 
 @functools.cache
@@ -193,9 +226,51 @@ def decode_crystal(crystal: Crystal, *, seed: int = 0, settings: DecodeSettings 
     """
     settings = settings or DecodeSettings()
     _check_inputs(crystal)
+    if settings.volume == "model":
+        crystal = at_model_volume(crystal)
+    if settings.best_of > 1:
+        return _best_of(crystal, seed=seed, settings=settings)
     if settings.decoder == "score":
         return _decode_score(crystal, seed=seed, settings=settings)
     return _decode_pyxtal(crystal, seed=seed, settings=settings)
+
+
+def at_model_volume(crystal: Crystal) -> Crystal:
+    """``crystal`` with its lattice lengths scaled by one factor so that its volume per atom is the volume model's
+    equilibrium V₀ for its composition (Å³/atom; angles and axis ratios kept)."""
+    from discovery.proxy.lattice import default_lattice_prior
+
+    ln_v0 = float(default_lattice_prior().volume.predict([crystal])[0][0])
+    scale = (math.exp(ln_v0) / (crystal.volume / crystal.n_atoms)) ** (1.0 / 3.0)
+    a, b, c = crystal.lattice[:3]
+    return dataclasses.replace(crystal, a=a * scale, b=b * scale, c=c * scale)
+
+
+def single_point_energies(structures: list[Structure]) -> list[float]:
+    """CHGNet single-point energies per atom (eV/atom) of ``structures`` (the shipped weights, one batched call)."""
+    from oracles.relax import load_chgnet_model
+
+    preds = load_chgnet_model("cpu").predict_structure(structures, task="e", batch_size=len(structures))
+    if isinstance(preds, dict):
+        preds = [preds]
+    return [float(np.asarray(p["e"]).reshape(-1)[0]) for p in preds]
+
+
+def _best_of(crystal: Crystal, *, seed: int, settings: DecodeSettings) -> Decoded:
+    """``settings.best_of`` decodings (:func:`decode_batch`); the one with the lowest CHGNet energy per atom."""
+    one = replace(settings, best_of=1, volume="row")  # the volume is already set by the caller
+    decodings = decode_batch(crystal, k=settings.best_of, seed=seed, settings=one)
+    good = [d for d in decodings if isinstance(d, Decoded)]
+    if not good:
+        errors = [d for d in decodings if isinstance(d, DecodeError)]
+        raise DecodeError(f"none of {settings.best_of} decodings succeeded: {errors[0]}",
+                          impossible=all(e.impossible for e in errors))
+    energies = single_point_energies([d.structure for d in good])
+    finite = [(e, j) for j, e in enumerate(energies) if math.isfinite(e)]
+    e, j = min(finite) if finite else (math.nan, 0)
+    best = good[j]
+    return Decoded(best.structure, best.attempt, best.volume_scale, best.min_distance_ratio, chosen=j,
+                   candidates=len(good), energy_per_atom=e if finite else None)
 
 
 def decode_batch(crystal: Crystal, *, k: int, seed: int = 0, settings: DecodeSettings | None = None
@@ -207,7 +282,9 @@ def decode_batch(crystal: Crystal, *, k: int, seed: int = 0, settings: DecodeSet
     calls), each sample then through the same distance check; a sample that fails it is replaced by
     ``decode_crystal(crystal, seed=seed + j)`` (retries, then rescaling). Deterministic for ``seed``."""
     settings = settings or DecodeSettings()
-    if settings.decoder != "score" or k == 1:
+    if settings.volume == "model" and math.isfinite(crystal.volume):
+        crystal, settings = at_model_volume(crystal), replace(settings, volume="row")
+    if settings.decoder != "score" or k == 1 or settings.best_of > 1:
         return [_attempt(crystal, seed + j, settings) for j in range(k)]
     from discovery.decoder import DecoderError
 
