@@ -83,20 +83,23 @@ def rollout(
             free[lat] = env.free_table[st.sg[idx[lat]]]
         elif disc.any():
             assert policy is not None
+            dev = env.device
+            r = torch.rand(int(disc.sum()), 1, device=dev)  # one uniform per discrete row, in row order
             # each stage's rows get the logits of that stage's actions only (the masks allow nothing else)
-            lg = torch.full((int(disc.sum()), env.D), float("-inf"), device=env.device)
             for rows, lo, hi in ((sg_rows, 0, OFF_COMP), (comp_rows, OFF_COMP, env.D)):
-                if rows.any():
-                    at = torch.from_numpy(np.flatnonzero(rows[disc])).to(env.device)
-                    lg[at, lo:hi] = policy.logits(hidden[torch.from_numpy(np.flatnonzero(rows)).to(env.device)], lo, hi)
-            m = torch.from_numpy(mask[disc]).to(env.device)
-            lg = torch.where(torch.from_numpy(explore[disc]).to(env.device)[:, None], torch.zeros_like(lg), lg)
-            # inverse CDF (10x faster than torch.multinomial on 1,000 × 600 rows); masked actions have
-            # zero mass, so the first CDF bin above u is an allowed one (capped at the last allowed)
-            cdf = torch.softmax(lg.masked_fill(~m, float("-inf")), dim=-1).cumsum(dim=-1)
-            pick = torch.searchsorted(cdf, torch.rand(len(cdf), 1, device=cdf.device) * cdf[:, -1:], right=True)[:, 0]
-            last_ok = m.shape[1] - 1 - m.flip(1).to(torch.int8).argmax(dim=1)
-            actions[disc] = torch.minimum(pick, last_ok).cpu().numpy()
+                j = np.flatnonzero(rows)
+                if not len(j):
+                    continue
+                lg = policy.logits(hidden[torch.from_numpy(j).to(dev)], lo, hi)
+                m = torch.from_numpy(mask[j, lo:hi]).to(dev)
+                lg = torch.where(torch.from_numpy(explore[j]).to(dev)[:, None], torch.zeros_like(lg), lg)
+                # inverse CDF (10x faster than torch.multinomial on 1,000 × 600 rows); masked actions have
+                # zero mass, so the first CDF bin above u is an allowed one (capped at the last allowed)
+                cdf = torch.softmax(lg.masked_fill(~m, float("-inf")), dim=-1).cumsum(dim=-1)
+                at = torch.from_numpy(np.flatnonzero(rows[disc])).to(dev)
+                pick = torch.searchsorted(cdf, r[at] * cdf[:, -1:], right=True)[:, 0]
+                last_ok = m.shape[1] - 1 - m.flip(1).to(torch.int8).argmax(dim=1)
+                actions[j] = torch.minimum(pick, last_ok).cpu().numpy() + lo
         if forced is None and lat.any():
             sg_l = st.sg[idx[lat]]
             assert policy is not None
