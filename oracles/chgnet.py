@@ -47,6 +47,8 @@ from typing import Any, ClassVar, Final
 from pydantic import BaseModel
 
 from oracles.base import Candidate, OracleResult, ProgressCallback, failed, library_versions
+from oracles.batched.pool import SharedQueues, make_queues, shared_round, warm_batched
+from oracles.batched.pool import init_worker as init_shared_worker
 from oracles.chgnet_worker import _STATE as _STATE
 from oracles.chgnet_worker import CalculatorFactory as CalculatorFactory
 from oracles.chgnet_worker import CHGNetSettings as CHGNetSettings
@@ -87,6 +89,7 @@ class CHGNetOracle:
         self.settings: CHGNetSettings = self.settings_model(**settings)  # type: ignore[assignment]  # subclasses
         self._factory = calculator_factory
         self._pool: ProcessPoolExecutor | None = None
+        self._queues: SharedQueues | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> CHGNetOracle:
@@ -99,12 +102,14 @@ class CHGNetOracle:
         """Shut the worker pool down (a later ``evaluate`` starts a new one)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            self._pool, self._queues = None, None
 
     def warm_up(self) -> None:
         """Start the workers (or load the model in-process) now rather than on the first batch."""
         if self.settings.workers == 0:
             self._ensure_local()
+            if self._shared():
+                warm_batched(_STATE)
         else:
             pool = self._ensure_pool()
             # Each worker answers only once its initializer (model + hull reference) is done; an idle worker
@@ -119,11 +124,20 @@ class CHGNetOracle:
             _setup_state(self.settings, self._factory)
             _STATE["owner"] = owner
 
+    def _shared(self) -> bool:
+        """Whether the pool's workers take their tasks from a shared queue (batched engine, relax mode)."""
+        return self.settings.mode == "relax" and self.settings.engine == "batched"
+
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context(self.settings.start_method)
+            init: Callable[..., None] = _init_worker
+            args: tuple[Any, ...] = (self.settings, self._factory)
+            if self._shared():  # the queues reach each worker as it starts (see oracles.batched.pool)
+                self._queues = make_queues(ctx)
+                init, args = init_shared_worker, (*args, self._queues)
             self._pool = ProcessPoolExecutor(max_workers=self.settings.workers, mp_context=ctx,
-                                             initializer=_init_worker, initargs=(self.settings, self._factory))
+                                             initializer=init, initargs=args)
         return self._pool
 
     # -- evaluation -------------------------------------------------------------------------------
@@ -152,9 +166,8 @@ class CHGNetOracle:
         order = sorted(tasks, key=_cost, reverse=True)
         size = self.settings.batch_size if self.settings.mode == "static" else 1
         chunks = [order[i:i + size] for i in range(0, len(order), size)]
-        if self.settings.mode == "relax" and self.settings.engine == "batched":  # one batch per process
-            shards = max(self.settings.workers, 1)
-            chunks = [c for c in (order[i::shards] for i in range(shards)) if c]
+        if self._shared():  # one batch in-process; with a pool, one batch per worker fed from a shared queue
+            chunks = [order] if order else []
         done = 0
 
         def emit(index: int, res: OracleResult) -> None:
@@ -164,6 +177,8 @@ class CHGNetOracle:
 
         if self.settings.workers == 0:
             results = self._evaluate_local(chunks, results, progress, emit)
+        elif self._shared():
+            self._evaluate_shared(order, results, progress, emit)
         else:
             broken: list[list[_Task]] = []
             for chunk, outcome in self._pool_map(chunks):
@@ -192,6 +207,49 @@ class CHGNetOracle:
             res.provenance = {**prov, **res.provenance}
             out.append(res)
         return out
+
+    def _evaluate_shared(self, order: list[_Task], results: list[OracleResult | None],
+                         progress: ProgressCallback | None, emit: Callable[[int, OracleResult], None]) -> None:
+        """Batched engine with a pool: each worker's batch is fed from one shared queue, each result reported
+        as its structure leaves a batch (see :mod:`oracles.batched.pool`). A worker that dies breaks the
+        pool: the tasks that were in a batch then are rerun one at a time (only the one that kills its worker
+        is lost), those never taken go through the queue again. Hard deadline as in :meth:`_pool_map`."""
+        by_index = {t.index: t for t in order}
+        timeout_s = self.settings.timeout_s
+        finished = 0
+
+        def one(index: int, res: OracleResult) -> None:
+            nonlocal finished
+            results[index] = res
+            emit(index, res)
+            finished += 1
+            if progress is not None:
+                progress(finished, len(order))
+
+        remaining = order
+        while remaining:
+            self.warm_up()  # worker start-up does not count against the deadline
+            pool, queues = self._ensure_pool(), self._queues
+            assert queues is not None
+            per_worker = math.ceil(len(remaining) / self.settings.workers)
+            deadline = time.monotonic() + 1.5 * timeout_s * per_worker + self.settings.hard_timeout_grace_s
+            end = shared_round(pool, queues, remaining, workers=self.settings.workers, deadline=deadline,
+                               on_result=one)
+            missing = [by_index[i] for i in end.missing]
+            if end.cause == "hung":
+                self._kill_workers()
+            elif end.cause == "died":
+                self.close()
+            if end.cause != "died" or not missing:
+                for t in missing:
+                    one(t.index, _final([t], HUNG, timeout_s)[0] if end.cause == "hung" else
+                        failed(t.id, "failed", end.message or "no result returned by the worker"))
+                return
+            suspects = [t for t in missing if t.index in end.taken]
+            for t in suspects or missing:
+                for _, outcome in self._pool_map([[t]]):
+                    one(t.index, _final([t], outcome, timeout_s)[0])
+            remaining = [t for t in missing if t.index not in end.taken] if suspects else []
 
     def _pool_map(self, chunks: list[list[_Task]]) -> Iterator[tuple[list[_Task], _Outcome]]:
         """Run chunks in the pool, yielding ``(chunk, outcome)`` as they finish.
@@ -228,7 +286,7 @@ class CHGNetOracle:
 
     def _kill_workers(self) -> None:
         """Kill the worker processes (no public API in ProcessPoolExecutor; a new pool starts next time)."""
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._queues = self._pool, None, None
         if pool is None:
             return
         for proc in list(getattr(pool, "_processes", {}).values()):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -92,18 +92,34 @@ def _structure(positions: np.ndarray, cell: np.ndarray, numbers: np.ndarray) -> 
 
 
 class _Tracker:
-    """Per-structure book-keeping: steps, energies, entry time, initial volume, model-time share."""
+    """Per-structure book-keeping, grown as structures arrive: steps, energies, entry time, initial volume,
+    model-time share."""
 
-    def __init__(self, structures: Sequence[Structure], settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
-        self.n_atoms = [len(s) for s in structures]
-        self.v0 = [float(s.volume) for s in structures]
-        self.steps = [0] * len(structures)
-        self.energies: list[list[float]] = [[] for _ in structures]
-        self.entered = [math.nan] * len(structures)
-        self.model_s = [0.0] * len(structures)
+        self.n_atoms: list[int] = []
+        self.v0: list[float] = []
+        self.steps: list[int] = []
+        self.energies: list[list[float]] = []
+        self.entered: list[float] = []
+        self.model_s: list[float] = []
         self.done: set[int] = set()
         """Input indices already given an outcome (one whose step failed stays in the batch until the next check)."""
+        self.atoms_done = 0
+        """Atoms of the structures in :attr:`done` (the atoms still in flight are ``sum(n_atoms) - atoms_done``)."""
+
+    def add(self, structure: Structure) -> int:
+        """Track one more structure; its input index."""
+        self.n_atoms.append(len(structure))
+        self.v0.append(float(structure.volume))
+        self.steps.append(0)
+        self.energies.append([])
+        self.entered.append(math.nan)
+        self.model_s.append(0.0)
+        return len(self.n_atoms) - 1
+
+    def in_flight_atoms(self) -> int:
+        return sum(self.n_atoms) - self.atoms_done
 
     def fault(self, i: int, status: Literal["failed", "timeout"], message: str) -> RelaxFault:
         fault = RelaxFault(status, message)
@@ -111,82 +127,100 @@ class _Tracker:
         return fault
 
 
-def relax_batch(structures: Sequence[Structure], *, model: Any, settings: EngineSettings,
+def relax_batch(structures: Iterable[Structure], *, model: Any, settings: EngineSettings,
                 on_done: DoneCallback | None = None) -> list[Outcome]:
-    """Relax ``structures`` together; one outcome per structure, in input order (see the module docstring)."""
-    from torch_sim.autobatching import InFlightAutoBatcher
+    """Relax ``structures`` together; one outcome per structure, in input order (see the module docstring).
+
+    ``structures`` may be a lazy iterator (e.g. one that pulls candidates from a queue shared with other
+    processes): it is read only as the batch has room, i.e. while the atoms in flight are below
+    ``max_batch_atoms`` (plus the one structure that the batcher looks at and puts back when it does not fit),
+    so a process never holds more work than its batch can take."""
+    from torch_sim.autobatching import InFlightAutoBatcher, calculate_memory_scaler
     from torch_sim.io import structures_to_state
     from torch_sim.runners import generate_force_convergence_fn
 
-    outcomes: list[Outcome | None] = [None] * len(structures)
-    track = _Tracker(structures, settings)
+    track = _Tracker(settings)
+    outcomes: dict[int, Outcome] = {}
     t_start = time.perf_counter()
 
     def finish(i: int, outcome: Outcome) -> None:
         outcomes[i] = outcome
-        track.done.add(i)
+        if i not in track.done:
+            track.done.add(i)
+            track.atoms_done += track.n_atoms[i]
         if on_done is not None:
             entered = track.entered[i] if math.isfinite(track.entered[i]) else t_start
             on_done(i, outcome, time.perf_counter() - entered, track.model_s[i])
 
-    if not structures:
-        return []
     init_fn, step_fn = _optimizer(model, settings)
     converged_fn = generate_force_convergence_fn(settings.fmax, include_cell_forces=settings.relax_cell)
+    on_cuda = torch.device(model.device).type == "cuda"
+    cap = math.inf if on_cuda else float(settings.max_batch_atoms)
+    source = iter(structures)
     order: list[int] = []  # input index of the k-th state handed to the batcher
+    batcher: InFlightAutoBatcher | None = None
+
+    def pull() -> list[tuple[int, Any]]:
+        """The next structures as (input index, raw state or the exception building it raised): at least one
+        (unless the source is exhausted), more while the batch has room, at most ``init_chunk``."""
+        got: list[tuple[int, Any]] = []
+        while not got or (len(got) < settings.init_chunk and track.in_flight_atoms() < cap):
+            s = next(source, None)
+            if s is None:
+                break
+            i = track.add(s)
+            try:
+                raw: Any = structures_to_state([s], device=model.device, dtype=model.dtype)
+            except Exception as exc:
+                raw = exc
+            got.append((i, raw))
+        return got
 
     def initialised() -> Iterator[Any]:
-        """Initialised single-structure optimizer states, ``init_chunk`` structures per model call."""
-        for lo in range(0, len(structures), settings.init_chunk):
-            idx = list(range(lo, min(lo + settings.init_chunk, len(structures))))
-            raw: list[Any] = []
-            for i in idx:
-                try:
-                    raw.append(structures_to_state([structures[i]], device=model.device, dtype=model.dtype))
-                except Exception as exc:
-                    raw.append(exc)
-            good = [i for i, r in zip(idx, raw, strict=True) if not isinstance(r, Exception)]
-            t0 = model_time(model)
-            states = _safe_apply(init_fn, [r for r in raw if not isinstance(r, Exception)]) if good else []
-            share = (model_time(model) - t0) / max(len(good), 1)
-            for i, r in zip(idx, raw, strict=True):
+        """Initialised single-structure optimizer states, each chunk of :func:`pull` in one model call."""
+        while idx_raw := pull():
+            good = [(i, r) for i, r in idx_raw if not isinstance(r, Exception)]
+            for i, r in idx_raw:
                 if isinstance(r, Exception):
                     finish(i, track.fault(i, "failed", f"could not build the model input: {r}"))
-            for i, st in zip(good, states, strict=True):
+            t0 = model_time(model)
+            states = _safe_apply(init_fn, [r for _, r in good]) if good else []
+            share = (model_time(model) - t0) / max(len(good), 1)
+            for (i, raw), st in zip(good, states, strict=True):
                 track.entered[i] = time.perf_counter()
                 track.model_s[i] += share
                 if isinstance(st, Exception):
                     finish(i, track.fault(i, "failed", f"the model failed on this structure: "
                                                        f"{type(st).__name__}: {st}"))
                     continue
+                if batcher is not None and not on_cuda:  # a structure larger than the cap still gets a batch
+                    metric = float(calculate_memory_scaler(raw, "n_atoms"))
+                    batcher.max_memory_scaler = max(float(batcher.max_memory_scaler or 0.0), metric)
                 order.append(i)
                 yield st
 
-    source = initialised()
-    first = next(source, None)
-    if first is None:
-        return [o for o in outcomes if o is not None]
-    on_cuda = torch.device(model.device).type == "cuda"
     batcher = InFlightAutoBatcher(
         model, return_indices=True, max_iterations=None, max_atoms_to_try=settings.max_systems_to_try,
         memory_scales_with=model.memory_scales_with if on_cuda else "n_atoms",
-        max_memory_scaler=None if on_cuda else float(max(settings.max_batch_atoms, max(track.n_atoms) + 1)),
+        max_memory_scaler=None if on_cuda else float(settings.max_batch_atoms),
         max_memory_padding=0.9 if on_cuda else 1.0)
+    source_states = initialised()
+    first = next(source_states, None)
+    if first is not None:
+        def chained() -> Iterator[Any]:
+            yield first
+            yield from source_states
 
-    def chained() -> Iterator[Any]:
-        yield first
-        yield from source
-
-    batcher.load_states(chained())
-    state, _, current = batcher.next_batch(None, None)
-    while state is not None:
-        ids = [order[k] for k in current]
-        done = _check(state, ids, track, converged_fn, finish)
-        if done.any():
-            state, _, current = batcher.next_batch(state, done)
-            continue
-        state = _step(state, ids, step_fn, model, track, finish)
-    return [o if o is not None else RelaxFault("failed", "no outcome") for o in outcomes]
+        batcher.load_states(chained())
+        state, _, current = batcher.next_batch(None, None)
+        while state is not None:
+            ids = [order[k] for k in current]
+            done = _check(state, ids, track, converged_fn, finish)
+            if done.any():
+                state, _, current = batcher.next_batch(state, done)
+                continue
+            state = _step(state, ids, step_fn, model, track, finish)
+    return [outcomes.get(i, RelaxFault("failed", "no outcome")) for i in range(len(track.n_atoms))]
 
 
 def model_time(model: Any) -> float:
@@ -235,9 +269,17 @@ def _check(state: Any, ids: list[int], track: _Tracker, converged_fn: Callable[.
         converged = converged_fn(state, None).detach().cpu().numpy()
     except Exception:
         converged = np.zeros(n, dtype=bool)
-    positions = state.positions.detach().cpu().double().numpy()
-    cells = state.row_vector_cell.detach().cpu().double().numpy()
-    numbers = state.atomic_numbers.detach().cpu().numpy()
+    arrays: list[np.ndarray] = []  # positions, cells, numbers: read once, only when a structure finishes
+
+    def final(b: int) -> Structure:
+        if not arrays:
+            arrays.extend([state.positions.detach().cpu().double().numpy(),
+                           state.row_vector_cell.detach().cpu().double().numpy(),
+                           state.atomic_numbers.detach().cpu().numpy()])
+        positions, cells, numbers = arrays
+        mask = owners == b
+        return _structure(positions[mask], cells[b], numbers[mask])
+
     now = time.perf_counter()
     done = torch.zeros(n, dtype=torch.bool, device=state.energy.device)
     for b, i in enumerate(ids):
@@ -259,15 +301,14 @@ def _check(state: Any, ids: list[int], track: _Tracker, converged_fn: Callable[.
             outcome = track.fault(i, "failed", f"structure collapsed: cell volume shrank to {ratio:.2f}× during "
                                                f"relaxation (limit 1/{s.max_volume_change})")
         elif bool(converged[b]) or track.steps[i] >= s.steps:
-            mask = owners == b
-            final = _structure(positions[mask], cells[b], numbers[mask])
-            if min_distance_ratio(final) < s.min_distance_ratio:
-                outcome = track.fault(i, "failed", f"structure collapsed: atoms at {min_distance_ratio(final):.2f}× "
+            relaxed = final(b)
+            if (ratio_min := min_distance_ratio(relaxed)) < s.min_distance_ratio:
+                outcome = track.fault(i, "failed", f"structure collapsed: atoms at {ratio_min:.2f}× "
                                                    "the sum of covalent radii")
             elif bool(converged[b]):
-                outcome = RelaxOutcome(final, float(energy[b]), list(track.energies[i]), track.steps[i], True)
+                outcome = RelaxOutcome(relaxed, float(energy[b]), list(track.energies[i]), track.steps[i], True)
             else:
-                outcome = RelaxOutcome(final, float(energy[b]), list(track.energies[i]), track.steps[i], False,
+                outcome = RelaxOutcome(relaxed, float(energy[b]), list(track.energies[i]), track.steps[i], False,
                                        "unconverged", f"not converged to fmax={s.fmax} eV/Å in {s.steps} steps")
         elif now - track.entered[i] > s.timeout_s:
             outcome = track.fault(i, "timeout", f"timed out after {track.steps[i]} steps (per-structure limit "

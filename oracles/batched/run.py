@@ -9,6 +9,7 @@ structure that fails inside the batch never fails the others (see :mod:`oracles.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -66,62 +67,88 @@ def engine_provenance(settings: Any) -> dict[str, Any]:
 
 
 def run_batched(tasks: list[Any], *, on_result: ResultCallback | None = None) -> list[OracleResult]:
-    """One result per task, in order (tasks are :class:`oracles.chgnet._Task`)."""
+    """One result per task, in order (tasks are :class:`oracles.chgnet._Task`); ``on_result(k, result)`` with
+    ``k`` the task's position in ``tasks``."""
+    position = {id(t): k for k, t in enumerate(tasks)}
+    results: dict[int, OracleResult] = {}
+
+    def one(task: Any, res: OracleResult) -> None:
+        k = position[id(task)]
+        results[k] = res
+        if on_result is not None:
+            on_result(k, res)
+
+    relax_tasks(tasks, on_result=one)
+    return [results[k] for k in range(len(tasks))]
+
+
+def relax_tasks(tasks: Iterable[Any], *, on_result: Callable[[Any, OracleResult], None]) -> None:
+    """Decode, gate and relax ``tasks`` (:class:`oracles.chgnet._Task`), calling ``on_result(task, result)``
+    exactly once per task as each is ready.
+
+    ``tasks`` may be lazy (a queue shared with other processes, see :mod:`oracles.batched.pool`): a task is
+    read, decoded and gated only when the engine's batch has room for it."""
     from oracles import chgnet as host
 
     state = host._STATE
     settings = state["settings"]
     t0 = time.perf_counter()
-    results: dict[int, OracleResult] = {}
     infos: dict[int, dict[str, Any]] = {}
+    emitted: set[int] = set()
+    pulled: list[Any] = []
 
     def emit(k: int, res: OracleResult) -> None:
         res.provenance.update(infos.get(k, {}))
         res.provenance.update(engine_provenance(settings))
         res.provenance.setdefault("model_version", model_version(state))
-        results[k] = res
-        if on_result is not None:
-            on_result(k, res)
+        emitted.add(k)
+        on_result(pulled[k], res)
 
     try:
         model = batched_model(state)
     except Exception as exc:
-        for k, t in enumerate(tasks):
-            emit(k, failed(t.id, "failed", f"model could not be loaded: {type(exc).__name__}: {exc}"))
-        return [results[k] for k in range(len(tasks))]
+        for t in tasks:
+            pulled.append(t)
+            emit(len(pulled) - 1, failed(t.id, "failed", f"model could not be loaded: {type(exc).__name__}: {exc}"))
+        return
     ready: list[tuple[int, Structure]] = []
-    for k, t in enumerate(tasks):
-        try:
-            structure, infos[k] = host._to_structure(t, settings)
-        except DecodeError as exc:
-            emit(k, failed(t.id, "invalid" if exc.impossible else "failed", f"decoding failed: {exc}",
-                           wall_time_s=time.perf_counter() - t0))
-            continue
-        except Exception as exc:
-            emit(k, failed(t.id, "failed", f"{type(exc).__name__}: {exc}"))
-            continue
-        infos[k]["sanity_gates"] = state["gates"].provenance()
-        try:
-            refused = host._gate(structure, "input")
-        except Exception as exc:
-            refused = f"the input structure could not be checked: {type(exc).__name__}: {exc}"
-        if refused is not None:
-            emit(k, failed(t.id, "invalid", refused, structure_cif=structure_to_cif(structure)))
-        else:
-            ready.append((k, structure))
+
+    def structures() -> Iterator[Structure]:
+        """The tasks' structures that pass the input gate; the others get their result here."""
+        for t in tasks:
+            pulled.append(t)
+            k = len(pulled) - 1
+            try:
+                structure, infos[k] = host._to_structure(t, settings)
+            except DecodeError as exc:
+                emit(k, failed(t.id, "invalid" if exc.impossible else "failed", f"decoding failed: {exc}",
+                               wall_time_s=time.perf_counter() - t0))
+                continue
+            except Exception as exc:
+                emit(k, failed(t.id, "failed", f"{type(exc).__name__}: {exc}"))
+                continue
+            infos[k]["sanity_gates"] = state["gates"].provenance()
+            try:
+                refused = host._gate(structure, "input")
+            except Exception as exc:
+                refused = f"the input structure could not be checked: {type(exc).__name__}: {exc}"
+            if refused is not None:
+                emit(k, failed(t.id, "invalid", refused, structure_cif=structure_to_cif(structure)))
+            else:
+                ready.append((k, structure))
+                yield structure
 
     def done(j: int, outcome: Outcome, wall_s: float, model_s: float) -> None:
         k, structure = ready[j]
-        res = _result(tasks[k].id, structure, outcome, state)
+        res = _result(pulled[k].id, structure, outcome, state)
         res.wall_time_s = wall_s
         res.provenance["model_time_s"] = model_s
         emit(k, res)
 
-    relax_batch([s for _, s in ready], model=model, settings=engine_settings(settings), on_done=done)
-    for k, t in enumerate(tasks):
-        if k not in results:
+    relax_batch(structures(), model=model, settings=engine_settings(settings), on_done=done)
+    for k, t in enumerate(pulled):
+        if k not in emitted:
             emit(k, failed(t.id, "failed", "no result returned by the batched engine"))
-    return [results[k] for k in range(len(tasks))]
 
 
 def _result(candidate_id: str, start: Structure, outcome: Outcome, state: dict[str, Any]) -> OracleResult:

@@ -7,7 +7,9 @@ batched counterpart of ``oracles.testing.FaultyCalculator``."""
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from oracles.base import Candidate
 from oracles.batched.chgnet_adapter import CHGNetModel
 from oracles.batched.engine import EngineSettings, relax_batch
-from oracles.chgnet import CHGNetOracle
+from oracles.batched.pool import shared_round
+from oracles.chgnet import CHGNetOracle, _Task
 from oracles.relax import (
     RelaxFault,
     RelaxSettings,
@@ -90,6 +93,8 @@ class FaultyCHGNetModel(CHGNetModel):
         formulas = [s.composition.reduced_formula for s in self.structures(state)]
         if any(self.faults.get(f) == "raise" for f in formulas):
             raise RuntimeError("injected model failure")
+        if any(self.faults.get(f) == "crash" for f in formulas):  # the worker dies as in a segfault (workers ≥ 1)
+            os._exit(70)
         out = super().forward(state, **kw)
         for b, f in enumerate(formulas):
             fault = self.faults.get(f)
@@ -187,6 +192,63 @@ def test_small_cpu_batches_let_structures_enter_as_others_finish() -> None:
     out = relax_batch(structures, model=model, settings=EngineSettings(steps=80, max_batch_atoms=4))
     assert all(not isinstance(o, RelaxFault) for o in out)
     assert len({o.n_steps for o in out}) > 1
+
+
+def test_a_lazy_source_is_read_only_as_the_batch_has_room() -> None:
+    """Room for two 2-atom cells: when the first structure leaves the batch, only those two and the one the
+    batcher looked at (and put back) have been read from the source; every structure still gets its outcome."""
+    structures = _rattled()[:6]
+    read: list[int] = []
+    read_at_first_done: list[int] = []
+
+    def source() -> Iterator[Structure]:
+        for k, s in enumerate(structures):
+            read.append(k)
+            yield s
+
+    def on_done(i: int, outcome: Any, wall_s: float, model_s: float) -> None:
+        read_at_first_done.append(len(read))
+
+    model = CHGNetModel(load_chgnet_model("cpu"))
+    out = relax_batch(source(), model=model, settings=EngineSettings(steps=30, max_batch_atoms=4), on_done=on_done)
+    assert read_at_first_done[0] == 3
+    assert len(out) == 6 and all(not isinstance(o, RelaxFault) for o in out)
+
+
+def _tasks(cands: list[Candidate]) -> list[_Task]:
+    return [_Task(i, c.id, c.candidate_seed(0), c.crystal, c.structure) for i, c in enumerate(cands)]
+
+
+def test_pool_workers_take_their_structures_from_one_shared_queue(mp20_dir: Path) -> None:
+    """Two workers, each with room for two 2-atom cells: both take tasks from the shared queue, every task gets
+    exactly one result as it finishes; the next evaluation on the same pool (a new generation) works too."""
+    cands = [Candidate.from_structure(s, id=f"r{k}") for k, s in enumerate(_rattled()[:6])]
+    with CHGNetOracle(engine="batched", workers=2, steps=30, max_batch_atoms=4, mp20_dir=str(mp20_dir)) as oracle:
+        oracle.warm_up()
+        assert oracle._queues is not None
+        got: list[int] = []
+        end = shared_round(oracle._ensure_pool(), oracle._queues, _tasks(cands), workers=2,
+                           deadline=time.monotonic() + 600, on_result=lambda i, r: got.append(i))
+        assert end.cause == "ok" and end.missing == [] and sorted(got) == list(range(len(cands)))
+        assert sorted(end.taken) == list(range(len(cands))) and len(set(end.taken.values())) == 2
+        seen: list[tuple[int, str]] = []
+        results = oracle.evaluate(cands, on_result=lambda i, r: seen.append((i, r.candidate_id)))
+    assert sorted(seen) == [(i, c.id) for i, c in enumerate(cands)]
+    assert [r.candidate_id for r in results] == [c.id for c in cands]
+    assert all(r.status == "ok" and r.provenance["engine"] == "batched" for r in results)
+
+
+@pytest.mark.slow
+def test_a_crashing_pool_worker_loses_only_its_own_candidate(mp20_dir: Path) -> None:
+    """A structure that kills its worker (as a segfault would) fails alone; the structures that were in a batch
+    when it happened are rerun one at a time, the others through the queue again."""
+    cands = [Candidate.from_structure(s, id=k) for k, s in small_structures().items()]
+    with CHGNetOracle(engine="batched", calculator_factory=FaultyBatchedFactory({"MgO": "crash"}), workers=2,
+                      steps=30, max_batch_atoms=4, mp20_dir=str(mp20_dir)) as oracle:
+        results = oracle.evaluate(cands)
+    by_id = {r.candidate_id: r for r in results}
+    assert by_id["MgO"].status == "failed" and "worker process died" in by_id["MgO"].message
+    assert all(r.status == "ok" for k, r in by_id.items() if k != "MgO"), [(r.candidate_id, r.message) for r in results]
 
 
 def test_settings_name_the_field_and_fix() -> None:
