@@ -364,6 +364,13 @@ def check(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Directory for check.json, relaxations.json, volumes.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    decoder: Annotated[str, typer.Option(help="Decoder of the relaxed rows: pyxtal or score.")] = "pyxtal",
+    best_of: Annotated[int, typer.Option(min=1, help="Decodings per row; the lowest CHGNet single-point energy "
+                                                     "per atom is relaxed.")] = 1,
+    decode_volume: Annotated[str, typer.Option(help="row: the sampled cell's volume; model: the cell rescaled "
+                                                    "to the volume model's V0.")] = "row",
+    engine: Annotated[str, typer.Option(help="CHGNet relaxation engine: ase or batched.")] = "ase",
+    timeout: Annotated[float, typer.Option(min=1, help="Wall-time limit per structure (decode + relax), s.")] = 300.0,
 ) -> None:
     """Physical check of a trained model: volume per atom against MP-20, validity, and a CHGNet relaxation of
     a random sample (share converged, proxy vs CHGNet formation energy, E_hull against the dense reference).
@@ -374,13 +381,17 @@ def check(
     """
     import torch
 
-    from orchestration.physical_check import run_check
+    from orchestration.physical_check import CheckDecoding, run_check
 
     torch.set_num_threads(1)
     try:
+        decoding = CheckDecoding(decoder=decoder, best_of=best_of, volume=decode_volume)  # type: ignore[arg-type]
+        if engine not in ("ase", "batched"):
+            raise ValueError(f"--engine: {engine!r} is not ase or batched")
         with console.status("starting") as status:
             result = run_check(checkpoint=checkpoint, proxy=proxy, n=n, n_relax=relax, seed=seed, workers=workers,
-                               reference=reference, out=out, progress=lambda msg: status.update(msg))
+                               reference=reference, out=out, decoding=decoding, engine=engine,  # type: ignore[arg-type]
+                               timeout_s=timeout, progress=lambda msg: status.update(msg))
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if json_out:

@@ -6,9 +6,11 @@ samples N crystals from a checkpoint and reports
 * the volume per atom (Å³/atom) against MP-20 train's 1st–99th percentile range, the share of
   samples with a lattice length above 30 Å, and the proxy's median prediction;
 * SMACT, Wyckoff (pyxtal) and lattice-system validity;
-* for ``n_relax`` random samples: pyxtal decoding and a CHGNet relaxation (the campaign's oracle,
-  fmax 0.1 eV/Å, ≤ 200 steps by default) — status counts, share ``ok``, median |proxy FE − CHGNet
-  FE| and median CHGNet E_hull against the dense reference.
+* for ``n_relax`` random samples: decoding (:class:`CheckDecoding`: the decoder, best-of-k selection by
+  CHGNet single-point energy, the cell at the row's or the volume model's volume; see
+  :mod:`oracles.decode`) and a CHGNet relaxation (the campaign's oracle, fmax 0.1 eV/Å, ≤ 200 steps by
+  default) — status counts, share ``ok``, median |proxy FE − CHGNet FE| and median CHGNet E_hull against
+  the dense reference. The result names the decoding used.
 
     matloop gfn check --checkpoint discovery/data/checkpoints/crystal-gfn-fe \\
         --proxy discovery/data/checkpoints/proxy-fe -n 2000 --relax 64 --out runs/gfn-check
@@ -19,12 +21,41 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from discovery.crystal import Crystal
+from oracles.decode import DecoderName, VolumeChoice
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckDecoding:
+    """How the relaxation check turns sampled rows into structures (the oracle's decoding settings).
+
+    decoder: ``"pyxtal"`` (random Wyckoff placement in the row's lattice) or ``"score"`` (the score decoder);
+    best_of: decodings per row, the lowest CHGNet single-point energy per atom is relaxed (1: the first);
+    volume: ``"row"``: the sampled cell's volume; ``"model"``: the cell rescaled to the volume model's V₀."""
+
+    decoder: DecoderName = "pyxtal"
+    best_of: int = 1
+    volume: VolumeChoice = "row"
+
+    def __post_init__(self) -> None:
+        from typing import get_args
+
+        if self.decoder not in get_args(DecoderName):
+            raise ValueError(f"decoder: {self.decoder!r} is not one of {', '.join(get_args(DecoderName))}")
+        if self.volume not in get_args(VolumeChoice):
+            raise ValueError(f"volume: {self.volume!r} is not one of {', '.join(get_args(VolumeChoice))}")
+        if self.best_of < 1:
+            raise ValueError(f"best_of: must be at least 1 (got {self.best_of})")
+
+    def oracle_settings(self) -> dict[str, Any]:
+        """The CHGNet oracle's settings for this decoding (:class:`oracles.decode.DecodingFields`)."""
+        return {"decoder": {"name": self.decoder}, "decode_best_of": self.best_of, "decode_volume": self.volume}
 
 
 def mp20_volume_range(*, lo_pct: float = 1.0, hi_pct: float = 99.0) -> tuple[float, float]:
@@ -53,12 +84,18 @@ def volume_metrics(crystals: Sequence[Crystal], *, vrange: tuple[float, float]) 
 
 def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, workers: int = 2, fmax: float = 0.1,
                      steps: int = 200, reference: str = "mp20+matbench", seed: int = 0,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Decode and relax ``crystals`` with the CHGNet oracle; summary and one row per crystal."""
+                     decoding: CheckDecoding | None = None, engine: Literal["ase", "batched"] = "ase",
+                     timeout_s: float = 300.0, progress: Callable[[int, int], None] | None = None,
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Decode (``decoding``) and relax ``crystals`` with the CHGNet oracle; summary and one row per crystal.
+
+    ``timeout_s``: the oracle's wall-time limit per structure (decode + relax), s."""
     from oracles.base import Candidate
     from oracles.registry import get_oracle
 
-    oracle = get_oracle("chgnet", fmax=fmax, steps=steps, workers=workers, reference=reference)
+    decoding = decoding or CheckDecoding()
+    oracle = get_oracle("chgnet", fmax=fmax, steps=steps, workers=workers, reference=reference, engine=engine,
+                        timeout_s=timeout_s, **decoding.oracle_settings())
     t0 = time.perf_counter()
     try:
         results = oracle.evaluate([Candidate.from_crystal(c, id=c.id or f"s{i}") for i, c in enumerate(crystals)],
@@ -70,7 +107,7 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
     rows: list[dict[str, Any]] = []
     for c, r, p in zip(crystals, results, predicted_fe, strict=True):
         rows.append({"id": r.candidate_id, "formula": c.formula, "space_group": c.space_group, "status": r.status,
-                     "n_steps": r.n_steps, "proxy_fe": float(p),
+                     "n_atoms": c.n_atoms, "n_steps": r.n_steps, "proxy_fe": float(p),
                      "chgnet_fe": r.targets.get("formation_energy_per_atom"),
                      "e_above_hull": r.targets.get("e_above_hull"), "message": r.message[:200]})
     ok = [row for row in rows if row["status"] == "ok" and row["chgnet_fe"] is not None]
@@ -86,15 +123,18 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
         "median_chgnet_e_above_hull": float(np.median(ehull)) if len(ehull) else None,
         "share_ok_with_e_above_hull_le_0.1": float(np.mean(ehull <= 0.1)) if len(ehull) else None,
         "median_steps_ok": float(np.median([r["n_steps"] for r in ok])) if ok else None,
-        "reference": reference, "fmax": fmax, "steps": steps, "seconds": round(time.perf_counter() - t0, 1),
+        "reference": reference, "fmax": fmax, "steps": steps, "decoding": asdict(decoding), "engine": engine,
+        "timeout_s": timeout_s, "seconds": round(time.perf_counter() - t0, 1),
     }
     return summary, rows
 
 
 def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64, seed: int = 0, workers: int = 2,
-              reference: str = "mp20+matbench", out: Path | None = None,
+              reference: str = "mp20+matbench", out: Path | None = None, decoding: CheckDecoding | None = None,
+              engine: Literal["ase", "batched"] = "ase", timeout_s: float = 300.0,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Sample ``n`` crystals from ``checkpoint``; volume, validity and proxy metrics; relax ``n_relax`` of them."""
+    """Sample ``n`` crystals from ``checkpoint``; volume, validity and proxy metrics; decode (``decoding``) and
+    relax ``n_relax`` of them (``engine``, ``timeout_s``: see :func:`relaxation_check`)."""
     from discovery.gfn import CrystalGFN
     from discovery.proxy import EnsembleProxy
     from orchestration.reproduce import predict, validity
@@ -117,7 +157,8 @@ def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64
         pick = np.sort(rng.choice(len(crystals), size=min(n_relax, len(crystals)), replace=False))
         say(f"decoding and relaxing {len(pick)} samples with CHGNet")
         summary, rows = relaxation_check([crystals[i] for i in pick], fe[pick], workers=workers,
-                                         reference=reference, seed=seed)
+                                         reference=reference, seed=seed, decoding=decoding, engine=engine,
+                                         timeout_s=timeout_s)
         result["relaxation"] = summary
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
