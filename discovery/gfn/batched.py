@@ -146,12 +146,15 @@ class BatchComposition:
         e, c = elements[pos], counts[pos]
         lg = self._last_group(rows)[pos]
         ph = np.where((self.ph[sel] == C1) & (el.group[e] != lg), C0, self.ph[sel])
-        cat, sig, after = el.opt_cat[e], el.opt_sigma[e], el.opt_after[e]  # (T, O)
-        allowed = el.opt_valid[e] & np.where(cat, (ph != A)[:, None], (ph != C1)[:, None])
+        allowed = el.opt_valid[e] & np.where(el.opt_cat[e], (ph != A)[:, None], (ph != C1)[:, None])  # (T, O)
         succ = p.succ[c, self.g[sel]]  # (T, S)
-        q2 = self.q[sel][:, None] + c[:, None] * sig  # (T, O)
-        keep = allowed[:, :, None] & ~p.dummy[succ][:, None, :]
-        n_after = self.n_el[rows][pos] + 1
+        # candidate (entry, oxidation option, successor) triples, then the completability bit of each
+        ti, oi, si = np.nonzero(allowed[:, :, None] & ~p.dummy[succ][:, None, :])
+        et = e[ti]
+        after, s2 = el.opt_after[et, oi], succ[ti, si]
+        q2 = self.q[sel][ti] + c[ti] * el.opt_sigma[et, oi]
+        n_after = (self.n_el[rows] + 1)[pos][ti]
+        ok = np.zeros(len(ti), dtype=bool)
         for v in np.unique(n_after).tolist():
             k = np.flatnonzero(n_after == v)
             w = p.window[v]
@@ -159,12 +162,11 @@ class BatchComposition:
             inside = (b >= 0) & (b <= 2 * w)
             b = np.minimum(np.maximum(b, 0), 2 * w)
             comp = p.comp[v]  # (N + 1, 3, G, NBq) as one flat array
-            at = (((e[k][:, None, None] + 1) * 3 + after[k][:, :, None]) * p.G + succ[k][:, None, :]) * comp.shape[3]
-            byte = comp.reshape(-1).take(at + (b >> 3)[:, :, None])
-            keep[k] &= inside[:, :, None] & ((byte >> (7 - (b & 7))[:, :, None]) & 1).astype(bool)
-        ti, oi, si = np.nonzero(keep)
+            at = (((et[k] + 1) * 3 + after[k]) * p.G + s2[k]) * comp.shape[3] + (b >> 3)
+            ok[k] = inside & ((comp.reshape(-1).take(at) >> (7 - (b & 7))) & 1).astype(bool)
+        ti, after, s2, q2 = ti[ok], after[ok], s2[ok], q2[ok]
         Qs = 2 * el.q_max + 1
-        key = np.unique(((self.row[sel][ti] * 3 + after[ti, oi]) * p.G + succ[ti, si]) * Qs + q2[ti, oi] + el.q_max)
+        key = np.unique(((self.row[sel][ti] * 3 + after) * p.G + s2) * Qs + q2 + el.q_max)
         q_new = key % Qs - el.q_max
         rest = key // Qs
         g_new = rest % p.G

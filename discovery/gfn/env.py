@@ -155,16 +155,15 @@ class CrystalEnv:
         """(len(idx), F) float32 state features."""
         n = len(idx)
         f = np.zeros((n, self.n_features), dtype=np.float32)
-        rows = np.arange(n)
-        f[rows, st.stage[idx].clip(0, 2)] = 1
-        f[rows, 3 + st.cls[idx] + 1] = 1
-        f[rows, 12 + st.ps[idx] + 1] = 1
-        f[rows, 18 + st.sg[idx]] = 1
+        # one-hot blocks: stage [0, 3), system [3, 12), symmetry [12, 18), space group [18, 249)
+        hot = np.stack([np.minimum(st.stage[idx], 2), 4 + st.cls[idx], 13 + st.ps[idx], 18 + st.sg[idx]], axis=1)
+        f[np.arange(n)[:, None], hot] = 1
         counts = st.counts[idx]
+        present = counts > 0
         o = 249
         f[:, o : o + self.N] = counts / self.C
-        f[:, o + self.N : o + 2 * self.N] = counts > 0
-        f[:, -2] = (counts > 0).sum(1) / self.ms.max_elements
+        f[:, o + self.N : o + 2 * self.N] = present
+        f[:, -2] = present.sum(1) / self.ms.max_elements
         f[:, -1] = counts.sum(1) / self.ms.max_atoms
         return f
 

@@ -53,6 +53,11 @@ class ForwardPolicy(nn.Module):
         out = self.net(x)
         return out[:, : self.n_discrete], out[:, self.n_discrete :].reshape(len(x), self.cfg.n_components, -1)
 
+    def _output_layer(self) -> nn.Module:
+        *_, last = self.net._modules.values()  # self.net[-1] costs ~10 µs a call
+        assert last is not None
+        return last
+
     def trunk(self, x: Tensor) -> Tensor:
         """features (B, F) → last hidden layer (B, hidden), the input of every head."""
         for layer in list(self.net)[:-1]:  # not self.net[:-1], which builds a new Sequential per call
@@ -62,13 +67,13 @@ class ForwardPolicy(nn.Module):
     def logits(self, h: Tensor, lo: int, hi: int) -> Tensor:
         """Discrete logits ``[lo, hi)`` (B, hi − lo) from hidden ``h``: the same numbers as
         ``forward(x)[0][:, lo:hi]``, computing only those output units (a stage's actions)."""
-        last = self.net[-1]
+        last = self._output_layer()
         assert isinstance(last, nn.Linear) and 0 <= lo <= hi <= self.n_discrete
         return nn.functional.linear(h, last.weight[lo:hi], last.bias[lo:hi])
 
     def lattice(self, h: Tensor) -> Tensor:
         """Lattice mixture parameters (B, K, 1 + 2·6) from hidden ``h`` (as ``forward(x)[1]``)."""
-        last = self.net[-1]
+        last = self._output_layer()
         assert isinstance(last, nn.Linear)
         out = nn.functional.linear(h, last.weight[self.n_discrete :], last.bias[self.n_discrete :])
         return out.reshape(len(h), self.cfg.n_components, -1)
