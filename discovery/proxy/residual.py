@@ -291,6 +291,8 @@ class ResidualProxy:
         x = chemistry_features(self.base, crystals, self.config.features)
         with threadpool_limits(limits=1, user_api="blas"):
             mu, var = self.gp.predict(x, sd, pen)
+            if pen.any():
+                var = _strain_capped_variance(self.gp, x, sd, pen, mu, var)
         mean, variance = post.mean.clone(), post.variance.clone()
         mean[:, j] = torch.from_numpy(m + mu).float()
         variance[:, j] = torch.from_numpy(var * self.scale**2).float()
@@ -342,6 +344,22 @@ def load_proxy(directory: str | Path) -> ResidualProxy | EnsembleProxy:
                              info=blob.get("info", {}))
     except Exception as exc:
         raise ValueError(f"{path}: damaged residual model ({type(exc).__name__}: {exc}); fit it again") from None
+
+
+def _strain_capped_variance(gp: _GP, x: np.ndarray, std: np.ndarray, penalty: np.ndarray, mu: np.ndarray,
+                            var: np.ndarray) -> np.ndarray:
+    """(n,) predictive variance whose strain part is at most the strain energy the mean carries.
+
+    The Δ terms (slope prior p²Δ², label noise η²Δ²) give a strained cell a std of ≈ √(p² + η²)·Δ ≥ Δ while its
+    mean carries (1 + slope)·Δ: an optimistic score (UCB, κ = 1) then *rises* with the strain, and the loop's
+    generator, retrained on it, learned to propose cells 20–80 eV/atom above their relaxed energy (σ 20–75
+    eV/atom, every one failed or invalid at the oracle; S.U.N. benchmark rounds 1–2). Relaxation can remove the
+    strain, not go below the unstrained energy: with ``v0`` and ``m0`` the variance and residual mean of the same
+    crystal without strain (Δ = 0) and ``s = max(Δ + μ − m0, 0)`` the strain carried by the mean, the variance
+    is ``v0 + min(v − v0, s²)``, so ``mean − σ`` never falls below the unstrained ``mean − σ``."""
+    mu0, var0 = gp.predict(x, std, np.zeros_like(penalty))
+    carried = np.maximum(penalty + mu - mu0, 0.0)
+    return var0 + np.minimum(np.maximum(var - var0, 0.0), carried**2)
 
 
 def _penalty(post: Posterior, j: int, n: int) -> np.ndarray:
