@@ -82,7 +82,7 @@ def _prepare(config_path: Path, *, hold: ExitStack | None = None) -> tuple[Any, 
     before writing, held until ``hold`` closes; a second writer is refused with a message naming the holder."""
     from orchestration.campaign.data import seed_data
     from orchestration.campaign.status import write_snapshot
-    from orchestration.config import build_search_space, load_config, validate_oracle_settings
+    from orchestration.config import build_search_space, load_config, stored_reading, validate_oracle_settings
     from orchestration.store import open_campaign
 
     cfg = load_config(config_path)
@@ -98,8 +98,9 @@ def _prepare(config_path: Path, *, hold: ExitStack | None = None) -> tuple[Any, 
         lock = hold.enter_context(hold_campaign(cfg.resolved_store_url(), cfg.name, command=command))
         if lock.taken_over:
             console.print(f"[yellow]campaign {cfg.name}: took over the lock of {lock.taken_over}[/]", highlight=False)
-    store, _record = open_campaign(cfg)
+    store, record = open_campaign(cfg)
     store.close()
+    cfg = stored_reading(cfg, record.config_hash)[0]  # a campaign stored before a default changed keeps it
     return cfg, write_snapshot(cfg)
 
 

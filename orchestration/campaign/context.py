@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestration.config import CampaignConfig, load_config
+from orchestration.config import CampaignConfig, load_config, stored_reading
 from orchestration.store import Store, open_campaign
 
 if TYPE_CHECKING:
@@ -144,7 +144,8 @@ def campaign_for(config_path: str | os.PathLike[str]) -> Campaign:
         if camp is None:
             limit_torch_threads()
             config = load_config(key)
-            store, _record = open_campaign(config)
+            store, record = open_campaign(config)
+            config = stored_reading(config, record.config_hash)[0]  # e.g. the CHGNet engine it was started with
             camp = _cache[key] = Campaign(config=config, config_path=Path(key), store=store)
         return camp
 

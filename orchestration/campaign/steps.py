@@ -428,7 +428,11 @@ def evaluate_batch(camp: Campaign, round_index: int, candidate_ids: Sequence[str
 
 
 def batched_oracle(camp: Campaign) -> bool:
-    """Whether the campaign's oracle relaxes a batch together (one oracle task per round's batch)."""
+    """Whether the campaign's oracle relaxes a batch together (one oracle task per round's batch): SevenNet, and
+    CHGNet when the config names ``engine: batched``. A CHGNet config that leaves ``engine`` out relaxes on the
+    batched engine too (the default, oracles.engines) but one candidate per task, as before the default changed:
+    the round keeps the runner's parallelism (threads, Dask workers) and each candidate its own task, stored as
+    it finishes, with the hard timeout and crash isolation of a worker process."""
     oc = camp.config.oracle
     return oc.name == "sevennet" or (oc.name == "chgnet" and oc.settings.get("engine") == "batched")
 

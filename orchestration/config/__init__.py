@@ -32,6 +32,7 @@ from orchestration.config.schema import (
     Target,
     TrackingConfig,
     config_hash,
+    stored_reading,
 )
 
 __all__ = [
@@ -39,5 +40,5 @@ __all__ = [
     "DaskRunner", "GeneratorConfig", "LocalClusterSettings", "LocalRunner", "OracleConfig", "ProxyConfig",
     "SearchSpaceConfig", "SeedData", "SelectionConfig", "SlurmClusterSettings", "StoppingConfig", "SuccessCriterion",
     "Target", "TrackingConfig", "build_search_space", "config_hash", "format_validation_error", "load_config",
-    "parse_config", "task_runner_for", "validate_oracle_settings",
+    "parse_config", "stored_reading", "task_runner_for", "validate_oracle_settings",
 ]

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from oracles.engines import FORMER_DEFAULT_ENGINE, resolved_engine
 from orchestration.config.loop import DecoderChoice, NoveltyConfig, SourcesConfig
 from orchestration.errors import UserError
 from orchestration.urls import mask_url, url_secret
@@ -66,6 +67,11 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
 
 # Sections added after campaigns were first hashed: left out of the hash when every key is at its default.
 NEW_SECTIONS = frozenset({"sun", "novelty", "sources", "decoder"})
+# Oracle settings whose default changed after campaigns were first hashed: {oracle: {key: former default}}.
+# A config that leaves such a key out is hashed with the current default written in (it must not share a hash
+# with a campaign stored when leaving it out meant the former default); a campaign stored then is resumed with
+# the former default written in (see stored_reading). The CHGNet engine was "ase" until 2026-12-05.
+CHANGED_ORACLE_DEFAULTS: dict[str, dict[str, Any]] = {"chgnet": {"engine": FORMER_DEFAULT_ENGINE}}
 
 
 class ConfigError(UserError):
@@ -454,10 +460,32 @@ class CampaignConfig(_Strict):
 
     def science(self) -> dict[str, Any]:
         """The config without operational fields (store, tracking, runner, directory; whether and how often to
-        wait for queued oracle jobs), as JSON data."""
+        wait for queued oracle jobs), as JSON data; an oracle setting whose default changed
+        (:data:`CHANGED_ORACLE_DEFAULTS`) and that the config leaves out is written in at its current default."""
+        return self._science(current_defaults=True)
+
+    def former_reading(self) -> CampaignConfig | None:
+        """This config as it read before an oracle default changed (:data:`CHANGED_ORACLE_DEFAULTS`): the
+        former defaults written into ``oracle.settings`` where it leaves them out (or sets them to the former
+        value); ``None`` when no changed default applies (another oracle, or the setting given otherwise)."""
+        former = CHANGED_ORACLE_DEFAULTS.get(self.oracle.name, {})
+        pinned = {k: v for k, v in former.items() if self.oracle.settings.get(k) in (None, v)}
+        if not pinned:
+            return None
+        oracle = self.oracle.model_copy(update={"settings": {**self.oracle.settings, **pinned}})
+        return self.model_copy(update={"oracle": oracle})
+
+    def _science(self, *, current_defaults: bool) -> dict[str, Any]:
         exclude: dict[str, Any] = {f: True for f in OPERATIONAL_FIELDS}
         exclude["oracle"] = set(OPERATIONAL_ORACLE_FIELDS)
         data = self.model_dump(mode="json", exclude=exclude)
+        settings = data["oracle"]["settings"]
+        if current_defaults:
+            settings.update(_changed_defaults(self.oracle.name, self.oracle.settings))
+        else:  # the former reading: a changed default at its former value was left out of the hash
+            for key, value in CHANGED_ORACLE_DEFAULTS.get(self.oracle.name, {}).items():
+                if settings.get(key) in (None, value):
+                    settings.pop(key, None)
         for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
             if section in data and key in data[section] and data[section][key] == default:
                 del data[section][key]
@@ -469,5 +497,37 @@ class CampaignConfig(_Strict):
 
 def config_hash(config: CampaignConfig) -> str:
     """SHA-256 (first 16 hex digits) of the config's scientific content; unchanged by where it runs."""
-    text = json.dumps(config.science(), sort_keys=True, separators=(",", ":"))
+    return _hash(config.science())
+
+
+def _hash(science: dict[str, Any]) -> str:
+    text = json.dumps(science, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _changed_defaults(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of :data:`CHANGED_ORACLE_DEFAULTS` that ``settings`` leave out, at their current default
+    where it differs from the former one (a CHGNet relaxation without ``engine``: ``batched``, unless it asks
+    for an ASE-only optimizer)."""
+    if name != "chgnet" or settings.get("engine") is not None or settings.get("mode", "relax") != "relax":
+        return {}
+    engine = resolved_engine(settings)
+    return {} if engine == CHANGED_ORACLE_DEFAULTS[name]["engine"] else {"engine": engine}
+
+
+def stored_reading(config: CampaignConfig, stored_hash: str | None) -> tuple[CampaignConfig, str]:
+    """The config as the stored campaign with ``stored_hash`` (``None``: none stored yet) reads it, and the hash
+    to check against the store.
+
+    ``(config, config_hash(config))``, except for a campaign stored before an oracle default changed
+    (:data:`CHANGED_ORACLE_DEFAULTS`) by a config that leaves that setting out (or sets it to the former
+    default): its stored hash is the config's hash without the setting, and it comes back with the former
+    default written in, so that resuming neither fails nor silently switches it (a CHGNet campaign started
+    on the ASE engine resumes on the ASE engine). A config that sets the new default explicitly is a change."""
+    current = config_hash(config)
+    if stored_hash is None or stored_hash == current:
+        return config, current
+    former = config.former_reading()
+    if former is not None and _hash(config._science(current_defaults=False)) == stored_hash:
+        return former, stored_hash
+    return config, current

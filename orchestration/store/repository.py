@@ -542,7 +542,7 @@ def open_campaign(config: CampaignConfig) -> tuple[Store, CampaignRecord]:
     ``<campaign dir>/campaign.yaml``, starting with :data:`SNAPSHOT_MARK`, exists): an emptied or replaced
     store must not restart it at round 0.
     """
-    from orchestration.config import config_hash
+    from orchestration.config import stored_reading
 
     url = config.resolved_store_url()
     store = Store.open(url)
@@ -554,7 +554,9 @@ def open_campaign(config: CampaignConfig) -> tuple[Store, CampaignRecord]:
                 f"has no campaign {config.name!r}: the store was emptied or replaced, or is not the one the campaign "
                 f"used; restore it from a backup or point store_url at the right store (to start the campaign anew, "
                 f"delete {snapshot} first)")
-        record = store.create_campaign(config.name, config=config.science(), config_hash=config_hash(config),
+        stored = store.get_campaign(config.name).config_hash if config.name in store.campaigns() else None
+        config, hashed = stored_reading(config, stored)  # a campaign stored before a default changed keeps it
+        record = store.create_campaign(config.name, config=config.science(), config_hash=hashed,
                                        seed=config.seed, code_version=code_version())
     except BaseException:
         store.close()

@@ -29,6 +29,23 @@ def test_decoded_candidates_record_how_they_were_decoded(chgnet_fast: CHGNetOrac
     prov = res.provenance
     assert prov["input"] == "crystal" and prov["decode_attempt"] >= 0 and prov["decode_volume_scale"] >= 1.0
     assert prov["energy_correction"].startswith("MP2020 learned") and prov["settings"]["fmax"] == 0.1
+    assert prov["engine"] == "batched"  # the default engine
     # rock salt relaxes to a sensible cell: 5.5–5.9 Å cubic conventional edge ⇒ 20.8–25.6 Å³/atom
     assert 20.0 < res.targets["volume_per_atom"] < 26.5
     assert res.targets["formation_energy_per_atom"] == pytest.approx(-2.1, abs=0.15)  # MP: −2.10 eV/atom
+
+
+def test_the_engine_is_batched_unless_an_ase_only_optimizer_is_asked_for() -> None:
+    from pydantic import ValidationError
+
+    from oracles.chgnet import CHGNetSettings
+    from oracles.sevennet import SevenNetSettings
+
+    assert CHGNetSettings().engine == "batched" and CHGNetSettings(engine=None).engine == "batched"
+    assert CHGNetSettings(optimizer="BFGS").engine == "ase"  # an existing `optimizer: BFGS` config keeps ASE
+    assert CHGNetSettings(engine="ase").engine == "ase"
+    with pytest.raises(ValidationError, match=r"optimizer: BFGS needs engine: ase .*set optimizer: FIRE or engine: ase"):
+        CHGNetSettings(engine="batched", optimizer="BFGS")
+    assert SevenNetSettings().engine == "batched"
+    with pytest.raises(ValidationError, match="set optimizer: FIRE \\(this oracle has no ASE engine\\)"):
+        SevenNetSettings(optimizer="BFGS")

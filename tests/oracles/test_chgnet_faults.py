@@ -1,5 +1,6 @@
 """CHGNet oracle fault handling: each fault becomes a result with the right status while the rest of
-the batch completes. Faults are injected into the real CHGNet calculator (see helpers.FaultyCalculator)."""
+the batch completes. Faults are injected into the real CHGNet ASE calculator (see helpers.FaultyCalculator),
+so these tests pin ``engine="ase"``; the batched engine's fault isolation is tested in test_batched.py."""
 
 from __future__ import annotations
 
@@ -43,14 +44,14 @@ def _check(results: list) -> None:
 
 
 def test_faults_become_results_in_process(mp20_dir: Path) -> None:
-    oracle = CHGNetOracle(calculator_factory=FaultFactory(FAULTS), workers=0, steps=60, timeout_s=3.0,
+    oracle = CHGNetOracle(calculator_factory=FaultFactory(FAULTS), engine="ase", workers=0, steps=60, timeout_s=3.0,
                           mp20_dir=str(mp20_dir))
     _check(oracle.evaluate(_batch()))
 
 
 @pytest.mark.slow
 def test_faults_become_results_in_worker_processes(mp20_dir: Path) -> None:
-    with CHGNetOracle(calculator_factory=FaultFactory(FAULTS), workers=2, steps=60, timeout_s=3.0,
+    with CHGNetOracle(calculator_factory=FaultFactory(FAULTS), engine="ase", workers=2, steps=60, timeout_s=3.0,
                       mp20_dir=str(mp20_dir)) as oracle:
         _check(oracle.evaluate(_batch()))
 
@@ -59,7 +60,7 @@ def test_faults_become_results_in_worker_processes(mp20_dir: Path) -> None:
 def test_a_crashing_worker_loses_only_its_own_candidate(mp20_dir: Path) -> None:
     structures = small_structures()
     batch = [Candidate.from_structure(structures[k], id=k) for k in ("NaCl", "MgO", "LiF", "KCl")]
-    with CHGNetOracle(calculator_factory=FaultFactory({"MgO": "crash"}), workers=2, steps=30,
+    with CHGNetOracle(calculator_factory=FaultFactory({"MgO": "crash"}), engine="ase", workers=2, steps=30,
                       mp20_dir=str(mp20_dir)) as oracle:
         results = oracle.evaluate(batch)
         assert [r.candidate_id for r in results] == ["NaCl", "MgO", "LiF", "KCl"]
@@ -72,7 +73,7 @@ def test_a_crashing_worker_loses_only_its_own_candidate(mp20_dir: Path) -> None:
 def test_a_hung_model_call_is_killed_at_the_hard_deadline(mp20_dir: Path) -> None:
     structures = small_structures()
     batch = [Candidate.from_structure(structures[k], id=k) for k in ("NaCl", "Si")]
-    with CHGNetOracle(calculator_factory=FaultFactory({"Si": "hang"}), workers=2, steps=30, timeout_s=2.0,
+    with CHGNetOracle(calculator_factory=FaultFactory({"Si": "hang"}), engine="ase", workers=2, steps=30, timeout_s=2.0,
                       hard_timeout_grace_s=3.0, mp20_dir=str(mp20_dir)) as oracle:
         results = oracle.evaluate(batch)
     assert [r.status for r in results] == ["ok", "timeout"]

@@ -1,0 +1,33 @@
+"""Which relaxation engine a CHGNet oracle uses when its settings leave ``engine`` out.
+
+Kept apart from :mod:`oracles.chgnet_worker` (which imports torch and CHGNet) so that a campaign config can be
+hashed without loading a model (:func:`orchestration.config.schema.stored_reading`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, cast
+
+Engine = Literal["batched", "ase"]
+DEFAULT_ENGINE: Engine = "batched"
+"""The CHGNet oracle's relaxation engine when the settings leave it out and ask for nothing ASE-only: the
+batched engine was faster in every run measured on the 2-core box, from 1 structure per call to 64
+(docs/benchmarks.md, "Default engine and campaigns"). It was ``"ase"`` before 2026-12-05."""
+FORMER_DEFAULT_ENGINE: Engine = "ase"
+"""The engine of a CHGNet oracle whose settings left it out before the default changed: campaigns stored
+then keep it when they are resumed (:func:`orchestration.config.schema.stored_reading`)."""
+ASE_ONLY_OPTIMIZERS = frozenset({"BFGS"})
+"""``optimizer`` values that only the ASE engine runs (the batched engine runs torch-sim's FIRE)."""
+
+
+def resolved_engine(settings: Mapping[str, Any]) -> Engine:
+    """The engine a CHGNet oracle with these settings (as written, e.g. a campaign's ``oracle.settings``)
+    relaxes with: ``engine`` when given; else ``"ase"`` when an ASE-only option is asked for (``optimizer``
+    in :data:`ASE_ONLY_OPTIMIZERS`); else :data:`DEFAULT_ENGINE`."""
+    engine = settings.get("engine")
+    if engine is not None:
+        return cast(Engine, engine)
+    if settings.get("optimizer") in ASE_ONLY_OPTIMIZERS:
+        return "ase"
+    return DEFAULT_ENGINE
