@@ -52,7 +52,8 @@ class Rollout:
     Forward rows (one per transition): ``feat`` (T, F), ``mask`` (T, D) bool, ``action`` (T,)
     (−1 for lattice rows), ``traj`` (T,), ``u`` (T, 6) and ``free`` (T, 6) for lattice rows.
     Backward rows (transitions with several possible parents): ``b_feat``, ``b_mask`` (Tb, 6),
-    ``b_action``, ``b_traj``.
+    ``b_action``, ``b_traj``. ``hidden``: the policy's trunk outputs computed while sampling, kept with
+    their autograd graph (``rollout(..., keep_graph=True)``) so that training need not recompute them.
     """
 
     crystals: list[Crystal]
@@ -67,6 +68,7 @@ class Rollout:
     b_action: Tensor
     b_traj: Tensor
     n_steps: Tensor = field(default_factory=lambda: torch.zeros(0))
+    hidden: Tensor | None = None  # (T, hidden) forward-policy trunk outputs of ``feat``, with their graph
 
 
 class CrystalEnv:

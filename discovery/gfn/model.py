@@ -100,10 +100,11 @@ class CrystalGFN:
         Each row's log-softmax runs over its own stage's actions only (space group ``[0, OFF_COMP)``,
         composition ``[OFF_COMP, D)``, lattice parameters): the masks allow nothing outside a row's
         stage, so this is the same distribution as a softmax over all ``D`` masked logits, for the
-        cost of the output units the stage uses."""
+        cost of the output units the stage uses. The trunk's outputs come from the rollout where it kept
+        them (``Rollout.hidden``), else from a forward pass over ``ro.feat``."""
         n = len(ro.crystals)
         fp = self.forward_policy
-        h = fp.trunk(ro.feat)
+        h = ro.hidden if ro.hidden is not None else fp.trunk(ro.feat)
         sum_pf = torch.zeros(n, device=ro.feat.device)
         act = ro.action
         for lo, hi, rows in ((0, OFF_COMP, (act >= 0) & (act < OFF_COMP)), (OFF_COMP, self.env.D, act >= OFF_COMP)):
@@ -154,7 +155,7 @@ class CrystalGFN:
         off_logr = np.asarray(log_reward(off), dtype=np.float64) if off else np.zeros(0)
         n_off = 0
         for it in range(iterations):
-            ro = rollout(self.env, self.forward_policy, cfg.batch_size, epsilon=cfg.epsilon)
+            ro = rollout(self.env, self.forward_policy, cfg.batch_size, epsilon=cfg.epsilon, keep_graph=True)
             logr_np = np.asarray(log_reward(ro.crystals), dtype=np.float64)
             logr = torch.as_tensor(logr_np, dtype=torch.float32, device=ro.feat.device)
             parts = [(self.tb_loss(ro, logr).loss, len(ro.crystals))]

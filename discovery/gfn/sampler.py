@@ -33,12 +33,17 @@ def rollout(
     *,
     epsilon: float = 0.0,
     forced: tuple[np.ndarray, np.ndarray] | None = None,
+    keep_graph: bool = False,
 ) -> Rollout:
     """Sample ``n`` trajectories. With probability ``epsilon`` a step takes a uniformly random valid
     action (exploration); log-probabilities are recomputed later under the policy itself.
 
     ``forced`` = (actions (n, L) padded with −1, lattice u (n, 6)) replays given trajectories instead
     of sampling (no policy needed); every forced action is checked against the masks.
+
+    ``keep_graph``: the policy's trunk runs with gradients and its outputs come back as
+    ``Rollout.hidden`` (training reuses them instead of a second forward pass); the sampling itself
+    is the same.
     """
     if policy is None and forced is None:
         raise ValueError("rollout needs a policy unless the actions are forced")
@@ -46,6 +51,7 @@ def rollout(
     rec: dict[str, list[np.ndarray]] = {k: [] for k in ("feat", "mask", "action", "traj", "u", "free")}
     brec: dict[str, list[np.ndarray]] = {k: [] for k in ("feat", "mask", "action", "traj")}
     n_steps = np.zeros(n, dtype=np.int64)
+    kept: list[torch.Tensor] = []
     packed = env.packed
     batch = BatchComposition(packed, n) if packed is not None else None
     while True:
@@ -54,7 +60,11 @@ def rollout(
             break
         feat = env.features(st, idx)
         if policy is not None:
-            hidden = policy.trunk(torch.from_numpy(feat).to(env.device))
+            with torch.set_grad_enabled(keep_graph):
+                hidden = policy.trunk(torch.from_numpy(feat).to(env.device))
+            if keep_graph:
+                kept.append(hidden)
+                hidden = hidden.detach()
         stage = st.stage[idx]
         mask = np.zeros((len(idx), env.D), dtype=bool)
         sg_rows = stage == STAGE_SG
@@ -143,7 +153,13 @@ def rollout(
         b_action=cat("action", brec, torch.long),
         b_traj=cat("traj", brec, torch.long),
         n_steps=torch.from_numpy(n_steps),
+        hidden=_cat_with_grad(kept) if kept else None,
     )
+
+
+def _cat_with_grad(parts: list[torch.Tensor]) -> torch.Tensor:
+    with torch.enable_grad():  # rollout runs under no_grad: a plain cat would cut the graph
+        return torch.cat(parts)
 
 
 def _transition(env: CrystalEnv, st: _BatchState, batch: BatchComposition | None, idx: np.ndarray,

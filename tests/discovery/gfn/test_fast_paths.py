@@ -1,7 +1,8 @@
 """The fast paths of training and rollouts compute what the plain formulation computes.
 
-* trajectory balance with per-stage output heads (:meth:`CrystalGFN.tb_loss`) against a log-softmax
-  over all ``D`` masked logits of the full network output, values and gradients;
+* trajectory balance with per-stage output heads (:meth:`CrystalGFN.tb_loss`), with the trunk
+  recomputed or kept from the rollout, against a log-softmax over all ``D`` masked logits of the full
+  network output, values and gradients;
 * the vectorised transitions of :func:`discovery.gfn.sampler.rollout` against the one-state API's
   backward masks and actions;
 * the fused Adam survives a checkpoint saved with other implementation flags.
@@ -57,19 +58,24 @@ def _grads(gfn: CrystalGFN, loss: torch.Tensor) -> list[torch.Tensor]:
             for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True), strict=True)]
 
 
+@pytest.mark.parametrize("keep_graph", [False, True], ids=["recomputed", "kept-from-rollout"])
 @pytest.mark.parametrize("which", ["one-state", "batched"])
-def test_tb_loss_equals_the_full_softmax_formulation(which: str, small_gfn: CrystalGFN, packed_gfn: CrystalGFN) -> None:
+def test_tb_loss_equals_the_full_softmax_formulation(which: str, keep_graph: bool, small_gfn: CrystalGFN,
+                                                     packed_gfn: CrystalGFN) -> None:
     gfn = small_gfn if which == "one-state" else packed_gfn
     torch.manual_seed(3)
     np.random.seed(3)
-    ro = rollout(gfn.env, gfn.forward_policy, 48, epsilon=0.3)
+    ro = rollout(gfn.env, gfn.forward_policy, 48, epsilon=0.3, keep_graph=keep_graph)
+    assert (ro.hidden is not None and ro.hidden.requires_grad) if keep_graph else ro.hidden is None
     replayed = forced_rollout(gfn.env, ro.crystals[:16])
     for batch in (ro, replayed):
         log_r = torch.randn(len(batch.crystals))
         fast, ref = gfn.tb_loss(batch, log_r), _reference_tb(gfn, batch, log_r)
         assert torch.isfinite(ref.delta).all()
         torch.testing.assert_close(fast.delta, ref.delta, rtol=1e-5, atol=1e-4)
-        for g_fast, g_ref in zip(_grads(gfn, fast.loss), _grads(gfn, ref.loss), strict=True):
+        fast_grads = _grads(gfn, fast.loss)
+        assert all(bool(g.abs().sum() > 0) for g in fast_grads[:2])  # the forward policy's first layer learns
+        for g_fast, g_ref in zip(fast_grads, _grads(gfn, ref.loss), strict=True):
             torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-5)
 
 
