@@ -74,16 +74,20 @@ def candidates_frame(campaign_dir: str | Path) -> pd.DataFrame:
 
 
 def round_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per round: pool size per source, the pool's best score and the substitutions' share of the pooled [0, 1]
-    score scale, the substitution picks' median score rank, how many have a known formula (novelty penalty),
-    their S.U.N. count."""
+    """Per round: pool size per source, generator candidates with a proxy σ above 1 eV/atom and the generator
+    picks that converged, the pool's best score and the substitutions' share of the pooled [0, 1] score scale,
+    the substitution picks' median score rank, how many have a known formula (novelty penalty), their S.U.N.
+    count."""
     rows = []
     for r, pool in frame.groupby("round_index"):
         sub = pool[pool.source == "substitution"]
+        gen = pool[pool.source == "generator"]
         lo, hi = pool.score.min(), pool.score.max()
         picks = sub[sub.selected]
         rows.append({
-            "round": int(r), "pool_generator": int((pool.source == "generator").sum()), "pool_substitution": len(sub),
+            "round": int(r), "pool_generator": len(gen), "pool_substitution": len(sub),
+            "generator_sd_over_1": int((gen.sd > 1).sum()),
+            "generator_picks_ok": f"{int((gen.selected & (gen.status == 'ok')).sum())}/{int(gen.selected.sum())}",
             "best_score": float(hi), "substitution_scale_share": float((sub.score.max() - sub.score.min()) / (hi - lo))
             if len(sub) and hi > lo else float("nan"),
             "substitution_picks": len(picks), "median_score_rank": float(picks.score_rank.median()) if len(picks) else float("nan"),
@@ -133,6 +137,53 @@ def replay(campaign_dir: str | Path, frame: pd.DataFrame | None = None,
     return pd.DataFrame(rows)
 
 
+def round0_view(campaign_dir: str | Path, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Where round 0 would have put every substitution pick: its rank among round 0's own proposals (the
+    round's seed and Thompson draws, uniform rates, seed parents only; NaN when round 0 could not propose it),
+    its acquisition score under the round-0 proxy (UCB κ of the config, + the reference hull energy, − the
+    known-formula penalty), its rank by that score in round 0's substitution pool and how many of round 0's
+    unpicked substitutions score higher (the leftovers a later round could have used)."""
+    from discovery.proxy import ucb
+    from discovery.proxy.residual import load_proxy
+    from discovery.substitution import propose_substitutions, seed_parents
+    from orchestration.campaign.context import round_seed
+    from orchestration.campaign.steps import hull_energies
+    from orchestration.campaign.sun import known_formulas
+    from orchestration.config import CampaignConfig, build_search_space
+
+    campaign_dir = Path(campaign_dir)
+    frame = candidates_frame(campaign_dir) if frame is None else frame
+    with _connect(campaign_dir) as con:
+        config = CampaignConfig.model_validate(_json(con.execute("select config_json from campaigns").fetchone()[0]))
+    space = build_search_space(config)
+    sub_cfg = config.sources.substitution
+    near = sub_cfg.near_hull_at_most if sub_cfg is not None else 0.05
+    proposals = propose_substitutions(seed_parents(space=space, max_e_above_hull=near), space=space, n=100_000,
+                                      seed=round_seed(config.seed, 0) % (2**31))
+    prior_rank = {p.id: i + 1 for i, p in enumerate(proposals)}
+    target = config.targets[0].name
+    proxy = load_proxy(campaign_dir / "models" / "proxy" / "round-000" / target)
+    sub = frame[frame.source == "substitution"].copy()
+    crystals = [_crystal(x) for x in sub.itertuples()]
+    score = ucb(proxy.posterior(crystals), kappa=config.acquisition.kappa, maximize=False).double().numpy()
+    if config.acquisition.relative_to_hull is not None:
+        score = score + hull_energies(config.acquisition.relative_to_hull, crystals)
+    if config.novelty.enabled:
+        known = known_formulas(config)
+        score = score - config.novelty.known_penalty * sub.reduced_formula.isin(known).to_numpy(float)
+    sub["score0"] = score
+    pool0 = sub[sub.round_index == 0]
+    left0 = pool0.score0[~pool0.selected].to_numpy()
+    picks = sub[sub.selected]
+    return pd.DataFrame({
+        "round": picks.round_index, "formula": picks.reduced_formula, "parent": picks.parent,
+        "prior_rank_round0": picks.proposal.map(lambda x: prior_rank.get(x, np.nan)),
+        "score_round0": picks.score0.round(3),
+        "rank_in_round0_pool": [int((pool0.score0 > v).sum()) + 1 for v in picks.score0],
+        "round0_leftovers_above": [int((left0 > v).sum()) for v in picks.score0], "sun": picks.sun,
+    })
+
+
 def outcomes_of(frames: Sequence[pd.DataFrame]) -> dict[tuple[str, int], bool]:
     """(reduced formula, space group) → S.U.N. label of every evaluated candidate of ``frames``."""
     out: dict[tuple[str, int], bool] = {}
@@ -152,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("campaigns", nargs="+", type=Path, help="loop campaign directories (each with store.db)")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    ap.add_argument("--round0", action="store_true", help="also where round 0 would have ranked every substitution "
+                    "pick (its proposals and proxy; a few seconds per campaign)")
     args = ap.parse_args(argv)
     frames = {str(d): candidates_frame(d) for d in args.campaigns}
     outcomes = outcomes_of(list(frames.values()))
@@ -161,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cols = ["round_index", "batch_rank", "source", "reduced_formula", "space_group", "parent", "pairs",
                 "prior_rank", "score_rank", "score", "mu", "sd", "novelty_penalty", "status", "e_form", "e_hull", "sun"]
         result[d] = {"picks": picks[cols], "rounds": round_summary(frame), "replay": replay(d, frame, outcomes)}
+        if args.round0:
+            result[d]["round0"] = round0_view(d, frame)
     if args.json:
         blob = {d: {k: json.loads(v.to_json(orient="records")) for k, v in parts.items()} for d, parts in result.items()}
         print(json.dumps(blob, indent=1))
@@ -175,6 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             known_formula_picks=("known_formula_picks", "sum"), with_outcome=("with_outcome", "sum"),
             sun_of_those=("sun_of_those", "sum"), same_as_stored=("same_as_stored", "sum"))
         print(f"== all campaigns: replay ({len(outcomes)} (formula, space group) outcomes pooled)\n{agg.to_string()}")
+        if args.round0:
+            view = pd.concat([p["round0"] for p in result.values()])
+            print("== all campaigns: substitution picks as round 0 would have ranked them\n" + view.groupby("round").agg(
+                picks=("sun", "size"), sun=("sun", "sum"), median_prior_rank_round0=("prior_rank_round0", "median"),
+                median_rank_in_round0_pool=("rank_in_round0_pool", "median"),
+                median_round0_leftovers_above=("round0_leftovers_above", "median")).to_string())
     return 0
 
 
