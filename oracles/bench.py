@@ -49,9 +49,7 @@ def _run(candidates: list[Candidate], *, label: str, seed: int, progress: Callab
     """One timed run (the oracle warmed up first: process start and model load are ``startup_s``)."""
     with CHGNetOracle(**settings) as oracle:
         t0 = time.perf_counter()
-        oracle.warm_up()
-        if settings.get("engine") == "batched":  # load the torch-sim model too (start-up, not relaxation)
-            oracle.evaluate([], seed=seed)
+        oracle.warm_up()  # batched engine: also imports torch-sim and builds its model in every process
         startup = time.perf_counter() - t0
         t0 = time.perf_counter()
         results = oracle.evaluate(candidates, seed=seed, progress=progress(label) if progress else None)
@@ -75,14 +73,15 @@ def run_oracle_bench(*, n: int = 16, workers: int = 2, steps: int = 100, fmax: f
     """Run the benchmark; returns a JSON-ready dict (see the module docstring).
 
     Sequential (ASE) runs with 1 and ``workers`` processes; with ``batched``, the batched engine with
-    ``workers`` processes (one batch each) and in one process (one torch thread), all on the same
-    candidates in one invocation. ``speedup_batched`` = the best batched run ÷ the best sequential run."""
+    ``workers`` processes (one batch each, all fed from one shared queue, see :mod:`oracles.batched.pool`) and
+    in one process (one torch thread), all on the same candidates in one invocation. ``speedup_batched`` = the best batched run ÷ the best sequential run."""
     candidates = bench_candidates(n, max_atoms=max_atoms)
     load_before = os.getloadavg()
     common = {"steps": steps, "fmax": fmax, "mp20_dir": mp20_dir}
     runs: dict[str, Any] = {}
     for label, n_workers in (("one_process", 1), (f"{workers}_workers", workers)):
-        runs[label] = _run(candidates, label=label, seed=seed, progress=progress, workers=n_workers, **common)
+        runs[label] = _run(candidates, label=label, seed=seed, progress=progress, engine="ase", workers=n_workers,
+                           **common)
     if batched:
         runs[f"batched_{workers}_workers"] = _run(candidates, label=f"batched_{workers}_workers", seed=seed,
                                                   progress=progress, engine="batched", workers=workers, **common)

@@ -26,7 +26,9 @@ anion and U corrections: on 30 MP-20 validation structures the formation-energy 
 Parallelism: ``workers=0`` evaluates in the calling process (torch limited to ``threads`` threads
 while it runs); ``workers=N ≥ 1`` keeps a pool of N spawned processes, each with one torch thread and
 its own model, alive across ``evaluate`` calls (call :meth:`CHGNetOracle.close` or use ``with``).
-Tasks are submitted largest-first so that a batch finishes evenly. ``device='cuda'`` loads the model
+Tasks are submitted largest-first so that a batch finishes evenly; with the batched engine every worker
+relaxes one batch fed from a queue shared by all workers (:mod:`oracles.batched.pool`), so that no worker
+idles while another still has candidates waiting. ``device='cuda'`` loads the model
 on the GPU (use ``workers=0`` or 1 there).
 
 Modules: this one holds the oracle (pool, chunking, deadlines, provenance); its settings and what runs
@@ -156,7 +158,7 @@ class CHGNetOracle:
         """One result per candidate, in order; see :mod:`oracles.base` for the contract.
 
         ``on_result(index, result)`` (optional) is called as each result is ready: per candidate with the
-        batched engine in-process (``workers=0``), else as each chunk of the pool returns."""
+        batched engine (in-process or from the pool's workers), else as each chunk of the pool returns."""
         tasks = [_Task(i, c.id, c.candidate_seed(seed), c.crystal, c.structure) for i, c in enumerate(candidates)]
         results: list[OracleResult | None] = [None] * len(tasks)
         try:

@@ -14,12 +14,14 @@ The optimizer state may be float64 (the default here, like ASE); the model runs 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pymatgen.core import Lattice, Structure
 from torch_sim.models.interface import ModelInterface
 from torch_sim.state import SimState
+
+from oracles.batched.graph import crystal_graph
 
 
 class CHGNetModel(ModelInterface):
@@ -31,8 +33,12 @@ class CHGNetModel(ModelInterface):
         out = model(torch_sim.io.structures_to_state([s1, s2], device=model.device, dtype=model.dtype))
     """
 
-    def __init__(self, model: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> None:
+    def __init__(self, model: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
+                 graph_builder: Literal["numpy", "chgnet"] = "numpy") -> None:
+        """``graph_builder``: ``numpy`` builds each step's crystal graphs with :mod:`oracles.batched.graph`
+        (the same graphs, ~5× faster); ``chgnet`` with CHGNet's own converter from pymatgen structures."""
         super().__init__()
+        self.graph_builder = graph_builder
         self._device = torch.device(device)
         self._dtype = dtype
         self._compute_stress = True
@@ -58,6 +64,18 @@ class CHGNetModel(ModelInterface):
                                  coords_are_cartesian=True, validate_proximity=False))
         return out
 
+    def graphs(self, state: SimState) -> list[Any]:
+        """One CHGNet ``CrystalGraph`` per system of ``state`` (see ``graph_builder``)."""
+        if self.graph_builder == "chgnet":
+            return [self.model.graph_converter(s) for s in self.structures(state)]
+        positions = state.positions.detach().cpu().double().numpy()
+        cells = state.row_vector_cell.detach().cpu().double().numpy()
+        numbers = state.atomic_numbers.detach().cpu().numpy()
+        owners = state.system_idx.detach().cpu().numpy()
+        masks = [owners == b for b in range(state.n_systems)]
+        return [crystal_graph(self.model.graph_converter, positions[m], cells[b], numbers[m])
+                for b, m in enumerate(masks)]
+
     def forward(self, state: SimState | dict[str, torch.Tensor], **_: Any) -> dict[str, torch.Tensor]:
         import time
 
@@ -65,7 +83,7 @@ class CHGNetModel(ModelInterface):
         try:
             if isinstance(state, dict):
                 state = SimState(**state, masses=torch.ones_like(state["positions"]))
-            graphs = [self.model.graph_converter(s).to(self._device) for s in self.structures(state)]
+            graphs = [g.to(self._device) for g in self.graphs(state)]
             energy, forces, stress = self._efs(graphs)
             return {"energy": energy.to(self._dtype), "forces": forces.to(self._dtype),
                     "stress": stress.to(self._dtype)}

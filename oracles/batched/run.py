@@ -1,7 +1,8 @@
 """The oracle side of the batched engine: decode → sanity gate → :func:`relax_batch` → gate → targets.
 
 Called by :func:`oracles.chgnet._run_chunk` when ``engine="batched"`` (in the calling process when
-``workers=0``, or in each pool worker on its shard of the batch). Every candidate still gets exactly one
+``workers=0``), and by :func:`oracles.batched.pool.run_shared` in each pool worker, whose batch takes its
+tasks from a queue shared by all workers. Every candidate still gets exactly one
 result: decoding errors, refused inputs and relaxation faults are results, as in the ASE path, and a
 structure that fails inside the batch never fails the others (see :mod:`oracles.batched.engine`).
 """

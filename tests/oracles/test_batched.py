@@ -69,6 +69,28 @@ def test_adapter_matches_chgnet_single_structure_predictions() -> None:
     assert out["energy"].shape == (len(structures),) and out["stress"].shape == (len(structures), 3, 3)
 
 
+def test_numpy_graphs_are_chgnets_graphs() -> None:
+    """The numpy-built crystal graphs (oracles.batched.graph) have CHGNet's converter's edges and angles and give
+    the same energies, forces and stresses (float32 rounding apart), also for cells smaller than the cutoff."""
+    import torch_sim as ts
+
+    structures = _rattled()
+    chgnet = load_chgnet_model("cpu")
+    fast, reference = CHGNetModel(chgnet), CHGNetModel(chgnet, graph_builder="chgnet")
+    state = ts.io.structures_to_state(structures, device=fast.device, dtype=fast.dtype)
+    for g, h in zip(fast.graphs(state), reference.graphs(state), strict=True):
+        assert len(g.atom_graph) == len(h.atom_graph) and len(g.bond_graph) == len(h.bond_graph)
+        assert len(g.undirected2directed) == len(h.undirected2directed)
+        assert sorted(map(tuple, g.atom_graph.tolist())) == sorted(map(tuple, h.atom_graph.tolist()))
+    out, ref = fast(state), reference(state)
+    assert float((out["energy"] - ref["energy"]).abs().max()) < 1e-4
+    assert float((out["forces"] - ref["forces"]).abs().max()) < 1e-4
+    assert float((out["stress"] - ref["stress"]).abs().max()) < 1e-5  # eV/Å³; stresses up to 1.2 here
+    with pytest.raises(ValueError, match="isolated atom"):
+        fast(ts.io.structures_to_state([Structure(Lattice.cubic(30.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])],
+                                       device=fast.device, dtype=fast.dtype))
+
+
 def test_engine_agrees_with_ase_relaxation() -> None:
     """Same statuses, final energies within 5 meV/atom, step counts within 30 % + 5 of ASE's FIRE."""
     structures = _rattled()[:6]  # the rattled FeO2 cell has two nearby minima: each engine may find either
