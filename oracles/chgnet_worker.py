@@ -155,11 +155,15 @@ def _limit_blas_threads(n: int) -> Any:
 
 
 def _setup_state(settings: CHGNetSettings, factory: CalculatorFactory | None) -> None:
+    """Load the model, gates and hull reference, and build their lazy tables now: neither a candidate's time
+    nor, in a worker, the pool's hard deadline (counted from when the workers are ready) may include a one-off
+    per-process build (the hull index alone took 1.6 s idle, several times that under load)."""
     _STATE["calculator"] = (factory or load_chgnet_calculator)(settings.device)
     _STATE["gates"] = _model_gates(_STATE["calculator"])
     _STATE["reference"] = load_reference(settings.reference, **_mp20_kw(settings))
     _STATE["settings"] = settings
     _warm_compatibility()
+    _STATE["reference"].system_entries(frozenset())  # build its chemical-system index now (≈1.6 s once per process)
 
 
 def _model_gates(calculator: Any) -> Gates:
