@@ -139,7 +139,8 @@ def replay(campaign_dir: str | Path, frame: pd.DataFrame | None = None,
 
 def round0_view(campaign_dir: str | Path, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Where round 0 would have put every substitution pick: its rank among round 0's own proposals (the
-    round's seed and Thompson draws, uniform rates, seed parents only; NaN when round 0 could not propose it),
+    round's seed and Thompson draws, uniform rates, seed parents only, known formulas left out when the campaign
+    left them out; NaN when round 0 could not propose it),
     its acquisition score under the round-0 proxy (UCB κ of the config, + the reference hull energy, − the
     known-formula penalty), its rank by that score in round 0's substitution pool and how many of round 0's
     unpicked substitutions score higher (the leftovers a later round could have used)."""
@@ -158,18 +159,22 @@ def round0_view(campaign_dir: str | Path, frame: pd.DataFrame | None = None) -> 
     space = build_search_space(config)
     sub_cfg = config.sources.substitution
     near = sub_cfg.near_hull_at_most if sub_cfg is not None else 0.05
+    known = known_formulas(config)
+    sub = frame[frame.source == "substitution"].copy()
+    # campaigns since 2026-12-05 propose no known formula under the novelty penalty; earlier ones did
+    novel_only = config.novelty.enabled and config.novelty.known_penalty > 0 and not (
+        sub.reduced_formula[sub.round_index == 0].isin(known).any())
     proposals = propose_substitutions(seed_parents(space=space, max_e_above_hull=near), space=space, n=100_000,
-                                      seed=round_seed(config.seed, 0) % (2**31))
+                                      seed=round_seed(config.seed, 0) % (2**31), partial=sub_cfg.partial if sub_cfg else True,
+                                      exclude_formulas=known if novel_only else ())
     prior_rank = {p.id: i + 1 for i, p in enumerate(proposals)}
     target = config.targets[0].name
     proxy = load_proxy(campaign_dir / "models" / "proxy" / "round-000" / target)
-    sub = frame[frame.source == "substitution"].copy()
     crystals = [_crystal(x) for x in sub.itertuples()]
     score = ucb(proxy.posterior(crystals), kappa=config.acquisition.kappa, maximize=False).double().numpy()
     if config.acquisition.relative_to_hull is not None:
         score = score + hull_energies(config.acquisition.relative_to_hull, crystals)
     if config.novelty.enabled:
-        known = known_formulas(config)
         score = score - config.novelty.known_penalty * sub.reduced_formula.isin(known).to_numpy(float)
     sub["score0"] = score
     pool0 = sub[sub.round_index == 0]
