@@ -91,6 +91,13 @@ def test_a_campaign_stored_on_the_ase_default_resumes_on_ase(tmp_path: Path, mon
         assert camp.oracles.settings["engine"] == "ase"  # what the campaign's oracles are built with
     finally:
         release(path)
+    from orchestration.cli_campaign import _prepare
+
+    _cfg, snapshot = _prepare(path)  # `matloop run`: the snapshot that `matloop resume` reads names the engine
+    assert load_config(snapshot).oracle.settings["engine"] == "ase"
+    store, again = open_campaign(load_config(snapshot))
+    store.close()
+    assert again.config_hash == BEFORE["none"]
     path.write_text(path.read_text().replace("steps: 40", "steps: 40\n    engine: batched"))
     with pytest.raises(StoreError, match="config changed"):  # switching it is a change, not a resume
         open_campaign(load_config(path))
