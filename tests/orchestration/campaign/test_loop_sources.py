@@ -69,7 +69,7 @@ def test_loop_campaign_with_two_sources(tmp_path: Path, prefect_server_settings:
     assert report.get("offline_used", 0) >= 1
     # substitutions never propose a known formula; one proposed but not picked in round 0 is proposed again in
     # round 1 (re-ranked by the round's rates and proxy) instead of being dropped as an earlier candidate
-    from orchestration.bench_discovery.rounds import candidates_frame, replay
+    from orchestration.bench_discovery.rounds import candidates_frame, replay, round0_view
     from orchestration.campaign.sun import reference_formulas
 
     frame = candidates_frame(tmp_path / "run")
@@ -82,5 +82,8 @@ def test_loop_campaign_with_two_sources(tmp_path: Path, prefect_server_settings:
     # the replay of each round's selection (per-source scales, earlier batches as context) is the stored batch
     rep = replay(tmp_path / "run", frame)
     assert rep[rep.variant == "per-source scale, context"].same_as_stored.tolist() == [4, 4]
+    view = round0_view(tmp_path / "run", frame)  # every substitution pick, as round 0 would have ranked it
+    assert len(view) == int((subs.selected).sum()) and (view.rank_in_round0_pool >= 1).all()
+    assert view[view["round"] == 0].prior_rank_round0.notna().all()  # round 0's picks are round 0's proposals
     again = campaign_flow(str(cfg))
     assert again["oracle_results"] == 8  # nothing repeated
