@@ -369,7 +369,8 @@ def check(
                                                      "per atom is relaxed.")] = 1,
     decode_volume: Annotated[str, typer.Option(help="row: the sampled cell's volume; model: the cell rescaled "
                                                     "to the volume model's V0.")] = "row",
-    engine: Annotated[str, typer.Option(help="CHGNet relaxation engine: ase or batched.")] = "ase",
+    engine: Annotated[str | None, typer.Option(help="CHGNet relaxation engine: ase or batched (default: the "
+                                                    "oracle's).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Wall-time limit per structure (decode + relax), s.")] = 300.0,
 ) -> None:
     """Physical check of a trained model: volume per atom against MP-20, validity, and a CHGNet relaxation of
@@ -386,7 +387,7 @@ def check(
     torch.set_num_threads(1)
     try:
         decoding = CheckDecoding(decoder=decoder, best_of=best_of, volume=decode_volume)  # type: ignore[arg-type]
-        if engine not in ("ase", "batched"):
+        if engine not in (None, "ase", "batched"):
             raise ValueError(f"--engine: {engine!r} is not ase or batched")
         with console.status("starting") as status:
             result = run_check(checkpoint=checkpoint, proxy=proxy, n=n, n_relax=relax, seed=seed, workers=workers,

@@ -84,18 +84,21 @@ def volume_metrics(crystals: Sequence[Crystal], *, vrange: tuple[float, float]) 
 
 def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, workers: int = 2, fmax: float = 0.1,
                      steps: int = 200, reference: str = "mp20+matbench", seed: int = 0,
-                     decoding: CheckDecoding | None = None, engine: Literal["ase", "batched"] = "ase",
+                     decoding: CheckDecoding | None = None, engine: Literal["ase", "batched"] | None = None,
                      timeout_s: float = 300.0, progress: Callable[[int, int], None] | None = None,
                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Decode (``decoding``) and relax ``crystals`` with the CHGNet oracle; summary and one row per crystal.
 
-    ``timeout_s``: the oracle's wall-time limit per structure (decode + relax), s."""
+    ``engine``: the CHGNet oracle's relaxation engine (``None``: its default); ``timeout_s``: its wall-time limit
+    per structure (decode + relax), s."""
     from oracles.base import Candidate
     from oracles.registry import get_oracle
 
     decoding = decoding or CheckDecoding()
-    oracle = get_oracle("chgnet", fmax=fmax, steps=steps, workers=workers, reference=reference, engine=engine,
-                        timeout_s=timeout_s, **decoding.oracle_settings())
+    chosen = {} if engine is None else {"engine": engine}
+    oracle = get_oracle("chgnet", fmax=fmax, steps=steps, workers=workers, reference=reference, timeout_s=timeout_s,
+                        **chosen, **decoding.oracle_settings())
+    engine = getattr(getattr(oracle, "settings", None), "engine", engine)
     t0 = time.perf_counter()
     try:
         results = oracle.evaluate([Candidate.from_crystal(c, id=c.id or f"s{i}") for i, c in enumerate(crystals)],
@@ -131,7 +134,7 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
 
 def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64, seed: int = 0, workers: int = 2,
               reference: str = "mp20+matbench", out: Path | None = None, decoding: CheckDecoding | None = None,
-              engine: Literal["ase", "batched"] = "ase", timeout_s: float = 300.0,
+              engine: Literal["ase", "batched"] | None = None, timeout_s: float = 300.0,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Sample ``n`` crystals from ``checkpoint``; volume, validity and proxy metrics; decode (``decoding``) and
     relax ``n_relax`` of them (``engine``, ``timeout_s``: see :func:`relaxation_check`)."""

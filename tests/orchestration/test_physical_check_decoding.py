@@ -23,7 +23,7 @@ def test_relaxation_check_uses_and_reports_the_decoding() -> None:
     decoding = CheckDecoding(best_of=2, volume="model")
     summary, rows = relaxation_check([lif], np.array([-3.0]), workers=0, decoding=decoding)
     assert summary["decoding"] == {"decoder": "pyxtal", "best_of": 2, "volume": "model"}
-    assert summary["engine"] == "ase" and summary["timeout_s"] == 300.0
+    assert summary["engine"] in ("ase", "batched") and summary["timeout_s"] == 300.0  # the oracle's default engine
     assert rows[0]["status"] == "ok" and rows[0]["n_atoms"] == 8
     assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5
 
