@@ -159,6 +159,10 @@ def _setup_state(settings: CHGNetSettings, factory: CalculatorFactory | None) ->
     nor, in a worker, the pool's hard deadline (counted from when the workers are ready) may include a one-off
     per-process build (the hull index alone took 1.6 s idle, several times that under load)."""
     _STATE["calculator"] = (factory or load_chgnet_calculator)(settings.device)
+    # the batched engine's torch-sim model wraps the calculator's model: rebuilt for this calculator (a model
+    # left by another oracle of this process, e.g. one with injected faults, must not be reused)
+    _STATE.pop("ts_model", None)
+    _STATE.pop("ts_model_key", None)
     _STATE["gates"] = _model_gates(_STATE["calculator"])
     _STATE["reference"] = load_reference(settings.reference, **_mp20_kw(settings))
     _STATE["settings"] = settings

@@ -195,6 +195,17 @@ def test_one_bad_structure_never_fails_the_batch(mp20_dir: Path) -> None:
     assert seen[-1] == (len(results), len(results)) and len(seen) >= 5  # progress as each one finishes
 
 
+def test_a_later_oracle_of_the_process_does_not_inherit_injected_faults(mp20_dir: Path) -> None:
+    """The in-process torch-sim model belongs to the oracle that built it: an oracle set up after one with a
+    faulty model relaxes with its own (a leaked faulty model once failed later tests of the same process)."""
+    mgo = Candidate.from_structure(small_structures()["MgO"], id="MgO")
+    faulty = CHGNetOracle(engine="batched", calculator_factory=FaultyBatchedFactory({"MgO": "raise"}), workers=0,
+                          steps=20, mp20_dir=str(mp20_dir))
+    assert faulty.evaluate([mgo])[0].status == "failed"
+    clean = CHGNetOracle(engine="batched", workers=0, steps=20, mp20_dir=str(mp20_dir))
+    assert clean.evaluate([mgo])[0].status in ("ok", "unconverged")
+
+
 def test_engine_isolates_a_structure_that_cannot_be_built() -> None:
     """A NaN coordinate among good structures: that one fails, the others relax."""
     good = small_structures()["NaCl"]

@@ -100,8 +100,10 @@ def test_chgnet_refuses_a_30_angstrom_nacl_cell(mode: str, mp20_dir: Path) -> No
 
 def test_chgnet_refuses_a_relaxation_that_ends_exploded(mp20_dir: Path) -> None:
     """An injected outward stress blows the cell up; with the volume-change limit lifted, the gate on the
-    relaxed structure must still refuse it (the input passed)."""
-    oracle = CHGNetOracle(workers=0, steps=60, max_volume_change=1e6, mp20_dir=str(mp20_dir),
+    relaxed structure must still refuse it (the input passed). ``FaultFactory`` injects its fault at the ASE
+    calculator, so the ASE engine is asked for (the batched engine's own exploding structure is in
+    tests/oracles/test_batched.py)."""
+    oracle = CHGNetOracle(engine="ase", workers=0, steps=60, max_volume_change=1e6, mp20_dir=str(mp20_dir),
                           calculator_factory=FaultFactory({"NaCl": "explode"}))
     r = oracle.evaluate([Candidate.from_structure(rocksalt("Na", "Cl", 5.69), id="boom")])[0]
     assert r.status == "invalid" and r.message.startswith("unphysical final structure: volume per atom"), r.message
