@@ -248,12 +248,9 @@ def at_model_volume(crystal: Crystal) -> Crystal:
 
 def single_point_energies(structures: list[Structure]) -> list[float]:
     """CHGNet single-point energies per atom (eV/atom) of ``structures`` (the shipped weights, one batched call)."""
-    from oracles.relax import load_chgnet_model
+    from oracles.relax import energies_per_atom, load_chgnet_model
 
-    preds = load_chgnet_model("cpu").predict_structure(structures, task="e", batch_size=len(structures))
-    if isinstance(preds, dict):
-        preds = [preds]
-    return [float(np.asarray(p["e"]).reshape(-1)[0]) for p in preds]
+    return energies_per_atom(structures, model=load_chgnet_model("cpu"), batch_size=len(structures))
 
 
 def _best_of(crystal: Crystal, *, seed: int, settings: DecodeSettings) -> Decoded:

@@ -169,8 +169,15 @@ def static_energies(structures: list[Structure], *, calculator: Any, batch_size:
     is about 4 MB per atom in a batch, so keep ``batch_size × atoms`` modest.
     """
     t0 = time.perf_counter()
-    preds = calculator.model.predict_structure(structures, task="e", batch_size=batch_size)
+    per_atom = energies_per_atom(structures, model=calculator.model, batch_size=batch_size)
+    calculator.model_time_s += time.perf_counter() - t0
+    return [e * len(s) for e, s in zip(per_atom, structures, strict=True)]
+
+
+def energies_per_atom(structures: list[Structure], *, model: Any, batch_size: int = 16) -> list[float]:
+    """Energies per atom (eV/atom) of unrelaxed ``structures`` from a CHGNet ``model``'s ``predict_structure``,
+    ``batch_size`` structures per graph batch."""
+    preds = model.predict_structure(structures, task="e", batch_size=batch_size)
     if isinstance(preds, dict):
         preds = [preds]
-    calculator.model_time_s += time.perf_counter() - t0
-    return [float(np.asarray(p["e"]).reshape(-1)[0]) * len(s) for p, s in zip(preds, structures, strict=True)]
+    return [float(np.asarray(p["e"]).reshape(-1)[0]) for p in preds]
