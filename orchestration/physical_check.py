@@ -23,12 +23,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from discovery.crystal import Crystal
+from discovery.sun import SunLabels, count
 from oracles.decode import DecoderName, VolumeChoice
+
+if TYPE_CHECKING:
+    from oracles.base import OracleResult
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,12 +111,14 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
         close = getattr(oracle, "close", None)
         if close is not None:
             close()
+    labels = sun_labels_of(results, crystals, reference=reference)
     rows: list[dict[str, Any]] = []
-    for c, r, p in zip(crystals, results, predicted_fe, strict=True):
+    for c, r, p, lab in zip(crystals, results, predicted_fe, labels, strict=True):
         rows.append({"id": r.candidate_id, "formula": c.formula, "space_group": c.space_group, "status": r.status,
-                     "n_atoms": c.n_atoms, "n_steps": r.n_steps, "proxy_fe": float(p),
+                     "n_atoms": c.n_atoms, "n_elements": len(c.counts), "n_steps": r.n_steps, "proxy_fe": float(p),
                      "chgnet_fe": r.targets.get("formation_energy_per_atom"),
-                     "e_above_hull": r.targets.get("e_above_hull"), "message": r.message[:200]})
+                     "e_above_hull": r.targets.get("e_above_hull"), "message": r.message[:200],
+                     **{k: v for k, v in lab.as_dict().items() if k != "candidate_id"}})
     ok = [row for row in rows if row["status"] == "ok" and row["chgnet_fe"] is not None]
     statuses: dict[str, int] = {}
     for row in rows:
@@ -126,10 +132,29 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
         "median_chgnet_e_above_hull": float(np.median(ehull)) if len(ehull) else None,
         "share_ok_with_e_above_hull_le_0.1": float(np.mean(ehull <= 0.1)) if len(ehull) else None,
         "median_steps_ok": float(np.median([r["n_steps"] for r in ok])) if ok else None,
+        "median_atoms": float(np.median([c.n_atoms for c in crystals])) if crystals else None,
+        "sun_counts": count(labels).as_dict(),
         "reference": reference, "fmax": fmax, "steps": steps, "decoding": asdict(decoding), "engine": engine,
         "timeout_s": timeout_s, "seconds": round(time.perf_counter() - t0, 1),
     }
     return summary, rows
+
+
+def sun_labels_of(results: Sequence[OracleResult], crystals: Sequence[Crystal], *,
+                  reference: str = "mp20+matbench") -> list[SunLabels]:
+    """S.U.N. labels (:mod:`discovery.sun`, defaults: E_hull ≤ 0.1 eV/atom, 0-D packings excluded) of relaxed
+    samples in the given order: known formulas are the hull reference's, known structures the shipped MP-20
+    and Li-Fe-O ones, uniqueness among the samples themselves."""
+    from discovery.datasets.reference_structures import load_reference_structures
+    from discovery.sun import SunInput, SunLabeler
+    from oracles.reference import load_reference
+    from orchestration.campaign.sun import parse_cif
+
+    known = {e.composition.reduced_formula for e in load_reference(reference).entries}  # type: ignore[arg-type]
+    labeler = SunLabeler(known_formulas=known, reference=load_reference_structures())
+    return [labeler.label(SunInput(r.candidate_id, 0, r.status, r.targets.get("e_above_hull"),
+                                   parse_cif(r.structure_cif), c.space_group))
+            for r, c in zip(results, crystals, strict=True)]
 
 
 def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64, seed: int = 0, workers: int = 2,

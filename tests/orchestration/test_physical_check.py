@@ -38,6 +38,11 @@ def test_relaxation_check_relaxes_and_compares(tmp_path: Path) -> None:
     summary, rows = relaxation_check([lif, blown], np.array([-3.0, -3.0]), workers=1)
     assert [r["status"] for r in rows] == ["ok", "invalid"]
     assert summary["share_ok"] == 0.5 and summary["n_relaxed"] == 2
+    # every row carries its S.U.N. labels (LiF's formula is known; its rock-salt structure is not among the
+    # shipped MP-20 structures, which hold wurtzite LiF only, so whether it is S.U.N. depends on that data)
+    assert rows[0]["converged"] and not rows[0]["novel_formula"] and rows[0]["relaxed_space_group"] == 225
+    assert not rows[1]["converged"] and not rows[1]["sun"]
+    assert summary["sun_counts"]["converged"] == 1 and summary["sun_counts"]["results"] == 2
     assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5  # MP: LiF −3.08 eV/atom
     assert summary["median_abs_proxy_minus_chgnet_fe"] == pytest.approx(abs(rows[0]["chgnet_fe"] + 3.0))
     assert summary["reference"] == "mp20+matbench"
@@ -57,3 +62,31 @@ def test_gfn_check_cli_without_relaxation(tmp_path: Path) -> None:
     assert out["volume"]["n"] == 50 and out["validity"]["valid_smact"] == 1.0
     assert (tmp_path / "check" / "volume_per_atom.npy").exists()
     assert json.loads((tmp_path / "check" / "check.json").read_text())["paper_predicted_fe_median"] == -3.2
+
+
+def test_sun_labels_of_relaxed_samples() -> None:
+    """A shipped MP-20 structure is not novel; two copies of one new structure are one unique S.U.N. hit; an
+    unconverged result is never S.U.N."""
+    from pymatgen.core import Lattice, Structure
+
+    from discovery.datasets.reference_structures import load_reference_structures
+    from oracles.base import OracleResult, structure_to_cif
+    from orchestration.physical_check import sun_labels_of
+
+    formula, known = next((f, items[0][1]) for f in sorted(load_reference_structures().formulas())
+                          if (items := load_reference_structures().get(f)))
+    new = Structure.from_spacegroup("Fm-3m", Lattice.cubic(6.2), ["K", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    results = [OracleResult(candidate_id="known", status="ok", structure_cif=structure_to_cif(known),
+                            targets={"e_above_hull": 0.0}),
+               OracleResult(candidate_id="new", status="ok", structure_cif=structure_to_cif(new),
+                            targets={"e_above_hull": 0.05}),
+               OracleResult(candidate_id="again", status="ok", structure_cif=structure_to_cif(new.copy()),
+                            targets={"e_above_hull": 0.05}),
+               OracleResult(candidate_id="stuck", status="unconverged", structure_cif=structure_to_cif(new),
+                            targets={"e_above_hull": 0.05})]
+    crystals = [Crystal(225, {"K": 4, "Li": 4}, 6.2, 6.2, 6.2, 90, 90, 90)] * 4
+    labels = sun_labels_of(results, crystals)
+    assert not labels[0].novel_structure and not labels[0].sun, formula
+    assert labels[1].sun and labels[1].unique and labels[1].novel_formula
+    assert not labels[2].unique and not labels[2].sun
+    assert not labels[3].converged and not labels[3].sun
