@@ -98,6 +98,9 @@ def train(
     max_elements: Annotated[int, typer.Option(min=1, help="Most distinct elements per crystal.")] = 5,
     max_atoms_per_element: Annotated[int, typer.Option(min=1, help="Most atoms of one element per cell.")] = 16,
     max_atoms: Annotated[int, typer.Option(min=1, help="Most atoms per conventional cell.")] = 80,
+    lengths: Annotated[str | None, typer.Option(help="Lattice lengths (Å) 'MIN MAX' (default: the paper's '0.9 100'); "
+                                                     "the lattice Betas resolve a length to ± ~0.6 % of the range.")] = None,
+    angles: Annotated[str | None, typer.Option(help="Lattice angles (°) 'MIN MAX' (default: the paper's '50 150').")] = None,
     beta: Annotated[float, typer.Option(help="Density reward exponent: R = ρ^β.")] = 4.0,
     lr: Annotated[float, typer.Option(help="Adam learning rate of the policies.")] = 5e-4,
     epsilon: Annotated[float, typer.Option(help="Share of random actions while training.")] = 0.1,
@@ -119,6 +122,8 @@ def train(
       matloop gfn train --reward density --iterations 500 --out runs/gfn-density
       matloop gfn train --reward proxy --proxy runs/proxy-fe --iterations 7813 --out runs/gfn-fe   # paper FE: exp(−8·E)
       matloop gfn train --reward proxy --proxy runs/proxy-bg --transform target --target-value 1.34 --out runs/gfn-bg
+      matloop gfn train --reward proxy --proxy runs/proxy-fe --iterations 7813 --max-elements 4 \\
+          --max-atoms-per-element 8 --max-atoms 32 --lengths '2.4 30' --out runs/gfn-fe-small   # the shipped FE model
     """
     import torch
 
@@ -156,9 +161,11 @@ def train(
         if resume and (out / "config.json").exists():
             gfn = CrystalGFN.load(out, device=device)
         else:
+            ranges = {k: v for k, v in (("length_range", _range(lengths, "lengths")),
+                                        ("angle_range", _range(angles, "angles"))) if v is not None}
             space = SearchSpace(
                 elements=tuple(_split(elements) or SearchSpace().elements), max_elements=max_elements,
-                max_atoms_per_element=max_atoms_per_element, max_atoms=max_atoms,
+                max_atoms_per_element=max_atoms_per_element, max_atoms=max_atoms, **ranges,  # type: ignore[arg-type]
             )
             with console.status("building constraint tables"):
                 space.check_feasible()
@@ -369,6 +376,8 @@ def check(
                                                      "per atom is relaxed.")] = 1,
     decode_volume: Annotated[str, typer.Option(help="row: the sampled cell's volume; model: the cell rescaled "
                                                     "to the volume model's V0.")] = "row",
+    rattle: Annotated[float, typer.Option(min=0, max=0.5, help="Å each decoded atom is moved in a random direction "
+                                                             "before relaxing, to break symmetric saddle points.")] = 0.0,
     engine: Annotated[str | None, typer.Option(help="CHGNet relaxation engine: ase or batched (default: the "
                                                     "oracle's).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Wall-time limit per structure (decode + relax), s.")] = 300.0,
@@ -386,7 +395,8 @@ def check(
 
     torch.set_num_threads(1)
     try:
-        decoding = CheckDecoding(decoder=decoder, best_of=best_of, volume=decode_volume)  # type: ignore[arg-type]
+        decoding = CheckDecoding(decoder=decoder, best_of=best_of, volume=decode_volume,  # type: ignore[arg-type]
+                                 rattle=rattle)
         if engine not in (None, "ase", "batched"):
             raise ValueError(f"--engine: {engine!r} is not ase or batched")
         with console.status("starting") as status:

@@ -41,11 +41,13 @@ class CheckDecoding:
 
     decoder: ``"pyxtal"`` (random Wyckoff placement in the row's lattice) or ``"score"`` (the score decoder);
     best_of: decodings per row, the lowest CHGNet single-point energy per atom is relaxed (1: the first);
-    volume: ``"row"``: the sampled cell's volume; ``"model"``: the cell rescaled to the volume model's V₀."""
+    volume: ``"row"``: the sampled cell's volume; ``"model"``: the cell rescaled to the volume model's V₀;
+    rattle: Å each decoded atom is moved in a random direction before relaxing (0: none)."""
 
     decoder: DecoderName = "pyxtal"
     best_of: int = 1
     volume: VolumeChoice = "row"
+    rattle: float = 0.0
 
     def __post_init__(self) -> None:
         from typing import get_args
@@ -56,10 +58,13 @@ class CheckDecoding:
             raise ValueError(f"volume: {self.volume!r} is not one of {', '.join(get_args(VolumeChoice))}")
         if self.best_of < 1:
             raise ValueError(f"best_of: must be at least 1 (got {self.best_of})")
+        if not 0.0 <= self.rattle <= 0.5:
+            raise ValueError(f"rattle: must be in [0, 0.5] Å (got {self.rattle})")
 
     def oracle_settings(self) -> dict[str, Any]:
         """The CHGNet oracle's settings for this decoding (:class:`oracles.decode.DecodingFields`)."""
-        return {"decoder": {"name": self.decoder}, "decode_best_of": self.best_of, "decode_volume": self.volume}
+        return {"decoder": {"name": self.decoder}, "decode_best_of": self.best_of, "decode_volume": self.volume,
+                "decode_rattle": self.rattle}
 
 
 def mp20_volume_range(*, lo_pct: float = 1.0, hi_pct: float = 99.0) -> tuple[float, float]:

@@ -82,3 +82,31 @@ def test_oracle_settings_carry_the_choices_and_refuse_nonsense() -> None:
         CHGNetSettings(decode_volume="huge")
     with pytest.raises(ValueError, match="best_of"):
         DecodeSettings(best_of=0)
+
+
+def test_rattle_moves_every_atom_by_its_distance_and_breaks_the_symmetry() -> None:
+    """decode_rattle: each atom moves by exactly δ Å (deterministic for a seed); composition and cell are kept;
+    the decoded structure's special positions are no longer special (the space group drops)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    plain = decode_crystal(LITIO, seed=3)
+    settings = DecodeSettings(rattle=0.1)
+    moved = decode_crystal(LITIO, seed=3, settings=settings)
+    again = decode_crystal(LITIO, seed=3, settings=settings)
+    other = decode_crystal(LITIO, seed=4, settings=settings)
+    assert moved.structure.composition == plain.structure.composition
+    assert np.allclose(moved.structure.lattice.matrix, plain.structure.lattice.matrix)
+    shift = np.linalg.norm(moved.structure.cart_coords - plain.structure.cart_coords, axis=1)
+    assert np.allclose(shift, 0.1, atol=1e-6)
+    assert np.allclose(moved.structure.cart_coords, again.structure.cart_coords)
+    assert not np.allclose(moved.structure.cart_coords - plain.structure.cart_coords,
+                           other.structure.cart_coords - decode_crystal(LITIO, seed=4).structure.cart_coords)
+    assert moved.min_distance_ratio != plain.min_distance_ratio
+    sg = SpacegroupAnalyzer(moved.structure, symprec=0.01).get_space_group_number()
+    assert sg < SpacegroupAnalyzer(plain.structure, symprec=0.01).get_space_group_number()
+    assert CHGNetSettings(decode_rattle=0.1).decode_settings().rattle == 0.1
+    assert CHGNetSettings().decode_settings().rattle == 0.0
+    with pytest.raises(ValidationError, match="decode_rattle"):
+        CHGNetSettings(decode_rattle=-0.1)
+    with pytest.raises(ValueError, match="rattle"):
+        DecodeSettings(rattle=2.0)
