@@ -36,6 +36,21 @@ def test_train_then_sample_on_two_processes_writes_the_same_valid_table(tmp_path
         assert is_smact_valid(c.counts) and is_wyckoff_compatible(c.space_group, list(c.counts.values()))
 
 
+def test_train_lattice_ranges_bound_every_sample(tmp_path: Path) -> None:
+    ckpt = tmp_path / "gfn"
+    res = runner.invoke(app, ["gfn", "train", "--reward", "density", "--iterations", "2", "--out", str(ckpt), *SMALL,
+                              "--lengths", "2.4 30", "--angles", "60 120"])
+    assert res.exit_code == 0, res.output
+    space = json.loads((ckpt / "config.json").read_text())["space"]
+    assert space["length_range"] == [2.4, 30.0] and space["angle_range"] == [60.0, 120.0]
+    out = tmp_path / "s.csv"
+    assert runner.invoke(app, ["gfn", "sample", "--checkpoint", str(ckpt), "-n", "200", "--out", str(out)]).exit_code == 0
+    for c in read_crystal_table(out):
+        assert all(2.4 <= x <= 30.0 for x in c.lattice[:3]) and all(60.0 <= x <= 120.0 for x in c.lattice[3:])
+    bad = runner.invoke(app, ["gfn", "train", "--iterations", "1", "--out", str(tmp_path / "b"), "--lengths", "5"])
+    assert bad.exit_code != 0 and "--lengths" in bad.output and "Traceback" not in bad.output
+
+
 def test_sample_needs_a_checkpoint_or_untrained(tmp_path: Path) -> None:
     res = runner.invoke(app, ["gfn", "sample", "-n", "10", "--out", str(tmp_path / "x.csv")])
     assert res.exit_code != 0
