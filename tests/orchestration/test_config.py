@@ -232,3 +232,18 @@ def test_oracle_labels_weigh_more_in_the_refit_when_asked() -> None:
     assert label_weights(parse_config(_minimal()), target, seed.concat(oracle)) is None  # default: plain bootstrap
     assert "oracle_weight" not in parse_config(_minimal()).science()["proxy"]  # earlier configs keep their hash
     assert "`proxy.oracle_weight`" in _error(_minimal(proxy={"oracle_weight": 0.5}))
+
+
+def test_shipped_configs_start_from_a_checkpoint_of_their_own_search_space() -> None:
+    """Every shipped config naming generator.checkpoint can warm-start from it (equal search spaces), as a
+    campaign's first round checks."""
+    from discovery.gfn import CrystalGFN
+    from orchestration.config.runtime import build_search_space
+    from orchestration.config.schema import resolve_checkpoint
+
+    named = [(p, cfg) for p in CONFIGS if (cfg := load_config(p)).generator.checkpoint is not None]
+    assert {p.stem for p, _ in named} >= {"formation_energy_paper", "formation_energy_small"}
+    for path, cfg in named:
+        assert cfg.generator.checkpoint is not None
+        gfn = CrystalGFN.load(resolve_checkpoint(cfg.generator.checkpoint))
+        assert gfn.space == build_search_space(cfg), path.name
