@@ -30,7 +30,7 @@ app.command("decoder")(bench_decoder_command)
 def bench_discovery(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (the only output on stdout).")] = False,
     budget: Annotated[int | None, typer.Option(min=1, help="Oracle calls (CHGNet relaxations) per strategy and seed "
-                                                      "[default: 30 with --objective sun, else 24].")] = None,
+                                                      "[default: 60 with --objective sun, else 24].")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Independent repetitions (seeds 0..K-1).")] = 2,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of the full loop (batch = budget / rounds).")] = 3,
     candidates: Annotated[int, typer.Option(min=1, help="Generator samples per round (and random pool size per round).")] = 300,
@@ -57,6 +57,9 @@ def bench_discovery(
     substitution_share: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
         "--objective sun: the loop's share of substitutions in its first round (then adaptive); 1.0 runs a "
         "substitution-only loop (every round, no split), 0.0 a generator-only loop."))] = 0.5,
+    rattle: Annotated[float | None, typer.Option(min=0.0, max=0.5, help=(
+        "Å the CHGNet oracle moves decoded atoms off their special positions before relaxing, for every strategy "
+        "[default: 0.05 with --objective sun, else 0].")) ] = None,
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
@@ -78,7 +81,13 @@ def bench_discovery(
     prefect_environment()
     import torch
 
-    from orchestration.bench_discovery import DEFAULT_BUDGET, OBJECTIVES, BenchSettings, run_benchmark
+    from orchestration.bench_discovery import (
+        DEFAULT_BUDGET,
+        DEFAULT_RATTLE,
+        OBJECTIVES,
+        BenchSettings,
+        run_benchmark,
+    )
     from orchestration.campaign.progress import step
 
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -93,6 +102,7 @@ def bench_discovery(
                                  objective=objective,  # type: ignore[arg-type]  # checked by BenchSettings
                                  oracle_weight=oracle_weight, seed_rows=seed_rows,
                                  substitution_share=substitution_share,
+                                 decode_rattle=DEFAULT_RATTLE[objective] if rattle is None else rattle,
                                  strategies=tuple(s.strip() for s in (strategies or "").split(",") if s.strip()))
     except ValueError as exc:
         fail(str(exc))

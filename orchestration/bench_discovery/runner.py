@@ -125,7 +125,8 @@ def run_benchmark(settings: BenchSettings, out_dir: Path, *,
     rows: list[dict[str, Any]] = []
     report = progress or (lambda _d, _i, _n: None)
     oracle = CHGNetOracle(workers=settings.workers, fmax=settings.fmax, steps=settings.steps,
-                          timeout_s=settings.oracle_timeout_s, device=settings.device, reference=settings.reference)
+                          timeout_s=settings.oracle_timeout_s, device=settings.device, reference=settings.reference,
+                          decode_rattle=settings.decode_rattle)
     try:
         for seed in range(settings.seeds):
             loop_dir = out_dir / f"loop-s{seed}"

@@ -16,6 +16,7 @@ import pytest
 from discovery.crystal import Crystal
 from orchestration.bench_discovery import (
     DEFAULT_BUDGET,
+    DEFAULT_RATTLE,
     SUN_STRATEGIES,
     BenchSettings,
     Evaluated,
@@ -73,7 +74,13 @@ def test_sun_loop_config_validates_against_the_campaign_schema(tmp_path: Path) -
 
 def test_sun_settings_defaults() -> None:
     s = BenchSettings(objective="sun", budget=DEFAULT_BUDGET["sun"])
-    assert s.strategies == SUN_STRATEGIES and "substitution_once" in s.strategies and s.budget == 30
+    assert s.strategies == SUN_STRATEGIES and "substitution_once" in s.strategies and s.budget == 60
+    assert DEFAULT_RATTLE == {"hull": 0.0, "formation_energy": 0.0, "sun": 0.05}
+    rattled = campaign_config(BenchSettings(objective="sun", decode_rattle=0.05), 0, Path("."))
+    assert rattled["oracle"]["settings"]["decode_rattle"] == 0.05
+    assert "decode_rattle" not in campaign_config(BenchSettings(), 0, Path("."))["oracle"]["settings"]
+    with pytest.raises(ValueError, match="decode_rattle"):
+        BenchSettings(decode_rattle=1.0)
     assert s.relative_to_hull == "mp20+matbench" and s.loop_oracle_weight == 10.0
     assert BenchSettings().strategies == ("loop", "random", "random_proxy", "gfn_once")
     assert BenchSettings().loop_oracle_weight == 1.0 and BenchSettings().relative_to_hull is None
