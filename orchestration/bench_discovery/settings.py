@@ -32,8 +32,8 @@ BENCH_SPACE: dict[str, Any] = {
 
 DEFAULT_BUDGET: dict[str, int] = {"hull": 24, "formation_energy": 24, "sun": 60}
 """Oracle calls per strategy and seed when ``--budget`` is not given. ``sun``: 60 calls × 5 strategies × 2 seeds
-= 600 CHGNet relaxations on the batched engine, three loop rounds of 20 per seed (30 calls took 14 min 51 s in
-all, docs/results/discovery.md): inside the hour on 2 cores, with twice the labels per round of 30."""
+= 600 CHGNet relaxations on the batched engine, three loop rounds of 20 per seed: 17 min 26 s on 2 cores
+(docs/results/discovery.md), with twice the labels per round of the earlier 30."""
 DEFAULT_RATTLE: dict[str, float] = {"hull": 0.0, "formation_energy": 0.0, "sun": 0.05}
 """``decode_rattle`` (Å) of the CHGNet oracle when ``--rattle`` is not given: decoded rows' atoms are moved off
 their special positions before relaxing (:mod:`oracles.decode`); the earlier objectives keep their figures."""
