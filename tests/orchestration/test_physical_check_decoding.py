@@ -22,7 +22,7 @@ def test_relaxation_check_uses_and_reports_the_decoding() -> None:
     lif = Crystal(225, {"Li": 4, "F": 4}, big, big, big, 90, 90, 90, id="lif")
     decoding = CheckDecoding(best_of=2, volume="model")
     summary, rows = relaxation_check([lif], np.array([-3.0]), workers=0, decoding=decoding)
-    assert summary["decoding"] == {"decoder": "pyxtal", "best_of": 2, "volume": "model"}
+    assert summary["decoding"] == {"decoder": "pyxtal", "best_of": 2, "volume": "model", "rattle": 0.0}
     assert summary["engine"] in ("ase", "batched") and summary["timeout_s"] == 300.0  # the oracle's default engine
     assert rows[0]["status"] == "ok" and rows[0]["n_atoms"] == 8
     assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5
@@ -30,7 +30,10 @@ def test_relaxation_check_uses_and_reports_the_decoding() -> None:
 
 def test_check_decoding_refuses_unknown_choices() -> None:
     assert CheckDecoding().oracle_settings() == {"decoder": {"name": "pyxtal"}, "decode_best_of": 1,
-                                                 "decode_volume": "row"}
+                                                 "decode_volume": "row", "decode_rattle": 0.0}
+    assert CheckDecoding(rattle=0.05).oracle_settings()["decode_rattle"] == 0.05
+    with pytest.raises(ValueError, match="rattle"):
+        CheckDecoding(rattle=-0.1)
     with pytest.raises(ValueError, match="decoder"):
         CheckDecoding(decoder="magic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="volume"):
