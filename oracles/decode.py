@@ -28,8 +28,9 @@ Three more choices apply to either decoder (all off by default):
   Wyckoff placement puts atoms on special positions whose forces cancel by symmetry, so a relaxation that
   keeps the symmetry can stop on a saddle point far above the minimum; a small displacement breaks the
   symmetry, as random structure searching does (Pickard and Needs, J. Phys.: Condens. Matter 23, 053201,
-  2011). On 64 samples of the small-space FE Crystal-GFN, δ = 0.1 Å took CHGNet's converged share from 45
-  to 50 and the median E_hull from 0.28 to 0.17 eV/atom (docs/results/crystal-gfn.md).
+  2011). On 64-sample draws of the small-cell FE Crystal-GFN, δ = 0.05 Å took the median |proxy − CHGNet|
+  formation energy from 0.43–0.84 to 0.24–0.26 eV/atom and the median E_hull from 0.39–0.72 to 0.16–0.17
+  (more steps per relaxation; docs/results/crystal-gfn.md).
 
 Distance criterion: for every pair of atoms (periodic images included), ``d_ij ≥ ratio · (r_i + r_j)``
 with ASE's covalent radii ``r`` and ``ratio = DecodeSettings.min_distance_ratio``. With
@@ -153,7 +154,7 @@ class DecodingFields(BaseModel):
         "relaxed (AIRSS-style selection; 1: the first decoding, no energy call)"))
     decode_rattle: float = Field(0.0, ge=0, le=0.5, description=(
         "decoding: Å each decoded atom is moved in a random direction, to break the symmetry of random Wyckoff "
-        "placements before relaxing (0: off; 0.1 is typical)"))
+        "placements before relaxing (0: off; the shipped configs that use it: 0.05)"))
     decode_volume: VolumeChoice = Field("row", description=(
         "decoding: 'row': the row's cell volume; 'model': the row's cell rescaled isotropically to the lattice "
         "prior's equilibrium volume per atom for the composition (discovery.proxy.lattice, fitted on MP-20)"))

@@ -152,11 +152,9 @@ def sun_labels_of(results: Sequence[OracleResult], crystals: Sequence[Crystal], 
     and Li-Fe-O ones, uniqueness among the samples themselves."""
     from discovery.datasets.reference_structures import load_reference_structures
     from discovery.sun import SunInput, SunLabeler
-    from oracles.reference import load_reference
-    from orchestration.campaign.sun import parse_cif
+    from orchestration.campaign.sun import parse_cif, reference_formulas
 
-    known = {e.composition.reduced_formula for e in load_reference(reference).entries}  # type: ignore[arg-type]
-    labeler = SunLabeler(known_formulas=known, reference=load_reference_structures())
+    labeler = SunLabeler(known_formulas=reference_formulas(reference), reference=load_reference_structures())
     return [labeler.label(SunInput(r.candidate_id, 0, r.status, r.targets.get("e_above_hull"),
                                    parse_cif(r.structure_cif), c.space_group))
             for r, c in zip(results, crystals, strict=True)]
