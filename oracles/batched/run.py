@@ -52,7 +52,12 @@ def batched_model(state: dict[str, Any]) -> Any:
             source = f"the {name} model's cutoff"
         else:
             from oracles.batched.chgnet_adapter import CHGNetModel
+            from oracles.relax import TimedCHGNetCalculator
 
+            if type(calc).calculate is not TimedCHGNetCalculator.calculate:
+                raise TypeError(f"the calculator factory's {type(calc).__name__} overrides ASE's calculate(), which the "
+                                "batched engine never calls (it runs the torch model directly); set the oracle's "
+                                "engine: ase to relax with this calculator")
             model = CHGNetModel(calc.model, device=settings.device)
             source = "the model's atom-graph cutoff (graph_converter.atom_graph_cutoff)"
         state["ts_model"], state["ts_model_key"] = model, key

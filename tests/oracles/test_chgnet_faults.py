@@ -129,3 +129,14 @@ def _alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def test_the_batched_engine_refuses_a_calculator_it_would_bypass(mp20_dir: Path) -> None:
+    """The batched engine runs CHGNet's torch model, never an ASE calculator's calculate(): a factory whose
+    calculator overrides it (fault injection, a wrapped model) fails each candidate with a message naming the fix,
+    instead of silently relaxing with plain CHGNet."""
+    oracle = CHGNetOracle(calculator_factory=FaultFactory(FAULTS), engine="batched", workers=0, steps=5,
+                          mp20_dir=str(mp20_dir))
+    results = oracle.evaluate(_batch()[:2])
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert all("engine: ase" in r.message and "FaultyCalculator" in r.message for r in results)
