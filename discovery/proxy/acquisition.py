@@ -27,8 +27,10 @@ Acquisition = Callable[[Posterior], Tensor]
 AcquisitionName = Literal["greedy", "mean", "ucb", "lcb", "expected_improvement", "target_value"]
 
 
-def _col(post: Posterior, target: int | str) -> tuple[Tensor, Tensor]:
-    return post.column(target)
+def _col(post: Posterior, target: int | str, max_sd: float | None = None) -> tuple[Tensor, Tensor]:
+    """(μ, σ) of ``target``, σ capped at ``max_sd`` (the target's units) when given."""
+    mu, sd = post.column(target)
+    return (mu, sd) if max_sd is None else (mu, sd.clamp_max(max_sd))
 
 
 def greedy(post: Posterior, *, target: int | str = 0, maximize: bool = True) -> Tensor:
@@ -40,21 +42,24 @@ def greedy(post: Posterior, *, target: int | str = 0, maximize: bool = True) -> 
 mean = greedy
 
 
-def ucb(post: Posterior, *, kappa: float = 2.0, target: int | str = 0, maximize: bool = True) -> Tensor:
-    """Optimistic bound: μ + κσ when maximising; −(μ − κσ) when minimising."""
-    mu, sd = _col(post, target)
+def ucb(post: Posterior, *, kappa: float = 2.0, target: int | str = 0, maximize: bool = True,
+        max_sd: float | None = None) -> Tensor:
+    """Optimistic bound: μ + κσ when maximising; −(μ − κσ) when minimising; σ capped at ``max_sd`` (the
+    exploration bonus of a crystal far from the proxy's data is at most κ·max_sd)."""
+    mu, sd = _col(post, target, max_sd)
     return (mu + kappa * sd if maximize else -(mu - kappa * sd)) - post.score_penalty(target)
 
 
-def lcb(post: Posterior, *, kappa: float = 2.0, target: int | str = 0) -> Tensor:
+def lcb(post: Posterior, *, kappa: float = 2.0, target: int | str = 0, max_sd: float | None = None) -> Tensor:
     """Lower confidence bound for a target to *minimise*, as a score: −(μ − κσ) (higher is better)."""
-    return ucb(post, kappa=kappa, target=target, maximize=False)
+    return ucb(post, kappa=kappa, target=target, maximize=False, max_sd=max_sd)
 
 
 def expected_improvement(post: Posterior, *, best: float, target: int | str = 0, maximize: bool = True,
-                         xi: float = 0.0) -> Tensor:
-    """E[max(0, y − best − ξ)] (or E[max(0, best − ξ − y)] when minimising) under N(μ, σ²); ≥ 0."""
-    mu, sd = _col(post, target)
+                         xi: float = 0.0, max_sd: float | None = None) -> Tensor:
+    """E[max(0, y − best − ξ)] (or E[max(0, best − ξ − y)] when minimising) under N(μ, σ²), σ capped at
+    ``max_sd``; ≥ 0."""
+    mu, sd = _col(post, target, max_sd)
     sd = sd.clamp_min(1e-9)
     gain = (mu - best - xi) if maximize else (best - xi - mu)
     z = gain / sd
@@ -62,9 +67,11 @@ def expected_improvement(post: Posterior, *, best: float, target: int | str = 0,
     return (gain * normal.cdf(z) + sd * normal.log_prob(z).exp()).clamp_min(0.0) - post.score_penalty(target)
 
 
-def target_value(post: Posterior, *, value: float, target: int | str = 0, kappa: float = 0.0) -> Tensor:
-    """−(μ − value)² + κσ: closeness to a target value (e.g. band gap 1.34 eV), optionally optimistic."""
-    mu, sd = _col(post, target)
+def target_value(post: Posterior, *, value: float, target: int | str = 0, kappa: float = 0.0,
+                 max_sd: float | None = None) -> Tensor:
+    """−(μ − value)² + κσ: closeness to a target value (e.g. band gap 1.34 eV), optionally optimistic (σ capped
+    at ``max_sd``)."""
+    mu, sd = _col(post, target, max_sd)
     return -((mu - value) ** 2) + kappa * sd - post.score_penalty(target)
 
 
@@ -76,22 +83,23 @@ def log_reward_from_acquisition(scores: Tensor, *, temperature: float = 1.0, min
 
 
 def make_acquisition(name: AcquisitionName, *, target: int | str = 0, maximize: bool = True, kappa: float = 2.0,
-                     best: float | None = None, value: float | None = None, xi: float = 0.0) -> Acquisition:
-    """An acquisition function by name, with its options bound (for configs)."""
+                     best: float | None = None, value: float | None = None, xi: float = 0.0,
+                     max_sd: float | None = None) -> Acquisition:
+    """An acquisition function by name, with its options bound (for configs); ``max_sd`` caps σ."""
     if name in ("greedy", "mean"):
         return lambda p: greedy(p, target=target, maximize=maximize)
     if name == "ucb":
-        return lambda p: ucb(p, kappa=kappa, target=target, maximize=maximize)
+        return lambda p: ucb(p, kappa=kappa, target=target, maximize=maximize, max_sd=max_sd)
     if name == "lcb":
-        return lambda p: lcb(p, kappa=kappa, target=target)
+        return lambda p: lcb(p, kappa=kappa, target=target, max_sd=max_sd)
     if name == "expected_improvement":
         if best is None:
             raise ValueError("expected_improvement needs `best` (the best label so far)")
         b = best
-        return lambda p: expected_improvement(p, best=b, target=target, maximize=maximize, xi=xi)
+        return lambda p: expected_improvement(p, best=b, target=target, maximize=maximize, xi=xi, max_sd=max_sd)
     if name == "target_value":
         if value is None:
             raise ValueError("target_value needs `value` (e.g. 1.34 for a band gap in eV)")
         v = value
-        return lambda p: target_value(p, value=v, target=target, kappa=kappa)
+        return lambda p: target_value(p, value=v, target=target, kappa=kappa, max_sd=max_sd)
     raise ValueError(f"unknown acquisition {name!r}")

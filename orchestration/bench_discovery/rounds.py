@@ -171,7 +171,8 @@ def round0_view(campaign_dir: str | Path, frame: pd.DataFrame | None = None) -> 
     target = config.targets[0].name
     proxy = load_proxy(campaign_dir / "models" / "proxy" / "round-000" / target)
     crystals = [_crystal(x) for x in sub.itertuples()]
-    score = ucb(proxy.posterior(crystals), kappa=config.acquisition.kappa, maximize=False).double().numpy()
+    score = ucb(proxy.posterior(crystals), kappa=config.acquisition.kappa, maximize=False,
+                max_sd=config.acquisition.max_sd).double().numpy()
     if config.acquisition.relative_to_hull is not None:
         score = score + hull_energies(config.acquisition.relative_to_hull, crystals)
     if config.novelty.enabled:

@@ -113,14 +113,15 @@ def acquisition(camp: Campaign, round_index: int, proxies: dict[str, Any], cryst
         post = proxies[target.name].posterior(crystals)
         maximize = target.goal == "maximize"
         if target.goal == "target":
-            s = target_value(post, value=float(target.value or 0.0), kappa=acq.kappa if acq.kind == "ucb" else 0.0)
+            s = target_value(post, value=float(target.value or 0.0), kappa=acq.kappa if acq.kind == "ucb" else 0.0,
+                             max_sd=acq.max_sd)
         elif acq.kind == "greedy":
             s = greedy(post, maximize=maximize)
         elif acq.kind == "ucb":
-            s = ucb(post, kappa=acq.kappa, maximize=maximize)
+            s = ucb(post, kappa=acq.kappa, maximize=maximize, max_sd=acq.max_sd)
         else:
             best = best_label(camp.store, camp.config, target, before_round=round_index)
-            s = expected_improvement(post, best=best, maximize=maximize, xi=acq.xi)
+            s = expected_improvement(post, best=best, maximize=maximize, xi=acq.xi, max_sd=acq.max_sd)
         if acq.relative_to_hull is not None and target.name == "formation_energy_per_atom":
             s = s.float() + torch.as_tensor(hull_energies(acq.relative_to_hull, crystals), dtype=torch.float32)
         total += target.weight * s.float()
@@ -347,7 +348,7 @@ def select(camp: Campaign, round_index: int) -> list[str]:
         from orchestration.campaign.candidates import source_outcomes
 
         split = source_split(b, share=sub.share, adaptive=sub.adaptive, min_share=sub.min_share,
-                             outcomes=source_outcomes(camp, round_index))
+                             outcomes=source_outcomes(camp, round_index), rule=sub.split_rule)
         quota = {str(k): v for k, v in split.items()}
     context = earlier_batches(camp, round_index) if sel.across_rounds else []
     chosen = select_batch([plain(c) for c in pool], scores, batch_size=b, method=sel.method, diversity=sel.diversity,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from discovery.loop import SplitRule
 from oracles.decode import DecoderOptions
 
 
@@ -33,6 +34,10 @@ class SubstitutionSource(_Strict):
         "from the second round on, split the batch between sources by their posterior S.U.N. rates so far "
         "(Beta(1, 1) per source; share_substitution = p_sub / (p_sub + p_gen), clipped to [min_share, 1 − min_share])"))
     min_share: float = Field(default=0.1, ge=0, le=0.5, description="the least share either source keeps")
+    split_rule: SplitRule = Field(default="proportional", description=(
+        "adaptive split: 'proportional' to the posterior mean rates, or 'thompson': the substitution share is "
+        "P(p_sub > p_gen), the probability that substitutions are the better source (a clearly worse source drops "
+        "to min_share); see discovery.loop.source_split"))
     candidates: int = Field(default=300, ge=1, description="substitution proposals per round (before ranking)")
     near_hull_at_most: float = Field(default=0.05, description=(
         "parents: seed structures with E_hull ≤ this (eV/atom), and the campaign's own converged results within it"))

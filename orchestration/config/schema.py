@@ -63,6 +63,11 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("decoder", "name"): "pyxtal",
     ("decoder", "checkpoint"): None,
     ("decoder", "use_lattice_hint"): True,
+    ("acquisition", "max_sd"): None,
+}
+# The same for keys one level deeper: {(section, subsection, key): default}.
+HASH_NEUTRAL_NESTED_DEFAULTS: dict[tuple[str, str, str], Any] = {
+    ("sources", "substitution", "split_rule"): "proportional",
 }
 
 # Sections added after campaigns were first hashed: left out of the hash when every key is at its default.
@@ -204,6 +209,11 @@ class AcquisitionConfig(_Strict):
     kappa: float = Field(default=1.0, ge=0, description="UCB exploration weight (standard deviations)")
     temperature: float = Field(default=1.0, gt=0, description="reward = exp(acquisition / temperature)")
     xi: float = Field(default=0.0, ge=0, description="EI improvement margin")
+    max_sd: float | None = Field(default=None, gt=0, description=(
+        "cap on the proxy's σ (the target's units, e.g. eV/atom) inside the acquisition (ucb, target_value, ei; "
+        "the generator's reward and the batch ranking alike): far from its data the ensemble's σ grows without "
+        "bound by design, and an uncapped UCB bonus then ranks an implausible cell first (a K2NiP cell at "
+        "6.1 Å³/atom, predicted +7.0 ± 8.2 eV/atom, topped a round of the S.U.N. benchmark). None: no cap"))
     relative_to_hull: Literal["mp20+li-fe-o", "mp20+matbench", "li-fe-o"] | None = Field(default=None, description=(
         "score the formation_energy_per_atom target by its predicted distance to this reference hull, "
         "μ − E_hull(composition), instead of μ: the generator then seeks compositions predicted to beat the known "
@@ -489,6 +499,10 @@ class CampaignConfig(_Strict):
         for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
             if section in data and key in data[section] and data[section][key] == default:
                 del data[section][key]
+        for (section, sub, key), default in HASH_NEUTRAL_NESTED_DEFAULTS.items():
+            inner = (data.get(section) or {}).get(sub)
+            if isinstance(inner, dict) and key in inner and inner[key] == default:
+                del inner[key]
         for section in NEW_SECTIONS:  # a section added later, all defaults
             if section in data and not data[section]:
                 del data[section]

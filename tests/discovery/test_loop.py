@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from discovery.loop import (
     batch_cap,
     earlier_keys,
     novelty_penalty,
+    prob_better,
     source_outcomes,
     source_split,
     untried,
@@ -46,11 +48,33 @@ def test_adaptive_split_follows_the_sources_success_rates():
     assert source_split(10, share=0.5, outcomes=worse, min_share=0.2)["substitution"] == 2
 
 
+def test_prob_better_matches_sampling_and_symmetry():
+    a, b = SourceOutcome(10, 6), SourceOutcome(10, 1)
+    p = prob_better(a, b)
+    rng = np.random.default_rng(0)
+    mc = np.mean(rng.beta(1 + 6, 1 + 4, 200_000) > rng.beta(1 + 1, 1 + 9, 200_000))
+    assert abs(p - mc) < 0.005 and p > 0.98
+    assert abs(prob_better(b, a) - (1 - p)) < 1e-3  # P(p1 > p2) + P(p2 > p1) = 1 for continuous rates
+    assert abs(prob_better(SourceOutcome(4, 2), SourceOutcome(4, 2)) - 0.5) < 1e-3
+
+
+def test_thompson_split_cuts_the_clearly_worse_source_to_the_floor():
+    # the S.U.N. benchmark's first round per seed: substitutions 6 of 10, the generator 1 of 10
+    outcomes = {"generator": SourceOutcome(10, 1), "substitution": SourceOutcome(10, 6)}
+    assert source_split(20, share=0.5, outcomes=outcomes) == {"generator": 4, "substitution": 16}  # 0.78 of the batch
+    assert source_split(20, share=0.5, outcomes=outcomes, rule="thompson") == {"generator": 2, "substitution": 18}
+    # evidence too thin to tell the sources apart keeps the split near even
+    even = {"generator": SourceOutcome(2, 1), "substitution": SourceOutcome(2, 1)}
+    assert source_split(20, share=0.5, outcomes=even, rule="thompson") == {"generator": 10, "substitution": 10}
+    with pytest.raises(ValueError, match="rule"):
+        source_split(20, share=0.5, outcomes=outcomes, rule="greedy")  # type: ignore[arg-type]
+
+
 @given(st.integers(0, 50), st.floats(0, 1), st.integers(0, 30), st.integers(0, 30), st.integers(0, 30),
-       st.integers(0, 30), st.floats(0, 0.5))
-def test_split_always_sums_to_the_batch_and_keeps_min_share(b, share, cg, sg, cs, ss, min_share):
+       st.integers(0, 30), st.floats(0, 0.5), st.sampled_from(["proportional", "thompson"]))
+def test_split_always_sums_to_the_batch_and_keeps_min_share(b, share, cg, sg, cs, ss, min_share, rule):
     outcomes = {"generator": SourceOutcome(cg, min(sg, cg)), "substitution": SourceOutcome(cs, min(ss, cs))}
-    split = source_split(b, share=share, outcomes=outcomes, min_share=min_share)
+    split = source_split(b, share=share, outcomes=outcomes, min_share=min_share, rule=rule)
     assert split["generator"] + split["substitution"] == b and min(split.values()) >= 0
     if cg and cs and b >= 10:
         assert split["substitution"] >= int(np.floor(min_share * b + 0.5)) - 1

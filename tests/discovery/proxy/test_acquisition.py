@@ -26,6 +26,18 @@ def post() -> Posterior:
     return Posterior(mean, variance, ("e_form", "band_gap"))
 
 
+def test_max_sd_caps_the_exploration_bonus(post):
+    # σ of the first column: 2, 1, 0; capped at 0.5 the bonus of the far-away first crystal shrinks to κ·0.5
+    assert ucb(post, kappa=1.0, max_sd=0.5).tolist() == [0.5, 1.5, 2.0]
+    assert lcb(post, kappa=1.0, max_sd=0.5).tolist() == [0.5, -0.5, -2.0]
+    assert ucb(post, kappa=1.0, max_sd=10.0).tolist() == ucb(post, kappa=1.0).tolist()
+    assert make_acquisition("ucb", kappa=1.0, max_sd=0.5)(post).tolist() == [0.5, 1.5, 2.0]
+    capped = expected_improvement(post, best=0.0, max_sd=0.5)
+    assert torch.all(capped <= expected_improvement(post, best=0.0) + 1e-6)
+    assert target_value(post, value=1.34, target=1, kappa=1.0, max_sd=0.1).tolist() == pytest.approx(
+        [-(1.0 - 1.34) ** 2 + 0.1, 0.0, -(3.0 - 1.34) ** 2 + 0.1], abs=1e-6)
+
+
 def test_posterior_validates_shapes():
     with pytest.raises(ValueError):
         Posterior(torch.zeros(3, 1), torch.zeros(3, 2))
