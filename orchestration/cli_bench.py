@@ -60,6 +60,14 @@ def bench_discovery(
     rattle: Annotated[float | None, typer.Option(min=0.0, max=0.5, help=(
         "Å the CHGNet oracle moves decoded atoms off their special positions before relaxing, for every strategy "
         "[default: 0.05 with --objective sun, else 0].")) ] = None,
+    split_rule: Annotated[str | None, typer.Option(help=(
+        "--objective sun: how the loop's later rounds split the batch between sources: 'thompson' (the share "
+        "Thompson sampling gives the source more likely to be better) or 'proportional' (to the posterior mean "
+        "S.U.N. rates) [default: thompson with --objective sun].")) ] = None,
+    max_sd: Annotated[float | None, typer.Option(min=0.0, help=(
+        "Cap (eV/atom) on the proxy's σ in the loop's acquisition (its generator reward and ranking, and the "
+        "round-0 scoring of random + proxy and GFN once); 0 leaves σ uncapped [default: 0.5 with --objective "
+        "sun, else uncapped].")) ] = None,
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
@@ -83,7 +91,9 @@ def bench_discovery(
 
     from orchestration.bench_discovery import (
         DEFAULT_BUDGET,
+        DEFAULT_MAX_SD,
         DEFAULT_RATTLE,
+        DEFAULT_SPLIT_RULE,
         OBJECTIVES,
         BenchSettings,
         run_benchmark,
@@ -103,6 +113,9 @@ def bench_discovery(
                                  oracle_weight=oracle_weight, seed_rows=seed_rows,
                                  substitution_share=substitution_share,
                                  decode_rattle=DEFAULT_RATTLE[objective] if rattle is None else rattle,
+                                 split_rule=(DEFAULT_SPLIT_RULE[objective] if split_rule is None  # type: ignore[arg-type]
+                                             else split_rule),  # checked by BenchSettings
+                                 max_sd=DEFAULT_MAX_SD[objective] if max_sd is None else (max_sd or None),
                                  strategies=tuple(s.strip() for s in (strategies or "").split(",") if s.strip()))
     except ValueError as exc:
         fail(str(exc))

@@ -37,6 +37,11 @@ DEFAULT_BUDGET: dict[str, int] = {"hull": 24, "formation_energy": 24, "sun": 60}
 DEFAULT_RATTLE: dict[str, float] = {"hull": 0.0, "formation_energy": 0.0, "sun": 0.05}
 """``decode_rattle`` (Å) of the CHGNet oracle when ``--rattle`` is not given: decoded rows' atoms are moved off
 their special positions before relaxing (:mod:`oracles.decode`); the earlier objectives keep their figures."""
+DEFAULT_SPLIT_RULE: dict[str, str] = {"hull": "proportional", "formation_energy": "proportional", "sun": "thompson"}
+"""The loop's ``sources.substitution.split_rule`` when ``--split-rule`` is not given (only ``sun`` has sources)."""
+DEFAULT_MAX_SD: dict[str, float | None] = {"hull": None, "formation_energy": None, "sun": 0.5}
+"""``acquisition.max_sd`` (eV/atom) of the loop's config (its generator reward and batch ranking, and the round-0
+scoring of random + proxy and GFN once) when ``--max-sd`` is not given; the earlier objectives keep their figures."""
 SUN_ORACLE_WEIGHT = 10.0
 """``proxy.oracle_weight`` of the loop under ``--objective sun`` unless ``oracle_weight`` is given."""
 
@@ -71,6 +76,8 @@ class BenchSettings:
     seed_rows: int | None = None  # seed_data.max_rows: fewer labelled MP-20 rows for the round-0 proxy (a cold start)
     substitution_share: float = 0.5  # sun: the loop's sources.substitution.share (1.0: substitutions only, every round)
     decode_rattle: float = 0.0  # Å: the CHGNet oracle's decode_rattle, for every strategy (0: off)
+    split_rule: Literal["proportional", "thompson"] = "proportional"  # sun: sources.substitution.split_rule
+    max_sd: float | None = None  # eV/atom: the loop config's acquisition.max_sd (None: σ uncapped)
 
     @property
     def relative_to_hull(self) -> str | None:
@@ -104,6 +111,10 @@ class BenchSettings:
             raise ValueError(f"substitution_share must be in [0, 1], not {self.substitution_share}")
         if not 0 <= self.decode_rattle <= 0.5:
             raise ValueError(f"decode_rattle must be in [0, 0.5] Å, not {self.decode_rattle}")
+        if self.split_rule not in ("proportional", "thompson"):
+            raise ValueError(f"unknown split rule {self.split_rule!r}; choose proportional or thompson")
+        if self.max_sd is not None and not self.max_sd > 0:
+            raise ValueError(f"max_sd must be positive (eV/atom), not {self.max_sd}")
         if self.oracle_weight is not None and self.oracle_weight < 1:
             raise ValueError(f"oracle_weight must be at least 1, not {self.oracle_weight}")
 
@@ -134,10 +145,12 @@ def sun_loop_features(settings: BenchSettings) -> dict[str, dict[str, Any]]:
     with labelled candidates replayed, and selection that looks across rounds and skips tried formulas.
     The one place to tune what the S.U.N. benchmark's loop does."""
     return {
-        "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.125, "relative_to_hull": settings.reference},
+        "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.125, "relative_to_hull": settings.reference,
+                        **({"max_sd": settings.max_sd} if settings.max_sd is not None else {})},
         "novelty": {"enabled": True, "known_penalty": 1.0, "tried_penalty": 1.0},
         "sources": {"substitution": {"share": settings.substitution_share,
                                      "adaptive": 0 < settings.substitution_share < 1, "min_share": 0.1,
+                                     "split_rule": settings.split_rule,
                                      "candidates": settings.candidates_per_round, "near_hull_at_most": 0.05,
                                      "partial": True}},
         "proxy": {"residual": True, "oracle_weight": settings.loop_oracle_weight},

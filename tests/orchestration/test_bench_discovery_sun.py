@@ -50,7 +50,8 @@ def test_sun_loop_config_turns_on_the_learning_features(tmp_path: Path) -> None:
     assert cfg["acquisition"] == {"kind": "ucb", "kappa": 1.0, "temperature": 0.125, "relative_to_hull": "mp20+matbench"}
     assert cfg["novelty"] == {"enabled": True, "known_penalty": 1.0, "tried_penalty": 1.0}
     assert cfg["sources"] == {"substitution": {"share": 0.5, "adaptive": True, "min_share": 0.1, "candidates": 300,
-                                               "near_hull_at_most": 0.05, "partial": True}}
+                                               "near_hull_at_most": 0.05, "partial": True,
+                                               "split_rule": "proportional"}}
     assert cfg["proxy"]["residual"] is True and cfg["proxy"]["oracle_weight"] == 10.0
     assert cfg["proxy"]["members"] == 5 and cfg["proxy"]["epochs"] == 60  # the other proxy keys kept
     assert cfg["generator"]["retrain"] == "fresh" and cfg["generator"]["offline_replay"] is True
@@ -61,6 +62,12 @@ def test_sun_loop_config_turns_on_the_learning_features(tmp_path: Path) -> None:
     for section, values in sun_loop_features(settings).items():
         assert {k: cfg[section][k] for k in values} == values
     assert campaign_config(BenchSettings(objective="sun", oracle_weight=3), 0, tmp_path)["proxy"]["oracle_weight"] == 3
+    tuned = campaign_config(BenchSettings(objective="sun", split_rule="thompson", max_sd=0.5), 0, tmp_path)
+    assert tuned["acquisition"]["max_sd"] == 0.5 and tuned["sources"]["substitution"]["split_rule"] == "thompson"
+    with pytest.raises(ValueError, match="split rule"):
+        BenchSettings(objective="sun", split_rule="greedy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_sd"):
+        BenchSettings(objective="sun", max_sd=0.0)
     plain = campaign_config(BenchSettings(), 0, tmp_path)
     assert "novelty" not in plain and "sources" not in plain and "residual" not in plain["proxy"]
 
