@@ -380,6 +380,9 @@ def check(
                                                              "before relaxing, to break symmetric saddle points.")] = 0.0,
     engine: Annotated[str | None, typer.Option(help="CHGNet relaxation engine: ase or batched (default: the "
                                                     "oracle's).")] = None,
+    cell_filter: Annotated[str | None, typer.Option(help="Cell filter of the relaxation: unit (ASE's UnitCellFilter) "
+                                                         "or frechet (FrechetCellFilter, CHGNet's own relaxer's) "
+                                                         "(default: the oracle's, unit).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Wall-time limit per structure (decode + relax), s.")] = 300.0,
 ) -> None:
     """Physical check of a trained model: volume per atom against MP-20, validity, and a CHGNet relaxation of
@@ -388,6 +391,8 @@ def check(
     Example:
       matloop gfn check --checkpoint discovery/data/checkpoints/crystal-gfn-fe \\
           --proxy discovery/data/checkpoints/proxy-fe -n 2000 --relax 64 --out runs/gfn-check --json
+      matloop gfn check --checkpoint discovery/data/checkpoints/crystal-gfn-fe-small \
+          --proxy discovery/data/checkpoints/proxy-fe --rattle 0.05 --cell-filter frechet
     """
     import torch
 
@@ -399,9 +404,12 @@ def check(
                                  rattle=rattle)
         if engine not in (None, "ase", "batched"):
             raise ValueError(f"--engine: {engine!r} is not ase or batched")
+        if cell_filter not in (None, "unit", "frechet"):
+            raise ValueError(f"--cell-filter: {cell_filter!r} is not unit or frechet")
         with console.status("starting") as status:
             result = run_check(checkpoint=checkpoint, proxy=proxy, n=n, n_relax=relax, seed=seed, workers=workers,
                                reference=reference, out=out, decoding=decoding, engine=engine,  # type: ignore[arg-type]
+                               cell_filter=cell_filter,  # type: ignore[arg-type]
                                timeout_s=timeout, progress=lambda msg: status.update(msg))
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

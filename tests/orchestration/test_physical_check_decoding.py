@@ -24,7 +24,18 @@ def test_relaxation_check_uses_and_reports_the_decoding() -> None:
     summary, rows = relaxation_check([lif], np.array([-3.0]), workers=0, decoding=decoding)
     assert summary["decoding"] == {"decoder": "pyxtal", "best_of": 2, "volume": "model", "rattle": 0.0}
     assert summary["engine"] in ("ase", "batched") and summary["timeout_s"] == 300.0  # the oracle's default engine
+    assert summary["cell_filter"] == "unit"  # the oracle's default
     assert rows[0]["status"] == "ok" and rows[0]["n_atoms"] == 8
+    assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5
+
+
+def test_relaxation_check_passes_the_cell_filter() -> None:
+    """The Frechet cell filter reaches the oracle (and is named); rock-salt LiF at 1.2x its volume relaxes ok."""
+    a = 4.0 * 1.2 ** (1 / 3)
+    lif = Crystal(225, {"Li": 4, "F": 4}, a, a, a, 90, 90, 90, id="lif")
+    summary, rows = relaxation_check([lif], np.array([-3.0]), workers=0, cell_filter="frechet",
+                                     decoding=CheckDecoding(rattle=0.05))
+    assert summary["cell_filter"] == "frechet" and rows[0]["status"] == "ok"
     assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5
 
 
@@ -44,7 +55,8 @@ def test_check_decoding_refuses_unknown_choices() -> None:
 
 @pytest.mark.parametrize(("option", "value", "named"), [("--decoder", "magic", "decoder"),
                                                        ("--decode-volume", "huge", "volume"),
-                                                       ("--engine", "gpu", "engine")])
+                                                       ("--engine", "gpu", "engine"),
+                                                       ("--cell-filter", "exp", "cell-filter")])
 def test_gfn_check_cli_names_a_bad_decoding_option(tmp_path: Path, option: str, value: str, named: str) -> None:
     res = runner.invoke(app, ["gfn", "check", "--checkpoint", str(tmp_path / "none"), "--proxy", str(tmp_path / "p"),
                               "--relax", "1", option, value])
