@@ -104,14 +104,19 @@ def counts_by(keys: Sequence[int | str], flags: Sequence[bool]) -> dict[str, lis
     return out
 
 
-def proxy_error_by_round(evaluated: Sequence[Evaluated]) -> dict[str, dict[str, float | int]]:
+def proxy_error_by_round(evaluated: Sequence[Evaluated], *, by_source: bool = False
+                         ) -> dict[str, dict[str, float | int]]:
     """Per round: the proxy's mean absolute error (eV/atom) on the batch before labelling, i.e. its predicted
-    formation energy against the oracle's, over converged calls with both (``n``); rounds without any omitted."""
-    errors: dict[int, list[float]] = {}
+    formation energy against the oracle's, over converged calls with both (``n``); rounds without any omitted.
+    ``by_source``: per round and candidate source, keyed ``"<round>:<source>"`` (a batch that shifts towards the
+    source the proxy predicts better lowers the pooled error without the proxy learning anything)."""
+    errors: dict[tuple[int, str], list[float]] = {}
     for e in evaluated:
         if e.status == "ok" and math.isfinite(e.predicted) and math.isfinite(e.formation_energy):
-            errors.setdefault(e.round, []).append(abs(e.predicted - e.formation_energy))
-    return {str(r): {"mae": round(float(np.mean(v)), 4), "n": len(v)} for r, v in sorted(errors.items())}
+            key = (e.round, e.source if by_source else "")
+            errors.setdefault(key, []).append(abs(e.predicted - e.formation_energy))
+    return {(f"{r}:{s}" if by_source else str(r)): {"mae": round(float(np.mean(v)), 4), "n": len(v)}
+            for (r, s), v in sorted(errors.items())}
 
 
 def sun_metrics(evaluated: Sequence[Evaluated], flags: Sequence[bool], zero_dimensional: Sequence[bool]
@@ -132,6 +137,7 @@ def sun_metrics(evaluated: Sequence[Evaluated], flags: Sequence[bool], zero_dime
         "sun_by_round": counts_by([e.round for e in evaluated], flags),
         "sun_by_source": counts_by([e.source for e in evaluated], flags),
         "proxy_error_by_round": proxy_error_by_round(evaluated),
+        "proxy_error_by_round_and_source": proxy_error_by_round(evaluated, by_source=True),
     }
 
 

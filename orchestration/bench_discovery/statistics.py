@@ -188,13 +188,14 @@ def pooled_by(runs: Sequence[dict[str, Any]], key: str) -> dict[str, dict[str, A
             for g in groups}
 
 
-def pooled_proxy_error(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per round: the proxy's MAE (eV/atom) on the batch before labelling, pooled over seeds (weighted by
-    calls), and per seed (None where a seed has no such call)."""
-    rounds = sorted({k for r in runs for k in r.get("proxy_error_by_round", {})}, key=int)
+def pooled_proxy_error(runs: Sequence[dict[str, Any]], *, field: str = "proxy_error_by_round"
+                       ) -> dict[str, dict[str, Any]]:
+    """Per round (``field``: or per ``"<round>:<source>"``): the proxy's MAE (eV/atom) on the batch before
+    labelling, pooled over seeds (weighted by calls), and per seed (None where a seed has no such call)."""
+    rounds = sorted({k for r in runs for k in r.get(field, {})}, key=lambda k: (int(k.split(":")[0]), k))
     out: dict[str, dict[str, Any]] = {}
     for k in rounds:
-        cells = [r.get("proxy_error_by_round", {}).get(k) for r in runs]
+        cells = [r.get(field, {}).get(k) for r in runs]
         n = sum(c["n"] for c in cells if c)
         out[k] = {"mae": round(sum(c["mae"] * c["n"] for c in cells if c) / n, 4), "n": n,
                   "mae_per_seed": [None if c is None else c["mae"] for c in cells]}
@@ -217,6 +218,7 @@ def sun_summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "sun_by_round": pooled_by(runs, "sun_by_round"),
         "sun_by_source": pooled_by(runs, "sun_by_source"),
         "proxy_error_by_round": pooled_proxy_error(runs),
+        "proxy_error_by_round_and_source": pooled_proxy_error(runs, field="proxy_error_by_round_and_source"),
     }
 
 

@@ -28,6 +28,7 @@ from orchestration.bench_discovery import (
     later_vs_first_round,
     markdown,
     plot,
+    pooled_proxy_error,
     proxy_error_by_round,
     summarize,
     sun_loop_features,
@@ -109,6 +110,8 @@ def test_counts_and_proxy_error_per_round_and_source() -> None:
     assert counts_by([10, 2, 10], [True, True, False]) == {"2": [1, 1], "10": [1, 2]}  # numeric order
     err = proxy_error_by_round(runs)
     assert err == {"0": {"mae": 0.5, "n": 2}, "1": {"mae": 0.2, "n": 1}}  # failed call and missing prediction skipped
+    assert proxy_error_by_round(runs, by_source=True) == {"0:generator": {"mae": 0.5, "n": 2},
+                                                          "1:substitution": {"mae": 0.2, "n": 1}}
     m = sun_metrics(runs, flags, [False, True, False, False, False])
     assert m["sun_hits"] == 3 and m["sun_formulas"] == ["LiF", "NaCl", "NaF"] and m["cumulative_sun"] == [1, 1, 2, 2, 3]
     assert m["zero_dimensional_hits"] == 1 and m["zero_dimensional_formulas"] == ["KCl"]
@@ -148,6 +151,10 @@ def test_sun_summary_compares_the_loop_with_each_baseline_paired_over_seeds() ->
     assert st["sun_by_round"]["1"]["sun"] == 5 and st["sun_by_round"]["2"]["calls"] == 10
     assert st["sun_by_source"]["substitution"] == {"sun": 4, "calls": 7, "per_100": 57.14, "per_100_ci95": [0.0, 57.14]}
     assert st["proxy_error_by_round"]["0"] == {"mae": 0.6, "n": 10, "mae_per_seed": [0.5, 0.7]}
+    assert pooled_proxy_error([{"e": {"0:generator": {"mae": 0.5, "n": 1}, "10:substitution": {"mae": 0.1, "n": 3}}},
+                               {"e": {"0:generator": {"mae": 0.7, "n": 3}}}], field="e") == {
+        "0:generator": {"mae": 0.65, "n": 4, "mae_per_seed": [0.5, 0.7]},
+        "10:substitution": {"mae": 0.1, "n": 3, "mae_per_seed": [0.1, None]}}
     vs = s["loop_vs"]["gfn_once"]  # loop 6 of 15 per seed; gfn 2 and 1 of 15: ahead in both seeds
     assert vs["difference_per_100_calls"] == pytest.approx(30.0) and vs["clearly_more"] is True
     assert vs["ratio"] == pytest.approx(4.0) and vs["distinct_sun_formulas"] == {"loop": 4, "gfn_once": 1, "ratio": 4.0}
