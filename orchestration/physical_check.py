@@ -185,7 +185,9 @@ def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64
     fe = predict(prx, crystals)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "proxy": str(proxy), "seed": seed}
     result["volume"] = volume_metrics(crystals, vrange=mp20_volume_range())
-    result["predicted_fe_median"] = float(np.median(fe))
+    result["predicted_fe_median"] = float(np.median(fe))  # the proxy's first target (see proxy_target)
+    result["proxy_target"] = str(prx.target_names[0])
+    result["predicted_median"] = result["predicted_fe_median"]  # the same value, named for any proxy target
     result["paper_predicted_fe_median"] = -3.2
     say("validity (SMACT, pyxtal, lattice)")
     result["validity"] = validity(crystals, pyxtal_max=min(n, 200), seed=seed)

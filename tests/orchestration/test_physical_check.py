@@ -62,6 +62,7 @@ def test_gfn_check_cli_without_relaxation(tmp_path: Path) -> None:
     assert out["volume"]["n"] == 50 and out["validity"]["valid_smact"] == 1.0
     assert (tmp_path / "check" / "volume_per_atom.npy").exists()
     assert json.loads((tmp_path / "check" / "check.json").read_text())["paper_predicted_fe_median"] == -3.2
+    assert out["proxy_target"] == "formation_energy_per_atom" and out["predicted_median"] == out["predicted_fe_median"]
 
 
 def test_sun_labels_of_relaxed_samples() -> None:
