@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -20,6 +20,7 @@ Source = Literal["generator", "substitution"]
 SOURCES: tuple[Source, ...] = ("generator", "substitution")
 SplitRule = Literal["proportional", "thompson"]
 """How an adaptive split follows the sources' S.U.N. rates (see :func:`source_split`)."""
+SPLIT_RULES: tuple[SplitRule, ...] = get_args(SplitRule)
 
 
 def novelty_penalty(formulas: Sequence[str], *, known: Collection[str], tried: Collection[str] = (),
@@ -83,8 +84,8 @@ def source_split(batch_size: int, *, share: float, adaptive: bool = True, min_sh
     measured). Counts are rounded half-up towards substitutions and sum to batch_size."""
     if not 0 <= share <= 1 or not 0 <= min_share <= 0.5:
         raise ValueError(f"need share in [0, 1] and min_share in [0, 0.5], got {share}, {min_share}")
-    if rule not in ("proportional", "thompson"):
-        raise ValueError(f"rule: {rule!r} is not one of proportional, thompson")
+    if rule not in SPLIT_RULES:
+        raise ValueError(f"rule: {rule!r} is not one of {', '.join(SPLIT_RULES)}")
     s = share
     if adaptive and outcomes and all(outcomes.get(k, SourceOutcome()).calls > 0 for k in SOURCES):
         if rule == "thompson":

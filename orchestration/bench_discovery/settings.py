@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from discovery.crystal import Crystal
+from discovery.loop import SPLIT_RULES, SplitRule
 
 if TYPE_CHECKING:
     from discovery.gfn import SearchSpace
@@ -76,7 +77,7 @@ class BenchSettings:
     seed_rows: int | None = None  # seed_data.max_rows: fewer labelled MP-20 rows for the round-0 proxy (a cold start)
     substitution_share: float = 0.5  # sun: the loop's sources.substitution.share (1.0: substitutions only, every round)
     decode_rattle: float = 0.0  # Å: the CHGNet oracle's decode_rattle, for every strategy (0: off)
-    split_rule: Literal["proportional", "thompson"] = "proportional"  # sun: sources.substitution.split_rule
+    split_rule: SplitRule = "proportional"  # sun: sources.substitution.split_rule
     max_sd: float | None = None  # eV/atom: the loop config's acquisition.max_sd (None: σ uncapped)
 
     @property
@@ -111,8 +112,8 @@ class BenchSettings:
             raise ValueError(f"substitution_share must be in [0, 1], not {self.substitution_share}")
         if not 0 <= self.decode_rattle <= 0.5:
             raise ValueError(f"decode_rattle must be in [0, 0.5] Å, not {self.decode_rattle}")
-        if self.split_rule not in ("proportional", "thompson"):
-            raise ValueError(f"unknown split rule {self.split_rule!r}; choose proportional or thompson")
+        if self.split_rule not in SPLIT_RULES:
+            raise ValueError(f"unknown split rule {self.split_rule!r}; choose {' or '.join(SPLIT_RULES)}")
         if self.max_sd is not None and not self.max_sd > 0:
             raise ValueError(f"max_sd must be positive (eV/atom), not {self.max_sd}")
         if self.oracle_weight is not None and self.oracle_weight < 1:
