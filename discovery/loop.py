@@ -1,5 +1,6 @@
 """Decisions of a round that are not a model: novelty penalties, the batch-size cap, the split of the batch
-between candidate sources, and which candidates the campaign has already tried.
+between candidate sources, the bonus of substitutions into hosts that worked, and which candidates the campaign
+has already tried.
 
 Pure functions over plain data (no store, no Prefect, no MLflow): the campaign (``orchestration``) feeds them
 what it has stored; the benchmark's baselines call the same functions without a campaign store.
@@ -10,11 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
 from discovery.crystal import Crystal
+
+if TYPE_CHECKING:
+    from discovery.substitution_rates import SubstitutionRates
 
 Source = Literal["generator", "substitution"]
 SOURCES: tuple[Source, ...] = ("generator", "substitution")
@@ -132,3 +136,22 @@ def untried(formulas: Sequence[str], *, tried: Collection[str]) -> list[int]:
     """Indices of candidates whose reduced formula the campaign has not sent to the oracle yet."""
     tried_set = set(tried)
     return [i for i, f in enumerate(formulas) if f not in tried_set]
+
+
+def family_of(parent: str, parent_of: Mapping[str, str]) -> str:
+    """The seed structure ``parent`` descends from: follow ``parent_of`` (candidate id → the parent it was
+    substituted into) until an id with no parent (a seed structure, or a generator result); stops on a cycle."""
+    seen = {parent}
+    while parent in parent_of and parent_of[parent] not in seen:
+        parent = parent_of[parent]
+        seen.add(parent)
+    return parent
+
+
+def family_bonus(families: Sequence[str | None], rates: SubstitutionRates, *, weight: float) -> np.ndarray:
+    """(n,) bonuses in eV/atom to add to acquisition scores: ``weight · (m_f − m₀)`` for a candidate substituted
+    into family ``f`` (:meth:`SubstitutionRates.family_mean` ``m_f``, the prior mean ``m₀``), 0 for ``None`` (not a
+    substitution). A family with no outcomes gets 0; one success under the default Beta(1, 2) prior
+    ``+weight/6``, one failure ``−weight/12``. ``weight`` is in eV/atom per unit of success probability."""
+    m0 = rates.prior_mean
+    return np.array([0.0 if f is None else weight * (rates.family_mean(f) - m0) for f in families], dtype=float)

@@ -77,6 +77,11 @@ class Parent:
     structure: Structure  # pymatgen; never mutated here
     e_above_hull: float | None  # eV/atom, None when unknown
     origin: Literal["seed", "campaign"]
+    family: str | None = None  # the seed structure it descends from (its family rate); None: its own id
+
+    @property
+    def family_id(self) -> str:
+        return self.family if self.family is not None else self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class Proposal:
     substitutions: tuple[Pair, ...]  # (old element, new element) pairs, sorted
     partial: bool  # True when only part of an element's sites were replaced
     prior: float  # the ranking probability used (0..1)
+    family: str = ""  # the parent's family (Parent.family_id)
 
 
 @cache
@@ -354,7 +360,8 @@ def _crystal_ok(c: Crystal, space: SearchSpace, excluded: frozenset[str]) -> boo
 
 def propose_substitutions(parents: Sequence[Parent], *, space: SearchSpace, n: int, seed: int,
                           rates: SubstitutionRates | None = None, partial: bool = True,
-                          exclude_formulas: Collection[str] = (), thompson: bool = True) -> list[Proposal]:
+                          exclude_formulas: Collection[str] = (), thompson: bool = True,
+                          family_rates: bool = False) -> list[Proposal]:
     """Up to ``n`` proposals, best first, deterministic for a ``seed``.
 
     Candidates: every parent element outside ``space.elements`` must be replaced (fully) by an isovalent
@@ -369,7 +376,10 @@ def propose_substitutions(parents: Sequence[Parent], *, space: SearchSpace, n: i
     Ranking: ``prior = q(parent) · Π_pairs p(pair)``, with ``p`` one Thompson draw per distinct pair from
     ``rates`` (its posterior mean when ``thompson`` is False; ``SubstitutionRates()`` when ``rates`` is None)
     and ``q`` :func:`parent_quality`; ties break on (parent id, substitutions). Pairs start at the prior mean
-    (1/3 by default) until outcomes arrive, so a fresh ranking is parent quality plus Thompson noise.
+    (1/3 by default) until outcomes arrive, so a fresh ranking is parent quality plus Thompson noise. With
+    ``family_rates`` the product also has a factor per parent family (:attr:`Parent.family_id`): one draw from its
+    family rate for a family with outcomes in ``rates`` (taken after the pair draws, so those do not change), the
+    prior mean for the others (a constant: a ranking before any outcome is the same as without family rates).
 
     Every proposal is checked on its ``crystal`` (spglib at 0.1 Å, conventional cell): SMACT-valid, elements in
     ``space.elements``, ``min_elements..max_elements`` elements, ``<= max_atoms`` atoms and
@@ -403,6 +413,10 @@ def propose_substitutions(parents: Sequence[Parent], *, space: SearchSpace, n: i
     all_pairs = sorted({p for c in cands for p in c.substitutions})
     draws = {p: rates.sample(p, rng) if thompson else rates.mean(p) for p in all_pairs}
     quality = [parent_quality(p.e_above_hull) for p in parents]
+    if family_rates:
+        fams = sorted({parents[c.parent].family_id for c in cands} & set(rates.families))
+        fdraw = {f: rates.family_sample(f, rng) if thompson else rates.family_mean(f) for f in fams}
+        quality = [q * fdraw.get(p.family_id, rates.prior_mean) for q, p in zip(quality, parents, strict=True)]
     ranked = [(-quality[c.parent] * math.prod(draws[p] for p in c.substitutions), c) for c in cands]
     ranked.sort(key=lambda t: (t[0], parents[t[1].parent].id, t[1].full, t[1].partial or ()))
 
@@ -429,7 +443,8 @@ def propose_substitutions(parents: Sequence[Parent], *, space: SearchSpace, n: i
             continue
         seen.add(key)
         used_ids.add(pid)
-        out.append(Proposal(pid, structure, crystal, parent.id, c.substitutions, c.partial is not None, -neg_prior))
+        out.append(Proposal(pid, structure, crystal, parent.id, c.substitutions, c.partial is not None, -neg_prior,
+                            parent.family_id))
     return out
 
 

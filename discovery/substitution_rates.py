@@ -11,6 +11,12 @@ Learned rates: each ordered pair ``(old, new)`` has an independent Beta–Bernou
 it used (full credit, no splitting): a multi-substitution success is evidence for each of its pairs.
 Full and partial substitutions of the same pair share one rate.
 
+Family rates: the same Beta–Bernoulli count per *parent family*, the seed structure a proposal descends from
+(a campaign result substituted again keeps its parent's family: one structure prototype, one rate). Pair rates
+say which ions replace each other; family rates say which host structures take substitutions well. In three
+loops of the S.U.N. benchmark the hosts were nearly all-or-nothing: substitutions into K₂SnF₆ (mp-1205971) gave
+7 S.U.N. results of 7, into BaMnO₃ (mp-1205336) 0 of 5, into Ca₃CdO₄ (mp-1227631) 0 of 4.
+
 What counts as a success is the caller's choice (the campaign uses "the oracle confirmed it
 stable, unique and new"); the rates only count.
 """
@@ -46,16 +52,21 @@ class SubstitutionRates:
     b0: float = 2.0
     successes: dict[Pair, float] = field(default_factory=dict)
     failures: dict[Pair, float] = field(default_factory=dict)
+    family_successes: dict[str, float] = field(default_factory=dict)
+    family_failures: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (self.a0 > 0 and self.b0 > 0):
             raise ValueError(f"the Beta prior needs a0 > 0 and b0 > 0, got a0={self.a0}, b0={self.b0}")
 
-    def update(self, substitutions: Sequence[Pair], success: bool) -> None:
-        """Record one outcome for every distinct pair of ``substitutions``."""
+    def update(self, substitutions: Sequence[Pair], success: bool, *, family: str | None = None) -> None:
+        """Record one outcome for every distinct pair of ``substitutions`` and, when given, for ``family``."""
         target = self.successes if success else self.failures
         for pair in dict.fromkeys(_pair(p) for p in substitutions):
             target[pair] = target.get(pair, 0.0) + 1.0
+        if family is not None:
+            fam = self.family_successes if success else self.family_failures
+            fam[str(family)] = fam.get(str(family), 0.0) + 1.0
 
     def posterior(self, pair: Pair) -> tuple[float, float]:
         """Beta parameters ``(a, b)`` of ``pair``'s success rate."""
@@ -71,19 +82,48 @@ class SubstitutionRates:
         a, b = self.posterior(pair)
         return float(rng.beta(a, b))
 
+    def family_posterior(self, family: str) -> tuple[float, float]:
+        """Beta parameters ``(a, b)`` of ``family``'s success rate (the prior for a family with no outcomes)."""
+        return self.a0 + self.family_successes.get(family, 0.0), self.b0 + self.family_failures.get(family, 0.0)
+
+    def family_mean(self, family: str) -> float:
+        a, b = self.family_posterior(family)
+        return a / (a + b)
+
+    def family_sample(self, family: str, rng: np.random.Generator) -> float:
+        """One Thompson draw from ``family``'s posterior."""
+        a, b = self.family_posterior(family)
+        return float(rng.beta(a, b))
+
+    @property
+    def prior_mean(self) -> float:
+        """``a0 / (a0 + b0)``: the rate of a pair or family with no outcomes."""
+        return self.a0 / (self.a0 + self.b0)
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """Families with at least one recorded outcome, sorted."""
+        return tuple(sorted(set(self.family_successes) | set(self.family_failures)))
+
     @property
     def pairs(self) -> tuple[Pair, ...]:
         """Pairs with at least one recorded outcome, sorted."""
         return tuple(sorted(set(self.successes) | set(self.failures)))
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-safe form: ``{"a0", "b0", "pairs": [{"old", "new", "successes", "failures"}, ...]}``."""
+        """JSON-safe form: ``{"a0", "b0", "pairs": [{"old", "new", "successes", "failures"}, ...],
+        "families": [{"family", "successes", "failures"}, ...]}``."""
         return {
             "a0": self.a0,
             "b0": self.b0,
             "pairs": [
                 {"old": o, "new": n, "successes": self.successes.get((o, n), 0.0), "failures": self.failures.get((o, n), 0.0)}
                 for o, n in self.pairs
+            ],
+            "families": [
+                {"family": f, "successes": self.family_successes.get(f, 0.0),
+                 "failures": self.family_failures.get(f, 0.0)}
+                for f in self.families
             ],
         }
 
@@ -96,17 +136,26 @@ class SubstitutionRates:
                 out.successes[pair] = float(row["successes"])
             if float(row.get("failures", 0.0)):
                 out.failures[pair] = float(row["failures"])
+        for row in d.get("families", ()) or ():  # type: ignore[attr-defined]
+            fam = str(row["family"])
+            if float(row.get("successes", 0.0)):
+                out.family_successes[fam] = float(row["successes"])
+            if float(row.get("failures", 0.0)):
+                out.family_failures[fam] = float(row["failures"])
         return out
 
     @classmethod
-    def from_outcomes(cls, outcomes: Iterable[tuple[Sequence[Pair], bool]], **prior: float) -> SubstitutionRates:
-        """Rates after the given ``(substitutions, success)`` outcomes; ``prior`` is ``a0=``/``b0=``."""
+    def from_outcomes(cls, outcomes: Iterable[tuple[Sequence[Pair], bool] | tuple[Sequence[Pair], bool, str | None]],
+                      **prior: float) -> SubstitutionRates:
+        """Rates after the given ``(substitutions, success)`` or ``(substitutions, success, family)`` outcomes;
+        ``prior`` is ``a0=``/``b0=``."""
         unknown = set(prior) - {"a0", "b0"}
         if unknown:
             raise TypeError(f"unknown prior parameter(s) {sorted(unknown)}; the prior is a0=, b0=")
         out = cls(a0=float(prior.get("a0", 1.0)), b0=float(prior.get("b0", 2.0)))
-        for subs, success in outcomes:
-            out.update(subs, bool(success))
+        for outcome in outcomes:
+            subs, success = outcome[0], outcome[1]
+            out.update(subs, bool(success), family=outcome[2] if len(outcome) > 2 else None)  # type: ignore[misc]
         return out
 
 

@@ -68,6 +68,10 @@ def bench_discovery(
         "Cap (eV/atom) on the proxy's σ in the loop's acquisition (its generator reward and ranking, and the "
         "round-0 scoring of random + proxy and GFN once); 0 leaves σ uncapped [default: 0.5 with --objective "
         "sun, else uncapped].")) ] = None,
+    family_weight: Annotated[float | None, typer.Option(min=0.0, help=(
+        "--objective sun: eV/atom per unit of success probability that the loop's later rounds add to a "
+        "substitution's score for its parent family's S.U.N. rate so far (sources.substitution.family_weight; 0: "
+        "off) [default: 3 with --objective sun].")) ] = None,
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
@@ -91,6 +95,7 @@ def bench_discovery(
 
     from orchestration.bench_discovery import (
         DEFAULT_BUDGET,
+        DEFAULT_FAMILY_WEIGHT,
         DEFAULT_MAX_SD,
         DEFAULT_RATTLE,
         DEFAULT_SPLIT_RULE,
@@ -116,6 +121,7 @@ def bench_discovery(
                                  split_rule=(DEFAULT_SPLIT_RULE[objective] if split_rule is None  # type: ignore[arg-type]
                                              else split_rule),  # checked by BenchSettings
                                  max_sd=DEFAULT_MAX_SD[objective] if max_sd is None else (max_sd or None),
+                                 family_weight=DEFAULT_FAMILY_WEIGHT[objective] if family_weight is None else family_weight,
                                  strategies=tuple(s.strip() for s in (strategies or "").split(",") if s.strip()))
     except ValueError as exc:
         fail(str(exc))

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from discovery.crystal import Crystal, parse_composition
+from discovery.loop import family_of
 
 REPLAY_VARIANTS: tuple[tuple[str, str, bool], ...] = (
     ("pooled scale, context", "pooled", True),
@@ -44,7 +45,8 @@ def _json(text: object) -> dict[str, Any]:
 
 def candidates_frame(campaign_dir: str | Path) -> pd.DataFrame:
     """One row per stored candidate (read-only): round, source, formula, cell, score, proxy mean/std (eV/atom),
-    novelty penalty, substitution parent / pairs / prior, selected and batch rank, oracle status, E_hull and
+    novelty penalty, substitution parent / family (:func:`discovery.loop.family_of`) / family bonus / pairs / prior,
+    selected and batch rank, oracle status, E_hull and
     formation energy (eV/atom), S.U.N. label; ``score_rank`` (1 = best) within the round and source and
     ``prior_rank`` within the round's substitutions. Rows in store order."""
     with _connect(Path(campaign_dir)) as con:
@@ -62,6 +64,9 @@ def candidates_frame(campaign_dir: str | Path) -> pd.DataFrame:
     cand["pairs"] = org.map(lambda o: tuple(tuple(x) for x in o.get("substitutions", [])))
     cand["prior"] = org.map(lambda o: o.get("prior"))
     cand["proposal"] = org.map(lambda o: o.get("proposal"))
+    links = {cid: str(par) for cid, par in zip(cand.candidate_id, cand.parent, strict=True) if par is not None}
+    cand["family"] = [None if par is None else family_of(str(par), links) for par in cand.parent]
+    cand["family_bonus"] = pred.map(lambda p: p.get("family_bonus", 0.0))
     targets = res.pop("targets_json").map(_json)
     res["e_hull"] = targets.map(lambda t: t.get("e_above_hull"))
     res["e_form"] = targets.map(lambda t: t.get("formation_energy_per_atom"))
@@ -133,6 +138,59 @@ def replay(campaign_dir: str | Path, frame: pd.DataFrame | None = None,
                          "substitution_picks": len(sub),
                          "median_score_rank": float(sub.score_rank.median()) if len(sub) else float("nan"),
                          "known_formula_picks": int((sub.novelty_penalty > 0).sum()),
+                         "with_outcome": len(known), "sun_of_those": int(sum(known))})
+    return pd.DataFrame(rows)
+
+
+def family_replay(campaign_dir: str | Path, weights: Sequence[float], frame: pd.DataFrame | None = None,
+                  outcomes: dict[tuple[str, int], bool] | None = None) -> pd.DataFrame:
+    """Rounds ≥ 1 replayed with :func:`discovery.loop.family_bonus` at each of ``weights`` added to the stored
+    substitution scores (the campaign's own earlier substitution outcomes give the family rates; the stored
+    pool, quota, seed, diversity and earlier batches as context; a pool proposed with family rates is not
+    recreated). Per weight: picks shared with the stored batch (all of them at the campaign's own weight),
+    substitution picks, how many come from a family with an earlier success, with
+    only earlier failures, or from a campaign result, and among picks with an outcome in ``outcomes`` how many
+    are S.U.N. Any stored family bonus is taken off first."""
+    from discovery.loop import family_bonus
+    from discovery.selection import select_batch
+    from discovery.substitution import SubstitutionRates
+    from orchestration.campaign.context import round_seed
+
+    campaign_dir = Path(campaign_dir)
+    frame = candidates_frame(campaign_dir) if frame is None else frame
+    with _connect(campaign_dir) as con:
+        config = _json(con.execute("select config_json from campaigns").fetchone()[0])
+        metrics = {int(i): _json(m) for i, m in con.execute('select "index", metrics_json from rounds')}
+    rows = []
+    for r, pool in frame.groupby("round_index"):
+        if int(r) == 0:
+            continue
+        done = frame[(frame.round_index < r) & frame.status.notna() & (frame.source == "substitution")]
+        rates = SubstitutionRates.from_outcomes(
+            (pairs, bool(sun == 1), fam) for pairs, sun, fam in zip(done.pairs, done.sun, done.family, strict=True))
+        families = [f if s == "substitution" else None for f, s in zip(pool.family, pool.source, strict=True)]
+        base = pool.score.to_numpy(float) - pool.family_bonus.fillna(0.0).to_numpy(float)
+        quota = {k[len("quota_"):]: int(v) for k, v in metrics.get(int(r), {}).items() if k.startswith("quota_")} or None
+        earlier = frame[(frame.round_index < r) & frame.selected].sort_values(["round_index", "batch_rank"])
+        crystals = [_crystal(x) for x in pool.itertuples()]
+        for w in weights:
+            chosen = select_batch(crystals, base + family_bonus(families, rates, weight=w),
+                                  batch_size=int(pool.selected.sum()), method=config.get("selection", {}).get("method", "mmr"),
+                                  diversity=float(config.get("selection", {}).get("diversity", 0.5)),
+                                  seed=round_seed(int(config.get("seed", 0)), int(r)),
+                                  context=[_crystal(x) for x in earlier.itertuples()], groups=pool.source.tolist(),
+                                  quota=quota)
+            picks = pool.iloc[chosen]
+            sub = picks[picks.source == "substitution"]
+            ok = [f in rates.family_successes for f in sub.family]
+            failed = [f in rates.family_failures and f not in rates.family_successes for f in sub.family]
+            keys = [(f, int(g)) for f, g in zip(sub.reduced_formula, sub.space_group, strict=True)]
+            known = [outcomes[k] for k in keys if outcomes is not None and k in outcomes]
+            rows.append({"round": int(r), "family_weight": w,
+                         "same_as_stored": len(set(picks.candidate_id) & set(pool.candidate_id[pool.selected])),
+                         "substitution_picks": len(sub),
+                         "family_succeeded": int(sum(ok)), "family_failed_only": int(sum(failed)),
+                         "campaign_parent": int(sub.parent.astype(str).isin(set(frame.candidate_id)).sum()),
                          "with_outcome": len(known), "sun_of_those": int(sum(known))})
     return pd.DataFrame(rows)
 
@@ -211,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object instead of tables")
     ap.add_argument("--round0", action="store_true", help="also where round 0 would have ranked every substitution "
                     "pick (its proposals and proxy; a few seconds per campaign)")
+    ap.add_argument("--family-weights", type=lambda s: [float(x) for x in s.split(",")], default=None,
+                    metavar="W1,W2,...", help="also replay rounds 1+ with these sources.substitution.family_weight "
+                    "values (eV/atom) on the stored pools, e.g. 0,1,3,5")
     args = ap.parse_args(argv)
     frames = {str(d): candidates_frame(d) for d in args.campaigns}
     outcomes = outcomes_of(list(frames.values()))
@@ -222,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result[d] = {"picks": picks[cols], "rounds": round_summary(frame), "replay": replay(d, frame, outcomes)}
         if args.round0:
             result[d]["round0"] = round0_view(d, frame)
+        if args.family_weights:
+            result[d]["family"] = family_replay(d, args.family_weights, frame, outcomes)
     if args.json:
         blob = {d: {k: json.loads(v.to_json(orient="records")) for k, v in parts.items()} for d, parts in result.items()}
         print(json.dumps(blob, indent=1))
@@ -236,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             known_formula_picks=("known_formula_picks", "sum"), with_outcome=("with_outcome", "sum"),
             sun_of_those=("sun_of_those", "sum"), same_as_stored=("same_as_stored", "sum"))
         print(f"== all campaigns: replay ({len(outcomes)} (formula, space group) outcomes pooled)\n{agg.to_string()}")
+        if args.family_weights:
+            fam = pd.concat([p["family"] for p in result.values()]).groupby("family_weight").sum(numeric_only=True)
+            print(f"== all campaigns: rounds 1+ replayed with a family bonus\n{fam.drop(columns='round').to_string()}")
         if args.round0:
             view = pd.concat([p["round0"] for p in result.values()])
             print("== all campaigns: substitution picks as round 0 would have ranked them\n" + view.groupby("round").agg(

@@ -53,6 +53,8 @@ def _features(settings: BenchSettings) -> dict[str, Any] | None:
         return None
     features = sun_loop_features(settings)
     features["proxy"] = {k: v for k, v in features["proxy"].items() if k != "oracle_weight"}
+    features["sources"] = {"substitution": {k: v for k, v in features["sources"]["substitution"].items()
+                                            if k != "family_weight"}}  # acts from round 1, like oracle_weight
     return json.loads(json.dumps(features))
 
 
@@ -60,9 +62,9 @@ def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    # seed s of a baseline is the same run whatever K, the other strategies and the loop's label weight (the
+    # seed s of a baseline is the same run whatever K, the other strategies, the loop's label and family weights (the
     # baselines use the loop's round-0 proxy and generator, fitted before any oracle label exists)
-    skip = ("seeds", "strategies", "oracle_weight")
+    skip = ("seeds", "strategies", "oracle_weight", "family_weight")
     want = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in skip}
     # settings added later (absent from older caches) had their default then
     cached = json.loads(json.dumps(asdict(BenchSettings()))) | data.get("settings", {})

@@ -43,6 +43,12 @@ DEFAULT_SPLIT_RULE: dict[str, str] = {"hull": "proportional", "formation_energy"
 DEFAULT_MAX_SD: dict[str, float | None] = {"hull": None, "formation_energy": None, "sun": 0.5}
 """``acquisition.max_sd`` (eV/atom) of the loop's config (its generator reward and batch ranking, and the round-0
 scoring of random + proxy and GFN once) when ``--max-sd`` is not given; the earlier objectives keep their figures."""
+DEFAULT_FAMILY_WEIGHT: dict[str, float] = {"hull": 0.0, "formation_energy": 0.0, "sun": 3.0}
+"""The loop's ``sources.substitution.family_weight`` (eV/atom per unit of success probability) when
+``--family-weight`` is not given. 3 was chosen on a replay of the stored rounds 1–2 of three loops run without
+it (``python -m orchestration.bench_discovery.rounds runs/bench-sun60-ts/loop-s{0,1,2} --family-weights
+0,1,2,3,5``, no oracle call): at 1 the diversity term against earlier batches still kept 91 of 108 substitution
+picks away from the families that had worked, at 3 it took 32 from them, at 5 half the picks."""
 SUN_ORACLE_WEIGHT = 10.0
 """``proxy.oracle_weight`` of the loop under ``--objective sun`` unless ``oracle_weight`` is given."""
 
@@ -79,6 +85,7 @@ class BenchSettings:
     decode_rattle: float = 0.0  # Å: the CHGNet oracle's decode_rattle, for every strategy (0: off)
     split_rule: SplitRule = "proportional"  # sun: sources.substitution.split_rule
     max_sd: float | None = None  # eV/atom: the loop config's acquisition.max_sd (None: σ uncapped)
+    family_weight: float = 0.0  # sun: sources.substitution.family_weight (rounds ≥ 1 only: baselines do not depend on it)
 
     @property
     def relative_to_hull(self) -> str | None:
@@ -116,6 +123,8 @@ class BenchSettings:
             raise ValueError(f"unknown split rule {self.split_rule!r}; choose {' or '.join(SPLIT_RULES)}")
         if self.max_sd is not None and not self.max_sd > 0:
             raise ValueError(f"max_sd must be positive (eV/atom), not {self.max_sd}")
+        if not self.family_weight >= 0:
+            raise ValueError(f"family_weight must be at least 0 (eV/atom), not {self.family_weight}")
         if self.oracle_weight is not None and self.oracle_weight < 1:
             raise ValueError(f"oracle_weight must be at least 1, not {self.oracle_weight}")
 
@@ -151,7 +160,7 @@ def sun_loop_features(settings: BenchSettings) -> dict[str, dict[str, Any]]:
         "novelty": {"enabled": True, "known_penalty": 1.0, "tried_penalty": 1.0},
         "sources": {"substitution": {"share": settings.substitution_share,
                                      "adaptive": 0 < settings.substitution_share < 1, "min_share": 0.1,
-                                     "split_rule": settings.split_rule,
+                                     "split_rule": settings.split_rule, "family_weight": settings.family_weight,
                                      "candidates": settings.candidates_per_round, "near_hull_at_most": 0.05,
                                      "partial": True}},
         "proxy": {"residual": True, "oracle_weight": settings.loop_oracle_weight},

@@ -65,23 +65,37 @@ def source_outcomes(camp: Campaign, round_index: int) -> dict[str, SourceOutcome
     return tally([str(c.extra.get("source", "generator")) for c, _, _ in rows], [ok for _, ok, _ in rows])
 
 
+def parent_links(camp: Campaign) -> dict[str, str]:
+    """Substitution candidate id → the id of the parent it was substituted into (every round's candidates)."""
+    return {c.id: str(c.extra["parent"]) for c in camp.store.crystals(camp.name)
+            if c.extra.get("source") == "substitution" and c.extra.get("parent") is not None}
+
+
 def substitution_rates(camp: Campaign, round_index: int) -> SubstitutionRates:
-    """Success rates per substitution learned from the campaign's substitution results so far."""
+    """Success rates per substitution and per parent family (:func:`discovery.loop.family_of`) learned from the
+    campaign's substitution results so far."""
+    from discovery.loop import family_of
     from discovery.substitution import SubstitutionRates
 
+    links = parent_links(camp)
     outcomes = []
     for c, ok, _ in _successes(camp, round_index):
         subs = c.extra.get("substitutions")
         if c.extra.get("source") == "substitution" and isinstance(subs, list):
-            outcomes.append(([(str(a), str(b)) for a, b in subs], ok))
+            parent = c.extra.get("parent")
+            family = family_of(str(parent), links) if parent is not None else None
+            outcomes.append(([(str(a), str(b)) for a, b in subs], ok, family))
     return SubstitutionRates.from_outcomes(outcomes)
 
 
 def campaign_parents(camp: Campaign, round_index: int, *, near_hull_at_most: float) -> list[Any]:
-    """The campaign's own converged results within ``near_hull_at_most`` eV/atom of the hull, as parents."""
+    """The campaign's own converged results within ``near_hull_at_most`` eV/atom of the hull, as parents; a
+    substitution result keeps the family of the structure it was substituted into."""
+    from discovery.loop import family_of
     from discovery.substitution import Parent
     from orchestration.campaign.sun import parse_cif
 
+    links = parent_links(camp)
     out = []
     for c, _, r in _successes(camp, round_index):
         e = r.targets.get("e_above_hull")
@@ -89,7 +103,8 @@ def campaign_parents(camp: Campaign, round_index: int, *, near_hull_at_most: flo
             continue
         s = parse_cif(r.relaxed_cif)
         if s is not None:
-            out.append(Parent(id=c.id, structure=s, e_above_hull=float(e), origin="campaign"))
+            out.append(Parent(id=c.id, structure=s, e_above_hull=float(e), origin="campaign",
+                              family=family_of(c.id, links)))
     return out
 
 
@@ -119,7 +134,7 @@ def propose(camp: Campaign, round_index: int, *, exclude_formulas: set[str]) -> 
         return []
     return propose_substitutions(parents, space=space, n=cfg.candidates, seed=camp.seed_for(round_index) % (2**31),
                                  rates=substitution_rates(camp, round_index), partial=cfg.partial,
-                                 exclude_formulas=exclude_formulas)
+                                 exclude_formulas=exclude_formulas, family_rates=cfg.family_weight > 0)
 
 
 def known_structure_matches(camp: Campaign, round_index: int, proposals: Sequence[Proposal]) -> set[int]:

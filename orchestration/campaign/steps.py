@@ -283,6 +283,7 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     keep = [result.kept[j] for j in untried([crystals[i].reduced_formula() for i in result.kept], tried=tried)]
     kept = [crystals[i] for i in keep]
     scores, preds = acquisition(camp, round_index, load_proxies(camp, round_index), kept)
+    scores = _with_family_bonus(camp, round_index, scores, preds, [origins[i] for i in keep])
     camp.store.add_candidates(camp.name, round_index, kept, scores=list(scores), predictions=preds,
                               sources=[sources[i] for i in keep], origins=[origins[i] for i in keep])
     logr = log_rewards(camp, scores) if len(kept) else np.zeros(1)
@@ -295,6 +296,24 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     faults.point("sampled")
     camp.store.advance_round(camp.name, round_index, "sampled", metrics=metrics)
     return len(kept)
+
+
+def _with_family_bonus(camp: Campaign, round_index: int, scores: np.ndarray, preds: list[dict[str, float]],
+                       origins: Sequence[dict[str, Any] | None]) -> np.ndarray:
+    """``scores`` plus :func:`discovery.loop.family_bonus` on the substitution candidates (``family_weight`` > 0;
+    recorded per candidate as the prediction ``family_bonus``)."""
+    sub = camp.config.sources.substitution
+    if sub is None or sub.family_weight <= 0 or not len(scores):
+        return scores
+    from discovery.loop import family_bonus
+    from orchestration.campaign.candidates import substitution_rates
+
+    families = [str(o["family"]) if o is not None and o.get("family") else None for o in origins]
+    bonus = family_bonus(families, substitution_rates(camp, round_index), weight=sub.family_weight)
+    for i, f in enumerate(families):
+        if f is not None:
+            preds[i]["family_bonus"] = float(bonus[i])
+    return np.asarray(scores, dtype=float) + bonus
 
 
 def _substitution_candidates(camp: Campaign, round_index: int, *, exclude_formulas: set[str]
@@ -314,7 +333,8 @@ def _substitution_candidates(camp: Campaign, round_index: int, *, exclude_formul
         c = p.crystal
         out.append(Crystal(c.space_group, dict(c.counts), *c.lattice, id=f"r{round_index:03d}-sub-{i:05d}"))
         origins.append({"structure_cif": structure_to_cif(p.structure), "parent": p.parent_id, "proposal": p.id,
-                        "substitutions": [list(x) for x in p.substitutions], "partial": p.partial, "prior": p.prior})
+                        "substitutions": [list(x) for x in p.substitutions], "partial": p.partial, "prior": p.prior,
+                        "family": p.family})
     return out, origins, {"n_proposed_substitution": float(len(proposals)),
                           "n_substitution_matched_earlier": float(len(matched))}
 

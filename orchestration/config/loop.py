@@ -38,6 +38,11 @@ class SubstitutionSource(_Strict):
         "adaptive split: 'proportional' to the posterior mean rates, or 'thompson': the substitution share is "
         "P(p_sub > p_gen), the probability that substitutions are the better source (a clearly worse source drops "
         "to min_share); see discovery.loop.source_split"))
+    family_weight: float = Field(default=0.0, ge=0, description=(
+        "eV/atom per unit of success probability: from the second round on, a substitution's acquisition score "
+        "gains family_weight × (its parent family's posterior S.U.N. rate − the prior's 1/3), and the family rate "
+        "joins the proposal ranking; a family is the seed structure a proposal descends from (0: off). "
+        "See discovery.loop.family_bonus"))
     candidates: int = Field(default=300, ge=1, description="substitution proposals per round (before ranking)")
     near_hull_at_most: float = Field(default=0.05, description=(
         "parents: seed structures with E_hull ≤ this (eV/atom), and the campaign's own converged results within it"))

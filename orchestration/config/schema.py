@@ -68,6 +68,7 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
 # The same for keys one level deeper: {(section, subsection, key): default}.
 HASH_NEUTRAL_NESTED_DEFAULTS: dict[tuple[str, str, str], Any] = {
     ("sources", "substitution", "split_rule"): "proportional",
+    ("sources", "substitution", "family_weight"): 0.0,
 }
 
 # Sections added after campaigns were first hashed: left out of the hash when every key is at its default.

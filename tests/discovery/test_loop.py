@@ -12,6 +12,8 @@ from discovery.loop import (
     SourceOutcome,
     batch_cap,
     earlier_keys,
+    family_bonus,
+    family_of,
     novelty_penalty,
     prob_better,
     source_outcomes,
@@ -19,6 +21,7 @@ from discovery.loop import (
     untried,
 )
 from discovery.selection import select_batch
+from discovery.substitution_rates import SubstitutionRates
 
 
 def test_novelty_penalty_adds_known_and_tried():
@@ -125,3 +128,18 @@ def test_earlier_keys_keep_unselected_substitutions_available():
     assert earlier_keys(rows, round_index=1) == {("NaCl", 225), ("KCl", 225)}
     assert earlier_keys(rows, round_index=2) == {("NaCl", 225), ("KCl", 225), ("MgO", 225)}
     assert ("LiF", 225) in earlier_keys(rows, round_index=1, reusable=())
+
+
+def test_family_follows_the_parent_chain_to_the_seed_structure():
+    links = {"r002-sub-00001": "r001-sub-00007", "r001-sub-00007": "mp-1205971", "loop-a": "loop-b", "loop-b": "loop-a"}
+    assert family_of("r002-sub-00001", links) == "mp-1205971"
+    assert family_of("mp-1205971", links) == "mp-1205971" and family_of("r000-00003", links) == "r000-00003"
+    assert family_of("loop-a", links) in {"loop-a", "loop-b"}  # a cycle stops
+
+
+def test_family_bonus_is_the_weighted_shift_of_the_family_rate():
+    rates = SubstitutionRates.from_outcomes([((), True, "good"), ((), False, "bad")])
+    bonus = family_bonus(["good", "bad", "new", None], rates, weight=3.0)
+    np.testing.assert_allclose(bonus, [3.0 / 6, -3.0 / 12, 0.0, 0.0])
+    assert not family_bonus(["good"], rates, weight=0.0).any()
+    assert family_bonus([], rates, weight=3.0).shape == (0,)

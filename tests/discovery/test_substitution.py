@@ -239,6 +239,34 @@ def test_rates_prior_and_multi_pair_credit() -> None:
         SubstitutionRates.from_outcomes([], c0=1.0)
 
 
+def test_family_rates_learn_round_trip_and_rank_the_family_that_worked(parents: list[Parent]) -> None:
+    rates = SubstitutionRates()
+    assert rates.family_mean("mp-1") == rates.prior_mean == 1 / 3
+    rates.update([("Na", "K")], True, family="mp-1")
+    rates.update([("Na", "K")], False, family="mp-2")
+    rates.update([("Na", "K")], False)  # no family: pairs only
+    assert rates.family_posterior("mp-1") == (2.0, 2.0) and rates.family_posterior("mp-2") == (1.0, 3.0)
+    assert rates.families == ("mp-1", "mp-2") and rates.posterior(("Na", "K")) == (2.0, 4.0)
+    assert SubstitutionRates.from_dict(json.loads(json.dumps(rates.to_dict()))) == rates
+    assert SubstitutionRates.from_outcomes([([("Na", "K")], True, "mp-1"), ([("Na", "K")], False, "mp-2"),
+                                            ([("Na", "K")], False)]) == rates
+    # before any family outcome the family factor is a constant: the same proposals as without it
+    base = propose_substitutions(parents, space=BENCH, n=30, seed=5)
+    assert [p.id for p in propose_substitutions(parents, space=BENCH, n=30, seed=5, family_rates=True)] == [
+        p.id for p in base]
+    # a host that worked moves its proposals up; one that failed moves them down
+    bad = base[0].family
+    good = next(p.family for p in reversed(base) if p.family != bad)
+    assert all(p.family == p.parent_id for p in base)  # seed parents are their own family
+    learned = SubstitutionRates.from_outcomes([((), True, good)] * 6 + [((), False, bad)] * 6)
+    ranked = propose_substitutions(parents, space=BENCH, n=30, seed=5, rates=learned, family_rates=True)
+    assert ranked[0].family == good and bad not in {p.family for p in ranked[:5]}
+    # campaign parents carry their seed structure's family
+    child = Parent(id="r001-sub-00003", structure=parents[0].structure, e_above_hull=0.0, origin="campaign",
+                   family=parents[0].id)
+    assert child.family_id == parents[0].id and parents[0].family_id == parents[0].id
+
+
 # ------------------------------------------------------------------------------------------------ seed parents
 
 

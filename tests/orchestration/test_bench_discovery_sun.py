@@ -52,7 +52,7 @@ def test_sun_loop_config_turns_on_the_learning_features(tmp_path: Path) -> None:
     assert cfg["novelty"] == {"enabled": True, "known_penalty": 1.0, "tried_penalty": 1.0}
     assert cfg["sources"] == {"substitution": {"share": 0.5, "adaptive": True, "min_share": 0.1, "candidates": 300,
                                                "near_hull_at_most": 0.05, "partial": True,
-                                               "split_rule": "proportional"}}
+                                               "split_rule": "proportional", "family_weight": 0.0}}
     assert cfg["proxy"]["residual"] is True and cfg["proxy"]["oracle_weight"] == 10.0
     assert cfg["proxy"]["members"] == 5 and cfg["proxy"]["epochs"] == 60  # the other proxy keys kept
     assert cfg["generator"]["retrain"] == "fresh" and cfg["generator"]["offline_replay"] is True
@@ -65,6 +65,10 @@ def test_sun_loop_config_turns_on_the_learning_features(tmp_path: Path) -> None:
     assert campaign_config(BenchSettings(objective="sun", oracle_weight=3), 0, tmp_path)["proxy"]["oracle_weight"] == 3
     tuned = campaign_config(BenchSettings(objective="sun", split_rule="thompson", max_sd=0.5), 0, tmp_path)
     assert tuned["acquisition"]["max_sd"] == 0.5 and tuned["sources"]["substitution"]["split_rule"] == "thompson"
+    family = campaign_config(BenchSettings(objective="sun", family_weight=3.0), 0, tmp_path)
+    assert family["sources"]["substitution"]["family_weight"] == 3.0
+    with pytest.raises(ValueError, match="family_weight"):
+        BenchSettings(objective="sun", family_weight=-1.0)
     with pytest.raises(ValueError, match="split rule"):
         BenchSettings(objective="sun", split_rule="greedy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_sd"):
@@ -196,6 +200,8 @@ def test_sun_plot_and_cache_round_trip(tmp_path: Path) -> None:
     assert back[0].predicted == -0.7 and math.isnan(back[1].predicted)
     assert _load_cache(tmp_path / "c.json", BenchSettings(budget=30)) is None  # another objective: another round-0 score
     assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30, oracle_weight=4)) is not None
+    # the family weight acts from round 1 on, like the label weight: the baselines are the same runs
+    assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30, family_weight=3.0)) is not None
     data = json.loads((tmp_path / "c.json").read_text())
     data["loop_features"]["novelty"]["known_penalty"] = 0.5  # written before sun_loop_features was retuned
     (tmp_path / "c.json").write_text(json.dumps(data))

@@ -24,11 +24,13 @@ def test_defaults_keep_the_hash() -> None:
     # keys added later at their defaults leave the hash (and the hashed content) as it was
     sub = parse_config(changed, source="c.yaml")
     assert "split_rule" not in sub.science()["sources"]["substitution"] and "max_sd" not in sub.science()["acquisition"]
-    explicit_sub = _minimal(sources={"substitution": {"share": 0.3, "split_rule": "proportional"}},
+    explicit_sub = _minimal(sources={"substitution": {"share": 0.3, "split_rule": "proportional", "family_weight": 0}},
                             acquisition={"max_sd": None})
     assert config_hash(parse_config(explicit_sub, source="c.yaml")) == config_hash(sub)
     thompson = _minimal(sources={"substitution": {"share": 0.3, "split_rule": "thompson"}})
     assert config_hash(parse_config(thompson, source="c.yaml")) != config_hash(sub)
+    family = _minimal(sources={"substitution": {"share": 0.3, "family_weight": 3.0}})
+    assert config_hash(parse_config(family, source="c.yaml")) != config_hash(sub)
     assert config_hash(parse_config(_minimal(acquisition={"max_sd": 0.5}), source="c.yaml")) != plain
 
 
@@ -40,6 +42,7 @@ def test_unknown_and_bad_keys_are_named() -> None:
     assert "decoder.name" in _error(_minimal(decoder={"name": "diffusion"}))
     assert "sources.substitution.split_rule" in _error(_minimal(sources={"substitution": {"split_rule": "greedy"}}))
     assert "acquisition.max_sd" in _error(_minimal(acquisition={"max_sd": 0}))
+    assert "sources.substitution.family_weight" in _error(_minimal(sources={"substitution": {"family_weight": -1}}))
 
 
 def test_cross_field_rules() -> None:

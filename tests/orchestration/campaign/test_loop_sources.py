@@ -25,7 +25,7 @@ CONFIG: dict = {
     "proxy": {"members": 2, "hidden": 32, "layers": 2, "epochs": 4, "residual": True, "oracle_weight": 10},
     "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.2, "relative_to_hull": "mp20+matbench"},
     "novelty": {"enabled": True, "known_penalty": 1.0, "tried_penalty": 1.0},
-    "sources": {"substitution": {"share": 0.5, "candidates": 40, "near_hull_at_most": 0.05}},
+    "sources": {"substitution": {"share": 0.5, "candidates": 40, "near_hull_at_most": 0.05, "family_weight": 3.0}},
     "generator": {"iterations_first_round": 4, "iterations_per_round": 2, "retrain": "fresh", "offline_replay": True,
                   "hyper": {"hidden": 32, "layers": 2, "batch_size": 16}},
     "candidates_per_round": 40,
@@ -82,6 +82,22 @@ def test_loop_campaign_with_two_sources(tmp_path: Path, prefect_server_settings:
     # the replay of each round's selection (per-source scales, earlier batches as context) is the stored batch
     rep = replay(tmp_path / "run", frame)
     assert rep[rep.variant == "per-source scale, context"].same_as_stored.tolist() == [4, 4]
+    # family rates: every substitution knows its seed structure; round 0 has no outcome (no bonus), round 1's
+    # bonus is family_weight × (family rate − 1/3) from round 0's substitution results, and is in the score
+    from discovery.loop import family_bonus
+    from discovery.substitution import SubstitutionRates
+
+    assert subs.family.notna().all() and (subs.family_bonus[subs.round_index == 0] == 0).all()
+    done = subs[(subs.round_index == 0) & subs.status.notna()]
+    rates = SubstitutionRates.from_outcomes(
+        (pairs, bool(sun == 1), fam) for pairs, sun, fam in zip(done.pairs, done.sun, done.family, strict=True))
+    later = subs[subs.round_index == 1]
+    expected = family_bonus(later.family.tolist(), rates, weight=3.0)
+    assert later.family_bonus.tolist() == pytest.approx(expected.tolist()) and expected.any()
+    from orchestration.bench_discovery.rounds import family_replay
+
+    fam = family_replay(tmp_path / "run", [3.0, 0.0], frame).set_index("family_weight")
+    assert fam.loc[3.0, "same_as_stored"] == 4  # the campaign's own weight reproduces its batch
     view = round0_view(tmp_path / "run", frame)  # every substitution pick, as round 0 would have ranked it
     assert len(view) == int((subs.selected).sum()) and (view.rank_in_round0_pool >= 1).all()
     assert view[view["round"] == 0].prior_rank_round0.notna().all()  # round 0's picks are round 0's proposals
