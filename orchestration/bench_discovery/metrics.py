@@ -57,14 +57,9 @@ _COVERED: dict[tuple[str, frozenset[str]], bool] = {}
 def known_formula(crystal: Crystal, reference: str = "mp20+matbench") -> bool:
     """True when the hull reference already holds a phase of the crystal's reduced formula: a hit there is a
     rediscovered (or new polymorph of a) known compound rather than a new composition."""
-    from oracles.reference import load_reference
+    from orchestration.campaign.sun import reference_formulas
 
-    if reference not in _KNOWN:
-        _KNOWN[reference] = {e.composition.reduced_formula for e in load_reference(reference).entries}  # type: ignore[arg-type]
-    return crystal.reduced_formula() in _KNOWN[reference]
-
-
-_KNOWN: dict[str, set[str]] = {}
+    return crystal.reduced_formula() in reference_formulas(reference)
 
 
 def sun_labels(evaluated: Sequence[Evaluated], reference: str = "mp20+matbench") -> list[SunLabels]:
@@ -73,10 +68,9 @@ def sun_labels(evaluated: Sequence[Evaluated], reference: str = "mp20+matbench")
     known structures the shipped MP-20 and Li-Fe-O ones, uniqueness and novelty within the run."""
     from discovery.datasets.reference_structures import load_reference_structures
     from discovery.sun import SunInput, SunLabeler
-    from orchestration.campaign.sun import parse_cif
+    from orchestration.campaign.sun import parse_cif, reference_formulas
 
-    known_formula(Crystal(1, {"H": 1}, 1, 1, 1, 90, 90, 90), reference)  # fills _KNOWN[reference]
-    labeler = SunLabeler(known_formulas=_KNOWN[reference], reference=load_reference_structures())
+    labeler = SunLabeler(known_formulas=reference_formulas(reference), reference=load_reference_structures())
     return [labeler.label(SunInput(str(i), 0, e.status, None if math.isnan(e.e_above_hull) else e.e_above_hull,
                                    parse_cif(e.relaxed_cif), e.crystal.space_group))
             for i, e in enumerate(evaluated)]

@@ -68,8 +68,9 @@ def test_unique_hits_best_so_far_and_diversity(monkeypatch: pytest.MonkeyPatch) 
 
 def test_hits_with_formulas_the_reference_lacks_are_new_compositions(monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestration.bench_discovery import metrics
+    from orchestration.campaign import sun
 
-    monkeypatch.setattr(metrics, "_KNOWN", {"mp20+matbench": {"NaCl"}})
+    monkeypatch.setattr(sun, "reference_formulas", lambda name="mp20+matbench": frozenset({"NaCl"}))
     c = Crystal(221, {"Na": 1, "Cl": 3}, 5.0, 5.0, 5.0, 90, 90, 90)
     assert not metrics.known_formula(c) and metrics.known_formula(_e(0.0, None).crystal)
 
