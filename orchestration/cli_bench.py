@@ -80,8 +80,8 @@ def bench_discovery(
     (substitutions into near-hull seed structures, the whole budget in one shot), with paired-bootstrap CIs,
     S.U.N. per round and per source, and the proxy's error on each round's batch.
 
-    Hits are judged against the dense MP hull reference (mp20+matbench) by default. Three seeds of
-    --objective sun took 24 min on a 2-core machine (docs/results/discovery.md); finished strategies and seeds are cached in
+    Hits are judged against the dense MP hull reference (mp20+matbench) by default. The --objective sun
+    defaults (2 seeds) took 17.5 min on a 2-core machine (docs/results/discovery.md); finished baselines are cached in
     --out, so a rerun with more seeds only runs the new ones.
 
     Example: matloop bench discovery --budget 24 --seeds 2 --json; matloop bench discovery --objective sun;

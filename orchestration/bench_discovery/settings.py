@@ -33,7 +33,7 @@ BENCH_SPACE: dict[str, Any] = {
 
 DEFAULT_BUDGET: dict[str, int] = {"hull": 24, "formation_energy": 24, "sun": 60}
 """Oracle calls per strategy and seed when ``--budget`` is not given. ``sun``: 60 calls × 5 strategies × 2 seeds
-= 600 CHGNet relaxations on the batched engine, three loop rounds of 20 per seed: 15 min 57 s on 2 cores
+= 600 CHGNet relaxations on the batched engine, three loop rounds of 20 per seed: 17 min 27 s on 2 cores
 (docs/results/discovery.md), with twice the labels per round of the earlier 30."""
 DEFAULT_RATTLE: dict[str, float] = {"hull": 0.0, "formation_energy": 0.0, "sun": 0.05}
 """``decode_rattle`` (Å) of the CHGNet oracle when ``--rattle`` is not given: decoded rows' atoms are moved off
