@@ -34,6 +34,9 @@ from pymatgen.core import Lattice, Structure
 from oracles.decode import min_distance_ratio
 from oracles.relax import RelaxFault, RelaxOutcome
 
+ENGINE_REVISION = 2
+"""Bumped when the engine's results change for the same inputs and settings (1: torch-sim's FIRE step as is;
+2: :func:`independent_steps`), so that caches of oracle results (the discovery benchmark's) know them stale."""
 Outcome = RelaxOutcome | RelaxFault
 """What one structure ended with: a :class:`RelaxOutcome` (``ok``/``unconverged``) or a :class:`RelaxFault`."""
 DoneCallback = Callable[[int, Outcome, float, float], None]
@@ -64,12 +67,47 @@ class EngineSettings:
 
 
 def _optimizer(model: Any, settings: EngineSettings) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    import inspect
+
     from torch_sim.optimizers import fire, frechet_cell_fire, unit_cell_fire
 
-    if not settings.relax_cell:
-        return fire(model=model, md_flavor="ase_fire")
-    make = unit_cell_fire if settings.cell_filter == "unit" else frechet_cell_fire
-    return make(model=model, md_flavor="ase_fire")
+    make = fire if not settings.relax_cell else unit_cell_fire if settings.cell_filter == "unit" else frechet_cell_fire
+    init_fn, step_fn = make(model=model, md_flavor="ase_fire")
+    defaults = {k: float(v.default) for k, v in inspect.signature(make).parameters.items()
+                if k in ("dt_start", "f_dec", "alpha_start")}
+    return init_fn, independent_steps(step_fn, **defaults)
+
+
+def independent_steps(step_fn: Callable[[Any], Any], *, dt_start: float, f_dec: float, alpha_start: float
+                      ) -> Callable[[Any], Any]:
+    """``step_fn`` (torch-sim's ASE-flavour FIRE step) made independent of the other systems in the batch.
+
+    torch-sim 0.3.0 marks a system that has not stepped yet with NaN velocities, and when *any* system of the batch
+    has them it skips the FIRE update (power, dt/α/n_pos, velocity mixing, the cell filter's force transform) for
+    *all* of them (TorchSim/torch-sim#490, fixed in 0.4, which needs Python ≥ 3.12). With the in-flight batcher a
+    structure joins whenever another leaves, so every join perturbed the others: the same 30 structures relaxed in
+    reverse order ended with other energies for 29 of them (up to 0.025 eV/atom) and other step counts.
+
+    Here a new system gets zero velocities (atoms and cell) and the start values of α and n_pos before the step,
+    and dt = dt_start / f_dec (zero velocity is zero power, which halves dt in the regular branch): its first step
+    is the ASE first step (v = 0, then v = F·dt_start), whether it starts a batch or joins one, and no system
+    ever takes the NaN branch."""
+
+    def step(state: Any) -> Any:
+        new_atoms = torch.isnan(state.velocities).any(dim=1)
+        if bool(new_atoms.any()):
+            new = torch.zeros(state.n_systems, dtype=torch.bool, device=state.velocities.device)
+            new[state.system_idx[new_atoms]] = True
+            state.velocities[new_atoms] = 0.0
+            cell_velocities = getattr(state, "cell_velocities", None)
+            if cell_velocities is not None:
+                cell_velocities[new] = 0.0
+            state.dt[new] = dt_start / f_dec
+            state.alpha[new] = alpha_start
+            state.n_pos[new] = 0
+        return step_fn(state)
+
+    return step
 
 
 def _safe_apply(fn: Callable[[Any], Any], states: list[Any]) -> list[Any | Exception]:

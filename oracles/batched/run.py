@@ -69,7 +69,7 @@ def engine_provenance(settings: Any) -> dict[str, Any]:
     flt = {"unit": "unit_cell_fire", "frechet": "frechet_cell_fire"}[settings.cell_filter] if settings.relax_cell \
         else "fire"
     return {"engine": "batched", "engine_detail": f"torch-sim {torch_sim_version()} {flt} (ASE flavour), "
-                                                  "InFlightAutoBatcher"}
+                                                  "InFlightAutoBatcher, independent first steps (torch-sim#490)"}
 
 
 def run_batched(tasks: list[Any], *, on_result: ResultCallback | None = None) -> list[OracleResult]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from discovery.crystal import Crystal
+from oracles.batched.engine import ENGINE_REVISION
 from orchestration.bench_discovery.metrics import strategy_metrics
 from orchestration.bench_discovery.report import markdown, plot
 from orchestration.bench_discovery.settings import BenchSettings, Evaluated, sun_loop_features
@@ -43,7 +44,8 @@ def _save_cache(path: Path, settings: BenchSettings, evaluated: Sequence[Evaluat
              "status": e.status, "e_above_hull": e.e_above_hull, "formation_energy": e.formation_energy,
              "relaxed_cif": e.relaxed_cif, "round": e.round, "source": e.source,
              "predicted": None if math.isnan(e.predicted) else e.predicted} for e in evaluated]
-    path.write_text(json.dumps({"settings": asdict(settings), "loop_features": _features(settings), "evaluated": rows}))
+    path.write_text(json.dumps({"settings": asdict(settings), "loop_features": _features(settings),
+                                "engine_revision": ENGINE_REVISION, "evaluated": rows}))
 
 
 def _features(settings: BenchSettings) -> dict[str, Any] | None:
@@ -71,6 +73,8 @@ def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
     if {k: v for k, v in cached.items() if k not in skip} != want:
         return None
     if data.get("loop_features") != _features(settings):  # sun_loop_features retuned since: score again
+        return None
+    if data.get("engine_revision", 1) != ENGINE_REVISION:  # relaxed by an engine that gives other results
         return None
     return [evaluated_from_json(r) for r in data["evaluated"]]
 

@@ -236,6 +236,29 @@ def test_small_cpu_batches_let_structures_enter_as_others_finish() -> None:
     assert len({o.n_steps for o in out}) > 1
 
 
+def test_a_structure_relaxes_the_same_whoever_shares_its_batch() -> None:
+    """Regression for torch-sim#490 (a structure joining the in-flight batch made every other skip a FIRE update):
+    alone, in one batch, in reverse order and two at a time with joins, each structure ends with the same energy
+    and step count."""
+    rng = np.random.default_rng(1)
+    structures = []
+    for s in _rattled()[:6]:  # far enough from their minima to take tens of steps, so that others join meanwhile
+        s = s.copy()
+        s.apply_strain(float(rng.uniform(0.06, 0.1)))
+        s.perturb(0.15, min_distance=0.0) if len(s) > 1 else None
+        structures.append(s)
+    model = CHGNetModel(load_chgnet_model("cpu"))
+    settings = EngineSettings(steps=80)
+    together = relax_batch(structures, model=model, settings=settings)
+    reverse = relax_batch(structures[::-1], model=model, settings=settings)[::-1]
+    joining = relax_batch(structures, model=model, settings=EngineSettings(steps=80, max_batch_atoms=4))
+    alone = [relax_batch([s], model=model, settings=settings)[0] for s in structures]
+    for runs in zip(alone, together, reverse, joining, strict=True):
+        assert all(not isinstance(o, RelaxFault) for o in runs)
+        assert len({o.n_steps for o in runs}) == 1, [o.n_steps for o in runs]
+        assert max(o.energy_total for o in runs) - min(o.energy_total for o in runs) < 1e-4
+
+
 def test_a_lazy_source_is_read_only_as_the_batch_has_room() -> None:
     """Room for two 2-atom cells: when the first structure leaves the batch, only those two and the one the
     batcher looked at (and put back) have been read from the source; every structure still gets its outcome."""

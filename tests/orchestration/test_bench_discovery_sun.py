@@ -203,6 +203,9 @@ def test_sun_plot_and_cache_round_trip(tmp_path: Path) -> None:
     # the family weight acts from round 1 on, like the label weight: the baselines are the same runs
     assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30, family_weight=3.0)) is not None
     data = json.loads((tmp_path / "c.json").read_text())
+    stale = {k: v for k, v in data.items() if k != "engine_revision"}  # written before the engine's FIRE fix
+    (tmp_path / "c.json").write_text(json.dumps(stale))
+    assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30)) is None
     data["loop_features"]["novelty"]["known_penalty"] = 0.5  # written before sun_loop_features was retuned
     (tmp_path / "c.json").write_text(json.dumps(data))
     assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30)) is None
