@@ -74,31 +74,27 @@ class SubstitutionRates:
         return self.a0 + self.successes.get(p, 0.0), self.b0 + self.failures.get(p, 0.0)
 
     def mean(self, pair: Pair) -> float:
-        a, b = self.posterior(pair)
-        return a / (a + b)
+        return _beta_mean(self.posterior(pair))
 
     def sample(self, pair: Pair, rng: np.random.Generator) -> float:
         """One Thompson draw from ``pair``'s posterior."""
-        a, b = self.posterior(pair)
-        return float(rng.beta(a, b))
+        return float(rng.beta(*self.posterior(pair)))
 
     def family_posterior(self, family: str) -> tuple[float, float]:
         """Beta parameters ``(a, b)`` of ``family``'s success rate (the prior for a family with no outcomes)."""
         return self.a0 + self.family_successes.get(family, 0.0), self.b0 + self.family_failures.get(family, 0.0)
 
     def family_mean(self, family: str) -> float:
-        a, b = self.family_posterior(family)
-        return a / (a + b)
+        return _beta_mean(self.family_posterior(family))
 
     def family_sample(self, family: str, rng: np.random.Generator) -> float:
         """One Thompson draw from ``family``'s posterior."""
-        a, b = self.family_posterior(family)
-        return float(rng.beta(a, b))
+        return float(rng.beta(*self.family_posterior(family)))
 
     @property
     def prior_mean(self) -> float:
         """``a0 / (a0 + b0)``: the rate of a pair or family with no outcomes."""
-        return self.a0 / (self.a0 + self.b0)
+        return _beta_mean((self.a0, self.b0))
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -157,6 +153,11 @@ class SubstitutionRates:
             subs, success = outcome[0], outcome[1]
             out.update(subs, bool(success), family=outcome[2] if len(outcome) > 2 else None)  # type: ignore[misc]
         return out
+
+
+def _beta_mean(ab: tuple[float, float]) -> float:
+    a, b = ab
+    return a / (a + b)
 
 
 def _pair(p: Sequence[str]) -> Pair:
