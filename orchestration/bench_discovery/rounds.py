@@ -16,7 +16,7 @@ import argparse
 import json
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,33 @@ def round_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _stored_rounds(campaign_dir: Path, frame: pd.DataFrame
+                   ) -> Iterator[tuple[int, pd.DataFrame, list[Crystal], dict[str, Any]]]:
+    """Per round of ``frame``: its pool, the pool's crystals and the other :func:`discovery.selection.select_batch`
+    arguments of its stored batch (batch size, method, diversity, seed, the earlier batches as context, sources as
+    groups, the stored quota)."""
+    from orchestration.campaign.context import round_seed
+
+    with _connect(campaign_dir) as con:
+        config = _json(con.execute("select config_json from campaigns").fetchone()[0])
+        metrics = {int(i): _json(m) for i, m in con.execute('select "index", metrics_json from rounds')}
+    sel = config.get("selection", {})
+    for r, pool in frame.groupby("round_index"):
+        m = metrics.get(int(r), {})
+        earlier = frame[(frame.round_index < r) & frame.selected].sort_values(["round_index", "batch_rank"])
+        yield int(r), pool, [_crystal(x) for x in pool.itertuples()], {
+            "batch_size": int(pool.selected.sum()), "method": sel.get("method", "mmr"),
+            "diversity": float(sel.get("diversity", 0.5)), "seed": round_seed(int(config.get("seed", 0)), int(r)),
+            "context": [_crystal(x) for x in earlier.itertuples()], "groups": pool.source.tolist(),
+            "quota": {k[len("quota_"):]: int(v) for k, v in m.items() if k.startswith("quota_")} or None}
+
+
+def _known_outcomes(picks: pd.DataFrame, outcomes: dict[tuple[str, int], bool] | None) -> list[bool]:
+    """S.U.N. labels in ``outcomes`` of those ``picks`` (by reduced formula and space group) that have one."""
+    keys = [(f, int(g)) for f, g in zip(picks.reduced_formula, picks.space_group, strict=True)]
+    return [outcomes[k] for k in keys if outcomes is not None and k in outcomes]
+
+
 def replay(campaign_dir: str | Path, frame: pd.DataFrame | None = None,
            outcomes: dict[tuple[str, int], bool] | None = None) -> pd.DataFrame:
     """Each round's selection replayed on its stored pool and scores under :data:`REPLAY_VARIANTS` (the round's
@@ -108,33 +135,20 @@ def replay(campaign_dir: str | Path, frame: pd.DataFrame | None = None,
     substitution picks' median score rank and known-formula count, and among picks with an outcome in
     ``outcomes`` ((reduced formula, space group) → S.U.N., e.g. pooled over several runs) how many are S.U.N."""
     from discovery.selection import select_batch
-    from orchestration.campaign.context import round_seed
 
     campaign_dir = Path(campaign_dir)
     frame = candidates_frame(campaign_dir) if frame is None else frame
-    with _connect(campaign_dir) as con:
-        config = _json(con.execute("select config_json from campaigns").fetchone()[0])
-        metrics = {int(i): _json(m) for i, m in con.execute('select "index", metrics_json from rounds')}
-    sel = config.get("selection", {})
     rows = []
-    for r, pool in frame.groupby("round_index"):
-        m = metrics.get(int(r), {})
-        quota = {k[len("quota_"):]: int(v) for k, v in m.items() if k.startswith("quota_")} or None
-        crystals = [_crystal(x) for x in pool.itertuples()]
-        earlier = frame[(frame.round_index < r) & frame.selected].sort_values(["round_index", "batch_rank"])
-        context = [_crystal(x) for x in earlier.itertuples()]
+    for r, pool, crystals, args in _stored_rounds(campaign_dir, frame):
         stored = set(pool.candidate_id[pool.selected])
         for name, scale, with_context in REPLAY_VARIANTS:
-            chosen = select_batch(crystals, pool.score.to_numpy(float), batch_size=len(stored),
-                                  method=sel.get("method", "mmr"), diversity=float(sel.get("diversity", 0.5)),
-                                  seed=round_seed(int(config.get("seed", 0)), int(r)),
-                                  context=context if with_context else [], groups=pool.source.tolist(), quota=quota,
+            chosen = select_batch(crystals, pool.score.to_numpy(float),
+                                  **{**args, "context": args["context"] if with_context else []},
                                   score_scale=scale)  # type: ignore[arg-type]
             picks = pool.iloc[chosen]
             sub = picks[picks.source == "substitution"]
-            keys = [(f, int(g)) for f, g in zip(sub.reduced_formula, sub.space_group, strict=True)]
-            known = [outcomes[k] for k in keys if outcomes is not None and k in outcomes]
-            rows.append({"round": int(r), "variant": name, "same_as_stored": len(stored & set(picks.candidate_id)),
+            known = _known_outcomes(sub, outcomes)
+            rows.append({"round": r, "variant": name, "same_as_stored": len(stored & set(picks.candidate_id)),
                          "substitution_picks": len(sub),
                          "median_score_rank": float(sub.score_rank.median()) if len(sub) else float("nan"),
                          "known_formula_picks": int((sub.novelty_penalty > 0).sum()),
@@ -154,39 +168,26 @@ def family_replay(campaign_dir: str | Path, weights: Sequence[float], frame: pd.
     from discovery.loop import family_bonus
     from discovery.selection import select_batch
     from discovery.substitution import SubstitutionRates
-    from orchestration.campaign.context import round_seed
 
     campaign_dir = Path(campaign_dir)
     frame = candidates_frame(campaign_dir) if frame is None else frame
-    with _connect(campaign_dir) as con:
-        config = _json(con.execute("select config_json from campaigns").fetchone()[0])
-        metrics = {int(i): _json(m) for i, m in con.execute('select "index", metrics_json from rounds')}
     rows = []
-    for r, pool in frame.groupby("round_index"):
-        if int(r) == 0:
+    for r, pool, crystals, args in _stored_rounds(campaign_dir, frame):
+        if r == 0:
             continue
         done = frame[(frame.round_index < r) & frame.status.notna() & (frame.source == "substitution")]
         rates = SubstitutionRates.from_outcomes(
             (pairs, bool(sun == 1), fam) for pairs, sun, fam in zip(done.pairs, done.sun, done.family, strict=True))
         families = [f if s == "substitution" else None for f, s in zip(pool.family, pool.source, strict=True)]
         base = pool.score.to_numpy(float) - pool.family_bonus.fillna(0.0).to_numpy(float)
-        quota = {k[len("quota_"):]: int(v) for k, v in metrics.get(int(r), {}).items() if k.startswith("quota_")} or None
-        earlier = frame[(frame.round_index < r) & frame.selected].sort_values(["round_index", "batch_rank"])
-        crystals = [_crystal(x) for x in pool.itertuples()]
         for w in weights:
-            chosen = select_batch(crystals, base + family_bonus(families, rates, weight=w),
-                                  batch_size=int(pool.selected.sum()), method=config.get("selection", {}).get("method", "mmr"),
-                                  diversity=float(config.get("selection", {}).get("diversity", 0.5)),
-                                  seed=round_seed(int(config.get("seed", 0)), int(r)),
-                                  context=[_crystal(x) for x in earlier.itertuples()], groups=pool.source.tolist(),
-                                  quota=quota)
+            chosen = select_batch(crystals, base + family_bonus(families, rates, weight=w), **args)
             picks = pool.iloc[chosen]
             sub = picks[picks.source == "substitution"]
             ok = [f in rates.family_successes for f in sub.family]
             failed = [f in rates.family_failures and f not in rates.family_successes for f in sub.family]
-            keys = [(f, int(g)) for f, g in zip(sub.reduced_formula, sub.space_group, strict=True)]
-            known = [outcomes[k] for k in keys if outcomes is not None and k in outcomes]
-            rows.append({"round": int(r), "family_weight": w,
+            known = _known_outcomes(sub, outcomes)
+            rows.append({"round": r, "family_weight": w,
                          "same_as_stored": len(set(picks.candidate_id) & set(pool.candidate_id[pool.selected])),
                          "substitution_picks": len(sub),
                          "family_succeeded": int(sum(ok)), "family_failed_only": int(sum(failed)),
