@@ -73,7 +73,16 @@ def parent_links(camp: Campaign) -> dict[str, str]:
 
 def substitution_rates(camp: Campaign, round_index: int) -> SubstitutionRates:
     """Success rates per substitution and per parent family (:func:`discovery.loop.family_of`) learned from the
-    campaign's substitution results so far."""
+    campaign's substitution results so far. Read once per process and round (the proposals and the family bonus
+    both use them), as :func:`_successes`; callers do not change them."""
+    key = f"substitution-rates-{round_index}"
+    if key not in camp._extras:
+        camp._extras[key] = _read_substitution_rates(camp, round_index)
+    rates: SubstitutionRates = camp._extras[key]
+    return rates
+
+
+def _read_substitution_rates(camp: Campaign, round_index: int) -> SubstitutionRates:
     from discovery.loop import family_of
     from discovery.substitution import SubstitutionRates
 
