@@ -383,6 +383,8 @@ def check(
     cell_filter: Annotated[str | None, typer.Option(help="Cell filter of the relaxation: unit (ASE's UnitCellFilter) "
                                                          "or frechet (FrechetCellFilter, CHGNet's own relaxer's) "
                                                          "(default: the oracle's, unit).")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="Optimizer of the relaxation: FIRE or BFGS (BFGS runs on the "
+                                                       "ase engine) (default: the oracle's, FIRE).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Wall-time limit per structure (decode + relax), s.")] = 300.0,
 ) -> None:
     """Physical check of a trained model: volume per atom against MP-20, validity, and a CHGNet relaxation of
@@ -406,10 +408,12 @@ def check(
             raise ValueError(f"--engine: {engine!r} is not ase or batched")
         if cell_filter not in (None, "unit", "frechet"):
             raise ValueError(f"--cell-filter: {cell_filter!r} is not unit or frechet")
+        if optimizer not in (None, "FIRE", "BFGS"):
+            raise ValueError(f"--optimizer: {optimizer!r} is not FIRE or BFGS")
         with console.status("starting") as status:
             result = run_check(checkpoint=checkpoint, proxy=proxy, n=n, n_relax=relax, seed=seed, workers=workers,
                                reference=reference, out=out, decoding=decoding, engine=engine,  # type: ignore[arg-type]
-                               cell_filter=cell_filter,  # type: ignore[arg-type]
+                               cell_filter=cell_filter, optimizer=optimizer,  # type: ignore[arg-type]
                                timeout_s=timeout, progress=lambda msg: status.update(msg))
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -95,13 +95,15 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
                      steps: int = 200, reference: str = "mp20+matbench", seed: int = 0,
                      decoding: CheckDecoding | None = None, engine: Literal["ase", "batched"] | None = None,
                      cell_filter: Literal["unit", "frechet"] | None = None,
+                     optimizer: Literal["FIRE", "BFGS"] | None = None,
                      timeout_s: float = 300.0, progress: Callable[[int, int], None] | None = None,
                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Decode (``decoding``) and relax ``crystals`` with the CHGNet oracle; summary and one row per crystal.
 
     ``engine``: the CHGNet oracle's relaxation engine (``None``: its default); ``cell_filter``: its cell filter
     (``"unit"``: ASE's ``UnitCellFilter``, ``"frechet"``: ``FrechetCellFilter``, CHGNet's own relaxer's choice;
-    ``None``: the oracle's default); ``timeout_s``: its wall-time limit per structure (decode + relax), s."""
+    ``None``: the oracle's default); ``optimizer``: its optimizer (``"BFGS"`` runs on the ASE engine; ``None``: the
+    oracle's default, FIRE); ``timeout_s``: its wall-time limit per structure (decode + relax), s."""
     from oracles.base import Candidate
     from oracles.registry import get_oracle
 
@@ -109,10 +111,13 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
     chosen: dict[str, Any] = {} if engine is None else {"engine": engine}
     if cell_filter is not None:
         chosen["cell_filter"] = cell_filter
+    if optimizer is not None:
+        chosen["optimizer"] = optimizer
     oracle = get_oracle("chgnet", fmax=fmax, steps=steps, workers=workers, reference=reference, timeout_s=timeout_s,
                         **chosen, **decoding.oracle_settings())
     engine = getattr(getattr(oracle, "settings", None), "engine", engine)
     cell_filter = getattr(getattr(oracle, "settings", None), "cell_filter", cell_filter)
+    optimizer = getattr(getattr(oracle, "settings", None), "optimizer", optimizer)
     t0 = time.perf_counter()
     try:
         results = oracle.evaluate([Candidate.from_crystal(c, id=c.id or f"s{i}") for i, c in enumerate(crystals)],
@@ -145,7 +150,7 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
         "median_atoms": float(np.median([c.n_atoms for c in crystals])) if crystals else None,
         "sun_counts": count(labels).as_dict(),
         "reference": reference, "fmax": fmax, "steps": steps, "decoding": asdict(decoding), "engine": engine,
-        "cell_filter": cell_filter,
+        "cell_filter": cell_filter, "optimizer": optimizer,
         "timeout_s": timeout_s, "seconds": round(time.perf_counter() - t0, 1),
     }
     return summary, rows
@@ -169,9 +174,11 @@ def sun_labels_of(results: Sequence[OracleResult], crystals: Sequence[Crystal], 
 def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64, seed: int = 0, workers: int = 2,
               reference: str = "mp20+matbench", out: Path | None = None, decoding: CheckDecoding | None = None,
               engine: Literal["ase", "batched"] | None = None, cell_filter: Literal["unit", "frechet"] | None = None,
+              optimizer: Literal["FIRE", "BFGS"] | None = None,
               timeout_s: float = 300.0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Sample ``n`` crystals from ``checkpoint``; volume, validity and proxy metrics; decode (``decoding``) and
-    relax ``n_relax`` of them (``engine``, ``cell_filter``, ``timeout_s``: see :func:`relaxation_check`)."""
+    relax ``n_relax`` of them (``engine``, ``cell_filter``, ``optimizer``, ``timeout_s``: see
+    :func:`relaxation_check`)."""
     from discovery.gfn import CrystalGFN
     from discovery.proxy import EnsembleProxy
     from orchestration.reproduce import predict, validity
@@ -197,7 +204,7 @@ def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64
         say(f"decoding and relaxing {len(pick)} samples with CHGNet")
         summary, rows = relaxation_check([crystals[i] for i in pick], fe[pick], workers=workers,
                                          reference=reference, seed=seed, decoding=decoding, engine=engine,
-                                         cell_filter=cell_filter, timeout_s=timeout_s)
+                                         cell_filter=cell_filter, optimizer=optimizer, timeout_s=timeout_s)
         result["relaxation"] = summary
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)

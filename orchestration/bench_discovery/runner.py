@@ -54,7 +54,7 @@ def _features(settings: BenchSettings) -> dict[str, Any] | None:
     if settings.objective != "sun":
         return None
     features = sun_loop_features(settings)
-    features["proxy"] = {k: v for k, v in features["proxy"].items() if k != "oracle_weight"}
+    features["proxy"] = {k: v for k, v in features["proxy"].items() if k not in ("oracle_weight", "residual_family_std")}
     features["sources"] = {"substitution": {k: v for k, v in features["sources"]["substitution"].items()
                                             if k != "family_weight"}}  # acts from round 1, like oracle_weight
     return json.loads(json.dumps(features))
@@ -66,7 +66,7 @@ def _load_cache(path: Path, settings: BenchSettings) -> list[Evaluated] | None:
     data = json.loads(path.read_text())
     # seed s of a baseline is the same run whatever K, the other strategies, the loop's label and family weights (the
     # baselines use the loop's round-0 proxy and generator, fitted before any oracle label exists)
-    skip = ("seeds", "strategies", "oracle_weight", "family_weight")
+    skip = ("seeds", "strategies", "oracle_weight", "family_weight", "family_std")
     want = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in skip}
     # settings added later (absent from older caches) had their default then
     cached = json.loads(json.dumps(asdict(BenchSettings()))) | data.get("settings", {})

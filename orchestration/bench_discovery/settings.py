@@ -49,6 +49,9 @@ DEFAULT_FAMILY_WEIGHT: dict[str, float] = {"hull": 0.0, "formation_energy": 0.0,
 it (``python -m orchestration.bench_discovery.rounds runs/bench-sun60-ts/loop-s{0,1,2} --family-weights
 0,1,2,3,5``, no oracle call): at 1 the diversity term against earlier batches still kept 91 of 108 substitution
 picks away from the families that had worked, at 3 it took 32 from them, at 5 half the picks."""
+DEFAULT_FAMILY_STD: dict[str, float] = {"hull": 0.0, "formation_energy": 0.0, "sun": 0.0}
+"""The loop's ``proxy.residual_family_std`` (eV/atom: prior median of the residual model's offset shared by one
+substitution family) when ``--family-std`` is not given (0: no family term)."""
 SUN_ORACLE_WEIGHT = 10.0
 """``proxy.oracle_weight`` of the loop under ``--objective sun`` unless ``oracle_weight`` is given."""
 
@@ -86,6 +89,7 @@ class BenchSettings:
     split_rule: SplitRule = "proportional"  # sun: sources.substitution.split_rule
     max_sd: float | None = None  # eV/atom: the loop config's acquisition.max_sd (None: σ uncapped)
     family_weight: float = 0.0  # sun: sources.substitution.family_weight (rounds ≥ 1 only: baselines do not depend on it)
+    family_std: float = 0.0  # sun: proxy.residual_family_std (rounds ≥ 1 only, like the residual model itself)
 
     @property
     def relative_to_hull(self) -> str | None:
@@ -125,6 +129,8 @@ class BenchSettings:
             raise ValueError(f"max_sd must be positive (eV/atom), not {self.max_sd}")
         if not self.family_weight >= 0:
             raise ValueError(f"family_weight must be at least 0 (eV/atom), not {self.family_weight}")
+        if not self.family_std >= 0:
+            raise ValueError(f"family_std must be at least 0 (eV/atom), not {self.family_std}")
         if self.oracle_weight is not None and self.oracle_weight < 1:
             raise ValueError(f"oracle_weight must be at least 1, not {self.oracle_weight}")
 
@@ -163,7 +169,8 @@ def sun_loop_features(settings: BenchSettings) -> dict[str, dict[str, Any]]:
                                      "split_rule": settings.split_rule, "family_weight": settings.family_weight,
                                      "candidates": settings.candidates_per_round, "near_hull_at_most": 0.05,
                                      "partial": True}},
-        "proxy": {"residual": True, "oracle_weight": settings.loop_oracle_weight},
+        "proxy": {"residual": True, "oracle_weight": settings.loop_oracle_weight,
+                  **({"residual_family_std": settings.family_std} if settings.family_std > 0 else {})},
         "generator": {"retrain": "fresh", "offline_replay": True},
         "selection": {"method": "mmr", "diversity": 0.5, "across_rounds": True, "skip_tried_formulas": True},
     }

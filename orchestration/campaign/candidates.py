@@ -71,6 +71,18 @@ def parent_links(camp: Campaign) -> dict[str, str]:
             if c.extra.get("source") == "substitution" and c.extra.get("parent") is not None}
 
 
+def label_families(camp: Campaign, crystals: Sequence[Crystal]) -> list[str | None]:
+    """The family of each labelled crystal for the residual proxy's family term: a substitution result's is its
+    parent's family (:func:`discovery.loop.family_of`), any other result is the root of its own family (the
+    family its substitutions will carry)."""
+    from discovery.loop import family_of
+
+    links = parent_links(camp)
+    return [family_of(str(c.extra["parent"]), links)
+            if c.extra.get("source") == "substitution" and c.extra.get("parent") is not None else c.id
+            for c in crystals]
+
+
 def substitution_rates(camp: Campaign, round_index: int) -> SubstitutionRates:
     """Success rates per substitution and per parent family (:func:`discovery.loop.family_of`) learned from the
     campaign's substitution results so far. Read once per process and round (the proposals and the family bonus

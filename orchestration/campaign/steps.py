@@ -83,15 +83,22 @@ def fit_proxies(camp: Campaign, round_index: int) -> str:
 def _fit_residual(camp: Campaign, round_index: int, base: Any, target: str, target_dir: Any) -> dict[str, float]:
     """Fit the residual model on the campaign's own oracle labels (rounds before this one) over ``base`` and save
     both in ``target_dir`` (no labels yet: the base proxy alone stays there)."""
-    from discovery.proxy.residual import ResidualProxy
+    from discovery.proxy.residual import ResidualConfig, ResidualProxy
+    from orchestration.campaign.candidates import label_families
     from orchestration.campaign.data import oracle_labels
 
     labels = oracle_labels(camp.store, camp.name, target, before_round=round_index)
     if not len(labels):
         return {f"proxy_residual_labels_{target}": 0.0}
-    residual = ResidualProxy.fit(base, labels, target=target)
+    family_std = camp.config.proxy.residual_family_std
+    config = ResidualConfig(family_prior_std=family_std)
+    groups = label_families(camp, labels.crystals) if family_std > 0 else None
+    residual = ResidualProxy.fit(base, labels, target=target, config=config, groups=groups)
     residual.save(target_dir)
-    return {f"proxy_residual_labels_{target}": float(len(labels))}
+    out = {f"proxy_residual_labels_{target}": float(len(labels))}
+    if family_std > 0:
+        out[f"proxy_residual_family_std_{target}"] = float(residual.info.get("family", 0.0))
+    return out
 
 
 def load_proxies(camp: Campaign, round_index: int) -> dict[str, Any]:
@@ -101,16 +108,19 @@ def load_proxies(camp: Campaign, round_index: int) -> dict[str, Any]:
     return {t.name: load_proxy(d / t.name) for t in camp.config.targets}
 
 
-def acquisition(camp: Campaign, round_index: int, proxies: dict[str, Any], crystals: Sequence[Crystal]
-                ) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Acquisition scores (n,), higher is better (weighted over targets), and per-crystal predictions."""
+def acquisition(camp: Campaign, round_index: int, proxies: dict[str, Any], crystals: Sequence[Crystal], *,
+                families: Sequence[str | None] | None = None) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Acquisition scores (n,), higher is better (weighted over targets), and per-crystal predictions.
+    ``families``: the crystals' substitution families, for a residual proxy with a family term (None: none)."""
     from discovery.proxy import expected_improvement, greedy, target_value, ucb
+    from discovery.proxy.residual import ResidualProxy
 
     acq = camp.config.acquisition
     total = torch.zeros(len(crystals))
     preds: list[dict[str, float]] = [{} for _ in crystals]
     for target in camp.config.targets:
-        post = proxies[target.name].posterior(crystals)
+        proxy = proxies[target.name]
+        post = proxy.posterior(crystals, groups=families) if isinstance(proxy, ResidualProxy) else proxy.posterior(crystals)
         maximize = target.goal == "maximize"
         if target.goal == "target":
             s = target_value(post, value=float(target.value or 0.0), kappa=acq.kappa if acq.kind == "ucb" else 0.0,
@@ -282,8 +292,9 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     result = dedupe(crystals, known=earlier | seed_keys(camp.config))
     keep = [result.kept[j] for j in untried([crystals[i].reduced_formula() for i in result.kept], tried=tried)]
     kept = [crystals[i] for i in keep]
-    scores, preds = acquisition(camp, round_index, load_proxies(camp, round_index), kept)
-    scores = _with_family_bonus(camp, round_index, scores, preds, [origins[i] for i in keep])
+    picked = [origins[i] for i in keep]
+    scores, preds = acquisition(camp, round_index, load_proxies(camp, round_index), kept, families=_families(picked))
+    scores = _with_family_bonus(camp, round_index, scores, preds, picked)
     camp.store.add_candidates(camp.name, round_index, kept, scores=list(scores), predictions=preds,
                               sources=[sources[i] for i in keep], origins=[origins[i] for i in keep])
     logr = log_rewards(camp, scores) if len(kept) else np.zeros(1)
@@ -298,6 +309,11 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     return len(kept)
 
 
+def _families(origins: Sequence[dict[str, Any] | None]) -> list[str | None]:
+    """The substitution family of each candidate (None for the generator's)."""
+    return [str(o["family"]) if o is not None and o.get("family") else None for o in origins]
+
+
 def _with_family_bonus(camp: Campaign, round_index: int, scores: np.ndarray, preds: list[dict[str, float]],
                        origins: Sequence[dict[str, Any] | None]) -> np.ndarray:
     """``scores`` plus :func:`discovery.loop.family_bonus` on the substitution candidates (``family_weight`` > 0;
@@ -308,7 +324,7 @@ def _with_family_bonus(camp: Campaign, round_index: int, scores: np.ndarray, pre
     from discovery.loop import family_bonus
     from orchestration.campaign.candidates import substitution_rates
 
-    families = [str(o["family"]) if o is not None and o.get("family") else None for o in origins]
+    families = _families(origins)
     bonus = family_bonus(families, substitution_rates(camp, round_index), weight=sub.family_weight)
     for i, f in enumerate(families):
         if f is not None:

@@ -52,6 +52,7 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("sun", "zero_dimensional"): "exclude",
     ("generator", "volume_prior"): 1.0,
     ("proxy", "residual"): False,
+    ("proxy", "residual_family_std"): 0.0,
     ("generator", "retrain"): "fine_tune",
     ("generator", "offline_replay"): False,
     ("selection", "across_rounds"): False,
@@ -203,6 +204,10 @@ class ProxyConfig(_Strict):
         "add a Gaussian-process residual model fitted on the campaign's own oracle labels only (prediction = "
         "ensemble + residual; σ recalibrated on those labels): the region the loop explores is learned from its "
         "labels even when thousands of seed rows dominate the ensemble fit"))
+    residual_family_std: float = Field(default=0.0, ge=0, le=5, description=(
+        "with `residual`: prior median (the target's units, e.g. eV/atom) of an offset the residual model shares "
+        "between the crystals of one substitution family (the seed structure they descend from), fitted with its "
+        "other hyper-parameters; a labelled sibling then corrects the rest of its family. 0 = no family term"))
 
 
 class AcquisitionConfig(_Strict):

@@ -69,6 +69,11 @@ def test_sun_loop_config_turns_on_the_learning_features(tmp_path: Path) -> None:
     assert family["sources"]["substitution"]["family_weight"] == 3.0
     with pytest.raises(ValueError, match="family_weight"):
         BenchSettings(objective="sun", family_weight=-1.0)
+    assert "residual_family_std" not in cfg["proxy"]  # off unless asked for
+    family_std = campaign_config(BenchSettings(objective="sun", family_std=0.1), 0, tmp_path)
+    assert family_std["proxy"]["residual_family_std"] == 0.1 and family_std["proxy"]["residual"] is True
+    with pytest.raises(ValueError, match="family_std"):
+        BenchSettings(objective="sun", family_std=-0.1)
     with pytest.raises(ValueError, match="split rule"):
         BenchSettings(objective="sun", split_rule="greedy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_sd"):
@@ -202,6 +207,7 @@ def test_sun_plot_and_cache_round_trip(tmp_path: Path) -> None:
     assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30, oracle_weight=4)) is not None
     # the family weight acts from round 1 on, like the label weight: the baselines are the same runs
     assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30, family_weight=3.0)) is not None
+    assert _load_cache(tmp_path / "c.json", BenchSettings(objective="sun", budget=30, family_std=0.1)) is not None
     data = json.loads((tmp_path / "c.json").read_text())
     stale = {k: v for k, v in data.items() if k != "engine_revision"}  # written before the engine's FIRE fix
     (tmp_path / "c.json").write_text(json.dumps(stale))

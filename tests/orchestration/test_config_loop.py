@@ -25,12 +25,15 @@ def test_defaults_keep_the_hash() -> None:
     sub = parse_config(changed, source="c.yaml")
     assert "split_rule" not in sub.science()["sources"]["substitution"] and "max_sd" not in sub.science()["acquisition"]
     explicit_sub = _minimal(sources={"substitution": {"share": 0.3, "split_rule": "proportional", "family_weight": 0}},
-                            acquisition={"max_sd": None})
+                            acquisition={"max_sd": None}, proxy={"residual_family_std": 0.0})
     assert config_hash(parse_config(explicit_sub, source="c.yaml")) == config_hash(sub)
     thompson = _minimal(sources={"substitution": {"share": 0.3, "split_rule": "thompson"}})
     assert config_hash(parse_config(thompson, source="c.yaml")) != config_hash(sub)
     family = _minimal(sources={"substitution": {"share": 0.3, "family_weight": 3.0}})
     assert config_hash(parse_config(family, source="c.yaml")) != config_hash(sub)
+    family_std = _minimal(sources={"substitution": {"share": 0.3}}, proxy={"residual": True, "residual_family_std": 0.1})
+    residual = _minimal(sources={"substitution": {"share": 0.3}}, proxy={"residual": True})
+    assert config_hash(parse_config(family_std, source="c.yaml")) != config_hash(parse_config(residual, source="c.yaml"))
     assert config_hash(parse_config(_minimal(acquisition={"max_sd": 0.5}), source="c.yaml")) != plain
 
 
@@ -43,6 +46,7 @@ def test_unknown_and_bad_keys_are_named() -> None:
     assert "sources.substitution.split_rule" in _error(_minimal(sources={"substitution": {"split_rule": "greedy"}}))
     assert "acquisition.max_sd" in _error(_minimal(acquisition={"max_sd": 0}))
     assert "sources.substitution.family_weight" in _error(_minimal(sources={"substitution": {"family_weight": -1}}))
+    assert "proxy.residual_family_std" in _error(_minimal(proxy={"residual_family_std": -0.1}))
 
 
 def test_cross_field_rules() -> None:

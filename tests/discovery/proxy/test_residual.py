@@ -181,3 +181,52 @@ def test_strain_never_raises_the_optimistic_score(setup) -> None:
         assert post_s.penalty is not None and float(post_s.penalty.mean()) > 2.0
         score_strained = ucb(post_s, kappa=1.0, maximize=False).double().numpy()
         assert (score_strained <= score_plain + 1e-3).all()
+
+
+def _family_offsets(n: int, *, n_families: int = 20, seed: int = 3) -> tuple[list[str | None], np.ndarray]:
+    """Each crystal in one of ``n_families`` families, unrelated to its chemistry, with an offset N(0, 0.4²)."""
+    rng = np.random.default_rng(seed)
+    fam = rng.integers(0, n_families, size=n)
+    return [f"f{k}" for k in fam], rng.normal(0.0, 0.4, size=n_families)[fam]
+
+
+def test_a_family_term_carries_a_labelled_siblings_offset_to_the_family(setup, tmp_path: Path) -> None:
+    """Offsets shared per family and invisible in the composition: only the family term can learn them."""
+    base, crystals, m, _ = setup
+    groups, offset = _family_offsets(len(crystals))
+    y = m + offset
+    tr, te = _split(len(crystals))
+    labels = _labels(crystals, tr, y)
+    config = ResidualConfig(family_prior_std=0.1)
+    proxy = ResidualProxy.fit(base, labels, target=T, config=config, groups=[groups[i] for i in tr])
+    assert proxy.info["family"] > 0.2  # fitted towards the offsets' own std (0.4), from a prior median of 0.1
+    test = [crystals[i] for i in te]
+    with_families = proxy.posterior(test, groups=[groups[i] for i in te])
+    mae = np.abs(with_families.mean[:, 0].double().numpy() - y[te]).mean()
+    blind = np.abs(proxy.posterior(test).mean[:, 0].double().numpy() - y[te]).mean()
+    plain = ResidualProxy.fit(base, labels, target=T)
+    plain_mae = np.abs(plain.posterior(test).mean[:, 0].double().numpy() - y[te]).mean()
+    assert mae < 0.5 * min(blind, plain_mae), (mae, blind, plain_mae)
+    # a crystal of a family no label belongs to keeps the prior's std, one of a labelled family gets less
+    fresh = proxy.posterior(test[:5], groups=["never-labelled"] * 5).std[:, 0]
+    known = proxy.posterior(test[:5], groups=[groups[i] for i in te[:5]]).std[:, 0]
+    assert bool((known < fresh).all())
+    proxy.save(tmp_path / "fam")
+    loaded = load_proxy(tmp_path / "fam")
+    assert isinstance(loaded, ResidualProxy)
+    again = loaded.posterior(test, groups=[groups[i] for i in te])
+    assert torch.equal(again.mean, with_families.mean) and torch.equal(again.variance, with_families.variance)
+
+
+def test_without_a_family_prior_family_labels_change_nothing(setup) -> None:
+    base, crystals, m, _ = setup
+    groups, offset = _family_offsets(len(crystals))
+    tr, te = _split(len(crystals), 40)
+    labels = _labels(crystals, tr, m + offset)
+    plain = ResidualProxy.fit(base, labels, target=T)
+    grouped = ResidualProxy.fit(base, labels, target=T, groups=[groups[i] for i in tr])
+    test = [crystals[i] for i in te[:50]]
+    a, b = plain.posterior(test), grouped.posterior(test, groups=[groups[i] for i in te[:50]])
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.variance, b.variance)
+    with pytest.raises(ValueError, match="groups"):
+        ResidualProxy.fit(base, labels, target=T, groups=groups[:3])

@@ -22,7 +22,8 @@ CONFIG: dict = {
     "search_space": {"elements": ["Li", "Na", "K", "Mg", "O", "F", "Cl"], "max_elements": 3,
                      "max_atoms_per_element": 4, "max_atoms": 8, "length_range": [2.0, 10.0]},
     "seed_data": {"dataset": "mp20", "max_rows": 150},
-    "proxy": {"members": 2, "hidden": 32, "layers": 2, "epochs": 4, "residual": True, "oracle_weight": 10},
+    "proxy": {"members": 2, "hidden": 32, "layers": 2, "epochs": 4, "residual": True, "oracle_weight": 10,
+              "residual_family_std": 0.1},
     "acquisition": {"kind": "ucb", "kappa": 1.0, "temperature": 0.2, "relative_to_hull": "mp20+matbench"},
     "novelty": {"enabled": True, "known_penalty": 1.0, "tried_penalty": 1.0},
     "sources": {"substitution": {"share": 0.5, "candidates": 40, "near_hull_at_most": 0.05, "family_weight": 3.0}},
@@ -65,6 +66,14 @@ def test_loop_campaign_with_two_sources(tmp_path: Path, prefect_server_settings:
     assert not {c.reduced_formula() for c in batches[0]} & {c.reduced_formula() for c in batches[1]}
     # the residual model saw round 0's labels; the round-1 generator was trained afresh with offline replay
     assert rounds[1].metrics["proxy_residual_labels_formation_energy_per_atom"] >= 1
+    # ... with a family per label: a substitution result's is its parent's seed structure, any other result's its
+    # own id; round 1's substitution candidates were scored with theirs
+    residual = json.loads((tmp_path / "run" / "models" / "proxy" / "round-001" / "formation_energy_per_atom"
+                           / "residual.json").read_text())
+    labelled = sorted(cid for cid, r in results.items() if r.round_index == 0 and r.status == "ok")
+    expected_groups = [str(table[cid]["parent"]) if table[cid]["source"] == "substitution" else cid for cid in labelled]
+    assert residual["labels"]["groups"] == expected_groups and residual["config"]["family_prior_std"] == 0.1
+    assert rounds[1].metrics["proxy_residual_family_std_formation_energy_per_atom"] > 0
     report = json.loads((tmp_path / "run" / "models" / "generator" / "round-001" / "train_report.json").read_text())
     assert report.get("offline_used", 0) >= 1
     # substitutions never propose a known formula; one proposed but not picked in round 0 is proposed again in
