@@ -39,6 +39,16 @@ def test_relaxation_check_passes_the_cell_filter() -> None:
     assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5
 
 
+def test_relaxation_check_passes_the_optimizer() -> None:
+    """BFGS reaches the oracle, which runs it on the ASE engine (and both are named)."""
+    a = 4.0 * 1.2 ** (1 / 3)
+    lif = Crystal(225, {"Li": 4, "F": 4}, a, a, a, 90, 90, 90, id="lif")
+    summary, rows = relaxation_check([lif], np.array([-3.0]), workers=0, optimizer="BFGS",
+                                     decoding=CheckDecoding(rattle=0.05))
+    assert summary["optimizer"] == "BFGS" and summary["engine"] == "ase" and rows[0]["status"] == "ok"
+    assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5
+
+
 def test_check_decoding_refuses_unknown_choices() -> None:
     assert CheckDecoding().oracle_settings() == {"decoder": {"name": "pyxtal"}, "decode_best_of": 1,
                                                  "decode_volume": "row", "decode_rattle": 0.0}
@@ -56,7 +66,8 @@ def test_check_decoding_refuses_unknown_choices() -> None:
 @pytest.mark.parametrize(("option", "value", "named"), [("--decoder", "magic", "decoder"),
                                                        ("--decode-volume", "huge", "volume"),
                                                        ("--engine", "gpu", "engine"),
-                                                       ("--cell-filter", "exp", "cell-filter")])
+                                                       ("--cell-filter", "exp", "cell-filter"),
+                                                       ("--optimizer", "LBFGS", "optimizer")])
 def test_gfn_check_cli_names_a_bad_decoding_option(tmp_path: Path, option: str, value: str, named: str) -> None:
     res = runner.invoke(app, ["gfn", "check", "--checkpoint", str(tmp_path / "none"), "--proxy", str(tmp_path / "p"),
                               "--relax", "1", option, value])
