@@ -6,6 +6,10 @@ diversity context).
 
     python -m orchestration.bench_discovery.rounds runs/bench-sun/loop-s0 [more campaign dirs] [--json]
 
+With ``--family-weights`` later rounds are replayed with a family bonus; with ``--family-stds`` each later
+round's residual proxy is refitted on the stored labels with and without a family offset and scored on the
+round's batch (:func:`residual_replay`).
+
 The replay uses :func:`discovery.selection.select_batch` with the round's stored quota and seed; its
 ``pooled`` / context variant reproduces the stored batch of a campaign run before per-source score scales.
 """
@@ -196,6 +200,45 @@ def family_replay(campaign_dir: str | Path, weights: Sequence[float], frame: pd.
     return pd.DataFrame(rows)
 
 
+def residual_replay(campaign_dir: str | Path, family_stds: Sequence[float], frame: pd.DataFrame | None = None
+                    ) -> pd.DataFrame:
+    """Rounds ≥ 1: the residual proxy refitted on the stored labels of the earlier rounds over the round's stored
+    base ensemble, with ``proxy.residual_family_std`` at each of ``family_stds`` (0: no family term), and its
+    formation-energy MAE (eV/atom) on the round's converged batch, the error the benchmark reports
+    (``stored_mae``: the campaign's own predictions; a replay at the campaign's own setting repeats them). Labels
+    and families as the campaign gives them (:func:`orchestration.campaign.candidates.label_families`)."""
+    from discovery.datasets.base import LabeledSet
+    from discovery.proxy import EnsembleProxy
+    from discovery.proxy.residual import ResidualConfig, ResidualProxy
+
+    campaign_dir = Path(campaign_dir)
+    frame = candidates_frame(campaign_dir) if frame is None else frame
+    target = "formation_energy_per_atom"
+    rows = []
+    for r in sorted(int(x) for x in frame.round_index.unique() if x > 0):
+        done = frame[(frame.round_index < r) & (frame.status == "ok") & frame.e_form.notna()].sort_values("candidate_id")
+        batch = frame[(frame.round_index == r) & frame.selected & (frame.status == "ok") & frame.e_form.notna()]
+        if not len(done) or not len(batch):
+            continue
+        labels = LabeledSet([_crystal(x) for x in done.itertuples()], done.e_form.to_numpy(float)[:, None], (target,))
+        groups = [f if s == "substitution" else cid
+                  for f, s, cid in zip(done.family, done.source, done.candidate_id, strict=True)]
+        batch_groups = [f if s == "substitution" else None for f, s in zip(batch.family, batch.source, strict=True)]
+        base = EnsembleProxy.load(campaign_dir / "models" / "proxy" / f"round-{r:03d}" / target)
+        crystals = [_crystal(x) for x in batch.itertuples()]
+        y = batch.e_form.to_numpy(float)
+        row: dict[str, Any] = {"round": r, "labels": len(done), "batch": len(batch),
+                               "stored_mae": round(float(np.abs(batch.mu.to_numpy(float) - y).mean()), 4)}
+        for std in family_stds:
+            proxy = ResidualProxy.fit(base, labels, target=target, config=ResidualConfig(family_prior_std=std),
+                                      groups=groups)
+            mu = proxy.posterior(crystals, groups=batch_groups).mean[:, 0].double().numpy()
+            row[f"mae_family_std_{std:g}"] = round(float(np.abs(mu - y).mean()), 4)
+            row[f"fitted_family_std_{std:g}"] = round(float(proxy.info.get("family", 0.0)), 4)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def round0_view(campaign_dir: str | Path, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Where round 0 would have put every substitution pick: its rank among round 0's own proposals (the
     round's seed and Thompson draws, uniform rates, seed parents only, known formulas left out when the campaign
@@ -273,6 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--family-weights", type=lambda s: [float(x) for x in s.split(",")], default=None,
                     metavar="W1,W2,...", help="also replay rounds 1+ with these sources.substitution.family_weight "
                     "values (eV/atom) on the stored pools, e.g. 0,1,3,5")
+    ap.add_argument("--family-stds", type=lambda s: [float(x) for x in s.split(",")], default=None,
+                    metavar="S1,S2,...", help="also refit each later round's residual proxy on the stored labels with "
+                    "these proxy.residual_family_std values (eV/atom; 0: none) and report its error on the round's "
+                    "batch, e.g. 0,0.1")
     args = ap.parse_args(argv)
     frames = {str(d): candidates_frame(d) for d in args.campaigns}
     outcomes = outcomes_of(list(frames.values()))
@@ -286,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result[d]["round0"] = round0_view(d, frame)
         if args.family_weights:
             result[d]["family"] = family_replay(d, args.family_weights, frame, outcomes)
+        if args.family_stds:
+            result[d]["residual"] = residual_replay(d, args.family_stds, frame)
     if args.json:
         blob = {d: {k: json.loads(v.to_json(orient="records")) for k, v in parts.items()} for d, parts in result.items()}
         print(json.dumps(blob, indent=1))
@@ -300,6 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             known_formula_picks=("known_formula_picks", "sum"), with_outcome=("with_outcome", "sum"),
             sun_of_those=("sun_of_those", "sum"), same_as_stored=("same_as_stored", "sum"))
         print(f"== all campaigns: replay ({len(outcomes)} (formula, space group) outcomes pooled)\n{agg.to_string()}")
+        if args.family_stds:
+            res = pd.concat([p["residual"] for p in result.values()])
+            cols = [c for c in res.columns if c.startswith(("stored_mae", "mae_"))]
+            pooled = {c: (res[c] * res.batch).groupby(res["round"]).sum() / res.batch.groupby(res["round"]).sum()
+                      for c in cols}
+            print("== all campaigns: batch MAE (eV/atom) of the residual proxy refitted per family std, pooled over "
+                  f"calls\n{pd.DataFrame(pooled).round(4).to_string()}")
         if args.family_weights:
             fam = pd.concat([p["family"] for p in result.values()]).groupby("family_weight").sum(numeric_only=True)
             print(f"== all campaigns: rounds 1+ replayed with a family bonus\n{fam.drop(columns='round').to_string()}")

@@ -107,6 +107,10 @@ def test_loop_campaign_with_two_sources(tmp_path: Path, prefect_server_settings:
 
     fam = family_replay(tmp_path / "run", [3.0, 0.0], frame).set_index("family_weight")
     assert fam.loc[3.0, "same_as_stored"] == 4  # the campaign's own weight reproduces its batch
+    from orchestration.bench_discovery.rounds import residual_replay
+
+    res = residual_replay(tmp_path / "run", [0.1, 0.0], frame)  # round 1's own residual proxy is refitted exactly
+    assert res["round"].tolist() == [1] and res["mae_family_std_0.1"].tolist() == pytest.approx(res.stored_mae.tolist(), abs=1e-3)
     view = round0_view(tmp_path / "run", frame)  # every substitution pick, as round 0 would have ranked it
     assert len(view) == int((subs.selected).sum()) and (view.rank_in_round0_pool >= 1).all()
     assert view[view["round"] == 0].prior_rank_round0.notna().all()  # round 0's picks are round 0's proposals
