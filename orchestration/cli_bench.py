@@ -72,9 +72,9 @@ def bench_discovery(
         "--objective sun: eV/atom per unit of success probability that the loop's later rounds add to a "
         "substitution's score for its parent family's S.U.N. rate so far (sources.substitution.family_weight; 0: "
         "off) [default: 3 with --objective sun].")) ] = None,
-    family_std: Annotated[float | None, typer.Option(min=0.0, max=5.0, help=(
+    family_std: Annotated[float, typer.Option(min=0.0, max=5.0, help=(
         "--objective sun: prior median (eV/atom) of an offset the loop's residual proxy shares between the "
-        "crystals of one substitution family (proxy.residual_family_std; 0: off) [default: 0].")) ] = None,
+        "crystals of one substitution family (proxy.residual_family_std; 0: off).")) ] = 0.0,
     out: Annotated[Path, typer.Option(help="Directory for campaigns, results.json, evaluated.jsonl and discovery.png.")] = Path("runs/bench-discovery"),
 ) -> None:
     """Stable unique hits per oracle call: the full loop vs random search, random + proxy filter, and a
@@ -98,7 +98,6 @@ def bench_discovery(
 
     from orchestration.bench_discovery import (
         DEFAULT_BUDGET,
-        DEFAULT_FAMILY_STD,
         DEFAULT_FAMILY_WEIGHT,
         DEFAULT_MAX_SD,
         DEFAULT_RATTLE,
@@ -126,7 +125,7 @@ def bench_discovery(
                                              else split_rule),  # checked by BenchSettings
                                  max_sd=DEFAULT_MAX_SD[objective] if max_sd is None else (max_sd or None),
                                  family_weight=DEFAULT_FAMILY_WEIGHT[objective] if family_weight is None else family_weight,
-                                 family_std=DEFAULT_FAMILY_STD[objective] if family_std is None else family_std,
+                                 family_std=family_std,
                                  strategies=tuple(s.strip() for s in (strategies or "").split(",") if s.strip()))
     except ValueError as exc:
         fail(str(exc))

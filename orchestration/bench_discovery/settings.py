@@ -49,9 +49,6 @@ DEFAULT_FAMILY_WEIGHT: dict[str, float] = {"hull": 0.0, "formation_energy": 0.0,
 it (``python -m orchestration.bench_discovery.rounds runs/bench-sun60-ts/loop-s{0,1,2} --family-weights
 0,1,2,3,5``, no oracle call): at 1 the diversity term against earlier batches still kept 91 of 108 substitution
 picks away from the families that had worked, at 3 it took 32 from them, at 5 half the picks."""
-DEFAULT_FAMILY_STD: dict[str, float] = {"hull": 0.0, "formation_energy": 0.0, "sun": 0.0}
-"""The loop's ``proxy.residual_family_std`` (eV/atom: prior median of the residual model's offset shared by one
-substitution family) when ``--family-std`` is not given (0: no family term)."""
 SUN_ORACLE_WEIGHT = 10.0
 """``proxy.oracle_weight`` of the loop under ``--objective sun`` unless ``oracle_weight`` is given."""
 

@@ -296,7 +296,7 @@ def sample_candidates(camp: Campaign, round_index: int) -> int:
     scores, preds = acquisition(camp, round_index, load_proxies(camp, round_index), kept, families=_families(picked))
     scores = _with_family_bonus(camp, round_index, scores, preds, picked)
     camp.store.add_candidates(camp.name, round_index, kept, scores=list(scores), predictions=preds,
-                              sources=[sources[i] for i in keep], origins=[origins[i] for i in keep])
+                              sources=[sources[i] for i in keep], origins=picked)
     logr = log_rewards(camp, scores) if len(kept) else np.zeros(1)
     metrics = {"n_sampled": float(n), "n_unique": float(len(kept)), "n_duplicates_known": float(result.n_known),
                "n_duplicates_repeated": float(result.n_repeated), "n_tried_formula": float(len(result.kept) - len(keep)),
