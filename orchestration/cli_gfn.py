@@ -103,6 +103,9 @@ def train(
     angles: Annotated[str | None, typer.Option(help="Lattice angles (°) 'MIN MAX' (default: the paper's '50 150').")] = None,
     beta: Annotated[float, typer.Option(help="Density reward exponent: R = ρ^β.")] = 4.0,
     lr: Annotated[float, typer.Option(help="Adam learning rate of the policies.")] = 5e-4,
+    lr_final: Annotated[float | None, typer.Option(help="Decay both learning rates along half a cosine to this "
+                                                        "fraction of their start over this command's --iterations "
+                                                        "(e.g. 0.02); default: constant.")] = None,
     epsilon: Annotated[float, typer.Option(help="Share of random actions while training.")] = 0.1,
     replay: Annotated[int, typer.Option(help="Replay-buffer capacity (0: off).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue training the checkpoint in --out if present.")] = False,
@@ -134,10 +137,13 @@ def train(
         SearchSpace,
         TrainConfig,
         VolumePriorReward,
+        cosine_lr_factor,
         uniform_reward,
     )
 
     torch.set_num_threads(threads)
+    if lr_final is not None and not 0 < lr_final <= 1:
+        fail(f"--lr-final {lr_final} must be a fraction in (0, 1] of --lr (e.g. 0.02)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     if reward not in ("density", "uniform", "proxy"):
@@ -176,7 +182,9 @@ def train(
     info = {"reward": reward, **({"proxy": str(proxy), "transform": transform, "temperature": temperature,
                                   "target_value": target_value if transform == "target" else None,
                                   "maximize": maximize, "volume_prior": volume_prior} if reward == "proxy" else {}),
-            "beta_max": gfn.policy_cfg.beta_max}
+            "beta_max": gfn.policy_cfg.beta_max, "lr_final": lr_final}
+    lr_factor = (None if lr_final is None
+                 else cosine_lr_factor(start=gfn.iterations_done, iterations=iterations, final=lr_final))
     previous: list[dict[str, object]] = []
     if resume and (out / "train_report.json").exists():
         old = json.loads((out / "train_report.json").read_text())
@@ -193,7 +201,8 @@ def train(
                                                           f"{row['trajectories_per_s']:.0f} traj/s")
 
             k = min(chunk, iterations - done)
-            report = gfn.train(reward_fn, iterations=k, progress=show, log_every=max(1, min(10, k)))
+            report = gfn.train(reward_fn, iterations=k, progress=show, log_every=max(1, min(10, k)),
+                               lr_factor=lr_factor)
             done += k
             history += report.history
             gfn.save(out)
@@ -386,6 +395,9 @@ def check(
     optimizer: Annotated[str | None, typer.Option(help="Optimizer of the relaxation: FIRE or BFGS (BFGS runs on the "
                                                        "ase engine) (default: the oracle's, FIRE).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Wall-time limit per structure (decode + relax), s.")] = 300.0,
+    volume_profile: Annotated[int, typer.Option(min=0, help="Profile this many samples' training reward along an "
+                                                           "isotropic volume scale: the share in MP-20's range the "
+                                                           "reward implies against the samples' own (0: off).")] = 0,
 ) -> None:
     """Physical check of a trained model: volume per atom against MP-20, validity, and a CHGNet relaxation of
     a random sample (share converged, proxy vs CHGNet formation energy, E_hull against the dense reference).
@@ -395,6 +407,8 @@ def check(
           --proxy discovery/data/checkpoints/proxy-fe -n 2000 --relax 64 --out runs/gfn-check --json
       matloop gfn check --checkpoint discovery/data/checkpoints/crystal-gfn-fe-small \
           --proxy discovery/data/checkpoints/proxy-fe --rattle 0.05 --cell-filter frechet
+      matloop gfn check --checkpoint discovery/data/checkpoints/crystal-gfn-fe-small \
+          --proxy discovery/data/checkpoints/proxy-fe --relax 0 --volume-profile 300   # sampler or reward?
     """
     import torch
 
@@ -414,7 +428,7 @@ def check(
             result = run_check(checkpoint=checkpoint, proxy=proxy, n=n, n_relax=relax, seed=seed, workers=workers,
                                reference=reference, out=out, decoding=decoding, engine=engine,  # type: ignore[arg-type]
                                cell_filter=cell_filter, optimizer=optimizer,  # type: ignore[arg-type]
-                               timeout_s=timeout, progress=lambda msg: status.update(msg))
+                               volume_profile=volume_profile, timeout_s=timeout, progress=lambda msg: status.update(msg))
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if json_out:

@@ -38,6 +38,21 @@ class TrainConfig:
     grad_clip: float = 10.0
 
 
+def cosine_lr_factor(*, start: int, iterations: int, final: float) -> Callable[[int], float]:
+    """Learning-rate multiplier decaying from 1 at iteration ``start`` to ``final`` (a fraction of the rate, in
+    (0, 1]) at ``start + iterations`` along half a cosine, constant ``final`` after it."""
+    if not 0 < final <= 1:
+        raise ValueError(f"final must be in (0, 1], got {final}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+
+    def factor(iteration: int) -> float:
+        t = min(max((iteration - start) / iterations, 0.0), 1.0)
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
 @dataclass
 class TrainReport:
     iterations: int
@@ -134,6 +149,7 @@ class CrystalGFN:
         log_every: int = 10,
         offline: Sequence[Crystal] = (),
         offline_batch: int = 8,
+        lr_factor: Callable[[int], float] | None = None,
     ) -> TrainReport:
         """Train (or keep training: warm start) with trajectory balance for ``iterations`` batches.
 
@@ -143,6 +159,10 @@ class CrystalGFN:
         consistent. Crystals the space cannot build (elements, atom limits, lattice ranges, a space
         group that cannot host the composition) are dropped, counted in ``TrainReport.offline_dropped``;
         tied lattice parameters follow the lattice system (see :func:`offline_trajectories`).
+
+        ``lr_factor``: multiplier of both learning rates (``lr``, ``lr_log_z``) as a function of the model's
+        iteration count before each step (``iterations_done``, so a schedule continues across calls), e.g.
+        :func:`cosine_lr_factor`; None: constant rates.
         """
         cfg = self.train_cfg
         params = list(self.forward_policy.parameters()) + list(self.backward_policy.parameters())
@@ -155,6 +175,10 @@ class CrystalGFN:
         off_logr = np.asarray(log_reward(off), dtype=np.float64) if off else np.zeros(0)
         n_off = 0
         for it in range(iterations):
+            if lr_factor is not None:
+                factor = float(lr_factor(self.iterations_done))
+                for group, base_lr in zip(opt.param_groups, (cfg.lr, cfg.lr_log_z), strict=True):
+                    group["lr"] = base_lr * factor
             ro = rollout(self.env, self.forward_policy, cfg.batch_size, epsilon=cfg.epsilon, keep_graph=True)
             logr_np = np.asarray(log_reward(ro.crystals), dtype=np.float64)
             logr = torch.as_tensor(logr_np, dtype=torch.float32, device=ro.feat.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from discovery.chemistry import is_smact_valid
 from discovery.crystal import read_crystal_table
+from discovery.gfn import CrystalGFN
 from discovery.symmetry import is_wyckoff_compatible
 from orchestration.cli import app
 
@@ -49,6 +51,18 @@ def test_train_lattice_ranges_bound_every_sample(tmp_path: Path) -> None:
         assert all(2.4 <= x <= 30.0 for x in c.lattice[:3]) and all(60.0 <= x <= 120.0 for x in c.lattice[3:])
     bad = runner.invoke(app, ["gfn", "train", "--iterations", "1", "--out", str(tmp_path / "b"), "--lengths", "5"])
     assert bad.exit_code != 0 and "--lengths" in bad.output and "Traceback" not in bad.output
+
+
+def test_train_lr_final_decays_the_rates_and_is_recorded(tmp_path: Path) -> None:
+    ckpt = tmp_path / "gfn"
+    res = runner.invoke(app, ["gfn", "train", "--reward", "density", "--iterations", "4", "--save-every", "2",
+                              "--lr-final", "0.1", "--out", str(ckpt), *SMALL])
+    assert res.exit_code == 0, res.output
+    assert json.loads((ckpt / "train_report.json").read_text())["lr_final"] == 0.1
+    lr = CrystalGFN.load(ckpt).optimizer().param_groups[0]["lr"]  # the saved Adam keeps the last step's rate
+    assert lr == pytest.approx(5e-4 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 3 / 4))))
+    bad = runner.invoke(app, ["gfn", "train", "--iterations", "1", "--lr-final", "2", "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "--lr-final" in bad.output and "Traceback" not in bad.output
 
 
 def test_sample_needs_a_checkpoint_or_untrained(tmp_path: Path) -> None:

@@ -56,13 +56,31 @@ def test_gfn_check_cli_without_relaxation(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     proxy = Path(__file__).resolve().parents[2] / "discovery" / "data" / "checkpoints" / "proxy-fe"
     res = runner.invoke(app, ["gfn", "check", "--checkpoint", str(ckpt), "--proxy", str(proxy), "-n", "50",
-                              "--relax", "0", "--out", str(tmp_path / "check"), "--json"])
+                              "--relax", "0", "--volume-profile", "5", "--out", str(tmp_path / "check"), "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["volume"]["n"] == 50 and out["validity"]["valid_smact"] == 1.0
+    assert "density" in out["volume_fit"]["skipped"]  # a density-trained model: no proxy reward to profile
     assert (tmp_path / "check" / "volume_per_atom.npy").exists()
     assert json.loads((tmp_path / "check" / "check.json").read_text())["paper_predicted_fe_median"] == -3.2
     assert out["proxy_target"] == "formation_energy_per_atom" and out["predicted_median"] == out["predicted_fe_median"]
+
+
+def test_gfn_check_volume_profile_rebuilds_the_training_reward(tmp_path: Path) -> None:
+    ckpt = tmp_path / "gfn"
+    proxy = Path(__file__).resolve().parents[2] / "discovery" / "data" / "checkpoints" / "proxy-fe"
+    res = runner.invoke(app, ["gfn", "train", "--reward", "proxy", "--proxy", str(proxy), "--iterations", "2",
+                              "--out", str(ckpt), "--elements", "Li Mg O F", "--max-elements", "3",
+                              "--max-atoms-per-element", "4", "--max-atoms", "12", "--lengths", "2.4 30"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["gfn", "check", "--checkpoint", str(ckpt), "--proxy", str(proxy), "-n", "20",
+                              "--relax", "0", "--volume-profile", "8", "--json"])
+    assert res.exit_code == 0, res.output
+    fit = json.loads(res.stdout.strip().splitlines()[-1])["volume_fit"]
+    assert fit["n"] == 8 and fit["volume_prior"] == 1.0 and fit["transform"] == "boltzmann"
+    # an untrained sampler's volumes spread over the whole length range; its reward's do not
+    assert fit["implied_share_in_range"] > 0.9 > fit["sampled_share_in_range"]
+    assert abs(fit["implied_mean_z"]) < 1.5 < abs(fit["sampled_mean_z"])
 
 
 def test_sun_labels_of_relaxed_samples() -> None:

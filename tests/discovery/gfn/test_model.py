@@ -13,7 +13,15 @@ from pymatgen.core import Element
 
 from discovery.chemistry import is_smact_valid
 from discovery.crystal import Crystal
-from discovery.gfn import CrystalGFN, DensityReward, PolicyConfig, SearchSpace, TrainConfig, densities
+from discovery.gfn import (
+    CrystalGFN,
+    DensityReward,
+    PolicyConfig,
+    SearchSpace,
+    TrainConfig,
+    cosine_lr_factor,
+    densities,
+)
 from discovery.gfn.validity import validity_report
 from discovery.symmetry import is_wyckoff_compatible, space_group
 
@@ -87,6 +95,31 @@ def test_training_in_chunks_keeps_the_optimiser_state(tmp_path: Path, small_gfn:
     assert {int(st["step"]) for st in restored.values()} == {n + 1}
     key = next(iter(restored))
     assert torch.equal(restored[key]["exp_avg"], opt.state_dict()["state"][key]["exp_avg"])
+
+
+def test_cosine_lr_factor_runs_from_one_to_final_and_stays() -> None:
+    f = cosine_lr_factor(start=10, iterations=100, final=0.02)
+    values = [f(i) for i in (0, 10, 60, 110, 500)]
+    assert values[0] == values[1] == 1.0 and values[2] == pytest.approx(0.51) and values[3] == values[4] == pytest.approx(0.02)
+    assert all(a >= b for a, b in itertools.pairwise([f(i) for i in range(10, 111)]))
+    with pytest.raises(ValueError, match="final"):
+        cosine_lr_factor(start=0, iterations=10, final=0.0)
+
+
+def test_lr_schedule_sets_both_rates_from_the_model_iteration_count(small_space: SearchSpace) -> None:
+    """The factor is read at the model's own iteration count, so a schedule continues across chunked train() calls."""
+    gfn = CrystalGFN(small_space, seed=2, policy=PolicyConfig(hidden=16, layers=1), train=TrainConfig(batch_size=8))
+    seen: list[int] = []
+
+    def factor(iteration: int) -> float:
+        seen.append(iteration)
+        return 0.1
+
+    gfn.train(DensityReward(), iterations=2, lr_factor=factor)
+    gfn.train(DensityReward(), iterations=1, lr_factor=factor)
+    assert seen == [0, 1, 2]
+    lrs = [g["lr"] for g in gfn.optimizer().param_groups]
+    assert lrs == pytest.approx([0.1 * gfn.train_cfg.lr, 0.1 * gfn.train_cfg.lr_log_z])
 
 
 def test_replay_buffer_training_runs(small_space: SearchSpace) -> None:
