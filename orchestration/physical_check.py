@@ -91,6 +91,20 @@ def volume_metrics(crystals: Sequence[Crystal], *, vrange: tuple[float, float]) 
     }
 
 
+def diversity_metrics(crystals: Sequence[Crystal]) -> dict[str, Any]:
+    """Distinct reduced formulas, the most sampled one and its share, and the median atoms per conventional cell
+    (a sampler collapsed onto one compound shows here first)."""
+    from collections import Counter
+
+    from pymatgen.core import Composition
+
+    formulas = Counter(Composition(c.counts).reduced_formula for c in crystals)
+    top, k = formulas.most_common(1)[0] if formulas else ("", 0)
+    return {"distinct_reduced_formulas": len(formulas), "top_formula": top,
+            "top_formula_share": k / max(1, len(crystals)),
+            "median_atoms": float(np.median([c.n_atoms for c in crystals])) if crystals else float("nan")}
+
+
 def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, workers: int = 2, fmax: float = 0.1,
                      steps: int = 200, reference: str = "mp20+matbench", seed: int = 0,
                      decoding: CheckDecoding | None = None, engine: Literal["ase", "batched"] | None = None,
@@ -217,6 +231,7 @@ def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64
     fe = predict(prx, crystals)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "proxy": str(proxy), "seed": seed}
     result["volume"] = volume_metrics(crystals, vrange=mp20_volume_range())
+    result["diversity"] = diversity_metrics(crystals)
     if volume_profile > 0:
         say(f"reward-implied volumes of {min(volume_profile, n)} samples")
         result["volume_fit"] = reward_volume_fit(gfn, checkpoint, proxy, crystals[:volume_profile])

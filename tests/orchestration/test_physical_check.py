@@ -60,7 +60,9 @@ def test_gfn_check_cli_without_relaxation(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["volume"]["n"] == 50 and out["validity"]["valid_smact"] == 1.0
-    assert "density" in out["volume_fit"]["skipped"]  # a density-trained model: no proxy reward to profile
+    assert "density" in out["volume_fit"]["skipped"]
+    div = out["diversity"]
+    assert 1 <= div["distinct_reduced_formulas"] <= 50 and 0 < div["top_formula_share"] <= 1 and div["median_atoms"] <= 12  # a density-trained model: no proxy reward to profile
     assert (tmp_path / "check" / "volume_per_atom.npy").exists()
     assert json.loads((tmp_path / "check" / "check.json").read_text())["paper_predicted_fe_median"] == -3.2
     assert out["proxy_target"] == "formation_energy_per_atom" and out["predicted_median"] == out["predicted_fe_median"]
