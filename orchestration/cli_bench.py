@@ -31,7 +31,8 @@ def bench_discovery(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (the only output on stdout).")] = False,
     budget: Annotated[int | None, typer.Option(min=1, help="Oracle calls (CHGNet relaxations) per strategy and seed "
                                                       "[default: 60 with --objective sun, else 24].")] = None,
-    seeds: Annotated[int, typer.Option(min=1, help="Independent repetitions (seeds 0..K-1).")] = 2,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Independent repetitions (seeds 0..K-1) "
+                                                      "[default: 3 with --objective sun, else 2].")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of the full loop (batch = budget / rounds).")] = 3,
     candidates: Annotated[int, typer.Option(min=1, help="Generator samples per round (and random pool size per round).")] = 300,
     gfn_iterations: Annotated[int, typer.Option(min=0, help="Crystal-GFN iterations in round 0.")] = 150,
@@ -84,7 +85,7 @@ def bench_discovery(
     S.U.N. per round and per source, and the proxy's error on each round's batch.
 
     Hits are judged against the dense MP hull reference (mp20+matbench) by default. The --objective sun
-    defaults (2 seeds) took 17.5 min on a 2-core machine (docs/results/discovery.md); finished baselines are cached in
+    defaults (3 seeds) take about 26 min on a 2-core machine (docs/results/discovery.md); finished baselines are cached in
     --out, so a rerun with more seeds only runs the new ones.
 
     Example: matloop bench discovery --budget 24 --seeds 2 --json; matloop bench discovery --objective sun;
@@ -101,6 +102,7 @@ def bench_discovery(
         DEFAULT_FAMILY_WEIGHT,
         DEFAULT_MAX_SD,
         DEFAULT_RATTLE,
+        DEFAULT_SEEDS,
         DEFAULT_SPLIT_RULE,
         OBJECTIVES,
         BenchSettings,
@@ -114,7 +116,8 @@ def bench_discovery(
     if objective not in OBJECTIVES:
         fail(f"unknown objective {objective!r}; choose {', '.join(OBJECTIVES)}")
     try:
-        settings = BenchSettings(budget=DEFAULT_BUDGET[objective] if budget is None else budget, seeds=seeds, rounds=rounds, candidates_per_round=candidates,
+        settings = BenchSettings(budget=DEFAULT_BUDGET[objective] if budget is None else budget,
+                                 seeds=DEFAULT_SEEDS[objective] if seeds is None else seeds, rounds=rounds, candidates_per_round=candidates,
                                  gfn_iterations_first=gfn_iterations, gfn_iterations_per_round=gfn_iterations_per_round,
                                  workers=workers, device=device, reference=reference,
                                  objective=objective,  # type: ignore[arg-type]  # checked by BenchSettings
