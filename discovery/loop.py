@@ -148,6 +148,13 @@ def family_of(parent: str, parent_of: Mapping[str, str]) -> str:
     return parent
 
 
+def residual_family(*, source: str | None, family: str | None, own_id: str | None = None) -> str | None:
+    """The residual proxy's family label of a crystal (``proxy.residual_family_std``): a substitution's family (the
+    seed structure it descends from, :func:`family_of`); any other crystal's ``own_id`` — for a labelled result the
+    root of the family its own substitutions will carry — or None for an unlabelled candidate (a family of its own)."""
+    return family if source == "substitution" and family is not None else own_id
+
+
 def family_bonus(families: Sequence[str | None], rates: SubstitutionRates, *, weight: float) -> np.ndarray:
     """(n,) bonuses in eV/atom to add to acquisition scores: ``weight · (m_f − m₀)`` for a candidate substituted
     into family ``f`` (:meth:`SubstitutionRates.family_mean` ``m_f``, the prior mean ``m₀``), 0 for ``None`` (not a

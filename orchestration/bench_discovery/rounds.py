@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from discovery.crystal import Crystal, parse_composition
-from discovery.loop import family_of
+from discovery.loop import family_of, residual_family
 
 REPLAY_VARIANTS: tuple[tuple[str, str, bool], ...] = (
     ("pooled scale, context", "pooled", True),
@@ -221,9 +221,9 @@ def residual_replay(campaign_dir: str | Path, family_stds: Sequence[float], fram
         if not len(done) or not len(batch):
             continue
         labels = LabeledSet([_crystal(x) for x in done.itertuples()], done.e_form.to_numpy(float)[:, None], (target,))
-        groups = [f if s == "substitution" else cid
+        groups = [residual_family(source=s, family=f, own_id=cid)
                   for f, s, cid in zip(done.family, done.source, done.candidate_id, strict=True)]
-        batch_groups = [f if s == "substitution" else None for f, s in zip(batch.family, batch.source, strict=True)]
+        batch_groups = [residual_family(source=s, family=f) for f, s in zip(batch.family, batch.source, strict=True)]
         base = EnsembleProxy.load(campaign_dir / "models" / "proxy" / f"round-{r:03d}" / target)
         crystals = [_crystal(x) for x in batch.itertuples()]
         y = batch.e_form.to_numpy(float)

@@ -75,12 +75,16 @@ def label_families(camp: Campaign, crystals: Sequence[Crystal]) -> list[str | No
     """The family of each labelled crystal for the residual proxy's family term: a substitution result's is its
     parent's family (:func:`discovery.loop.family_of`), any other result is the root of its own family (the
     family its substitutions will carry)."""
-    from discovery.loop import family_of
+    from discovery.loop import family_of, residual_family
 
     links = parent_links(camp)
-    return [family_of(str(c.extra["parent"]), links)
-            if c.extra.get("source") == "substitution" and c.extra.get("parent") is not None else c.id
-            for c in crystals]
+    out: list[str | None] = []
+    for c in crystals:
+        parent = c.extra.get("parent")
+        source = c.extra.get("source")
+        out.append(residual_family(source=None if source is None else str(source), own_id=c.id,
+                                   family=None if parent is None else family_of(str(parent), links)))
+    return out
 
 
 def substitution_rates(camp: Campaign, round_index: int) -> SubstitutionRates:

@@ -16,6 +16,7 @@ from discovery.loop import (
     family_of,
     novelty_penalty,
     prob_better,
+    residual_family,
     source_outcomes,
     source_split,
     untried,
@@ -143,3 +144,12 @@ def test_family_bonus_is_the_weighted_shift_of_the_family_rate():
     np.testing.assert_allclose(bonus, [3.0 / 6, -3.0 / 12, 0.0, 0.0])
     assert not family_bonus(["good"], rates, weight=0.0).any()
     assert family_bonus([], rates, weight=3.0).shape == (0,)
+
+
+def test_residual_family_of_substitutions_labels_and_candidates():
+    """A substitution shares its seed structure's family; a labelled generator result roots its own; an unlabelled
+    generator candidate (no id given) has none."""
+    assert residual_family(source="substitution", family="mp-1", own_id="r001-sub-3") == "mp-1"
+    assert residual_family(source="generator", family=None, own_id="r000-00012") == "r000-00012"
+    assert residual_family(source="generator", family="mp-1") is None
+    assert residual_family(source="substitution", family=None, own_id="x") == "x"  # a parent-less row: its own
