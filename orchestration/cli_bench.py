@@ -85,7 +85,7 @@ def bench_discovery(
     S.U.N. per round and per source, and the proxy's error on each round's batch.
 
     Hits are judged against the dense MP hull reference (mp20+matbench) by default. The --objective sun
-    defaults (3 seeds) take about 26 min on a 2-core machine (docs/results/discovery.md); finished baselines are cached in
+    defaults (3 seeds) took 23 min on a 2-core machine (docs/results/discovery.md); finished baselines are cached in
     --out, so a rerun with more seeds only runs the new ones.
 
     Example: matloop bench discovery --budget 24 --seeds 2 --json; matloop bench discovery --objective sun;

@@ -33,8 +33,8 @@ BENCH_SPACE: dict[str, Any] = {
 
 DEFAULT_BUDGET: dict[str, int] = {"hull": 24, "formation_energy": 24, "sun": 60}
 """Oracle calls per strategy and seed when ``--budget`` is not given. ``sun``: 60 calls × 5 strategies × 3 seeds
-= 900 CHGNet relaxations on the batched engine, three loop rounds of 20 per seed (docs/results/discovery.md has
-the wall time), with twice the labels per round of the earlier 30."""
+= 900 CHGNet relaxations on the batched engine, three loop rounds of 20 per seed: 22 min 57 s on 2 cores
+(docs/results/discovery.md), with twice the labels per round of the earlier 30."""
 DEFAULT_SEEDS: dict[str, int] = {"hull": 2, "formation_energy": 2, "sun": 3}
 """Seeds (independent repetitions) when ``--seeds`` is not given. ``sun`` reports paired-bootstrap CIs over seeds:
 over 2 seeds a resample is one of 3 distinct pairs and a CI is the two seeds' own range; 3 seeds give 10."""
