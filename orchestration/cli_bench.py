@@ -30,16 +30,16 @@ app.command("decoder")(bench_decoder_command)
 def bench_discovery(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (the only output on stdout).")] = False,
     budget: Annotated[int | None, typer.Option(min=1, help="Oracle calls (CHGNet relaxations) per strategy and seed "
-                                                      "[default: 60 with --objective sun, else 24].")] = None,
+                                                      "(default: 60 with --objective sun, else 24).")] = None,
     seeds: Annotated[int | None, typer.Option(min=1, help="Independent repetitions (seeds 0..K-1) "
-                                                      "[default: 3 with --objective sun, else 2].")] = None,
+                                                      "(default: 3 with --objective sun, else 2).")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of the full loop (batch = budget / rounds).")] = 3,
     candidates: Annotated[int, typer.Option(min=1, help="Generator samples per round (and random pool size per round).")] = 300,
     gfn_iterations: Annotated[int, typer.Option(min=0, help="Crystal-GFN iterations in round 0.")] = 150,
     gfn_iterations_per_round: Annotated[int, typer.Option(min=0, help="Fine-tuning iterations in later rounds.")] = 50,
     strategies: Annotated[str | None, typer.Option(help="Comma-separated subset of loop,random,random_proxy,gfn_once"
-                                                        ",substitution_once [default: the first four; all five with "
-                                                        "--objective sun].")] = None,
+                                                        ",substitution_once (default: the first four; all five with "
+                                                        "--objective sun).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="CHGNet worker processes (one torch thread each).")] = 2,
     device: Annotated[str, typer.Option(help="cpu or cuda for the generator and CHGNet (the proxy runs on the CPU); on a GPU machine more --workers on the CPU were faster, see docs/benchmarks.md.")] = "cpu",
     reference: Annotated[str, typer.Option(help="Hull reference for hits and the oracle: mp20+matbench (dense) or "
@@ -51,7 +51,7 @@ def bench_discovery(
                                                 "rounds), compared on S.U.N. results per 100 calls.")] = "formation_energy",
     oracle_weight: Annotated[float | None, typer.Option(min=1.0, help="The loop's proxy.oracle_weight: how much each "
                                                             "oracle label counts against a seed row in the refit "
-                                                            "[default: 10 with --objective sun, else 1].")] = None,
+                                                            "(default: 10 with --objective sun, else 1).")] = None,
     seed_rows: Annotated[int | None, typer.Option(min=1, help="Labelled MP-20 rows the round-0 proxy starts from "
                                                   "(default: all); few rows is a cold start, where the proxy must "
                                                   "learn from the oracle.")] = None,
@@ -60,19 +60,19 @@ def bench_discovery(
         "substitution-only loop (every round, no split), 0.0 a generator-only loop."))] = 0.5,
     rattle: Annotated[float | None, typer.Option(min=0.0, max=0.5, help=(
         "Å the CHGNet oracle moves decoded atoms off their special positions before relaxing, for every strategy "
-        "[default: 0.05 with --objective sun, else 0].")) ] = None,
+        "(default: 0.05 with --objective sun, else 0).")) ] = None,
     split_rule: Annotated[str | None, typer.Option(help=(
         "--objective sun: how the loop's later rounds split the batch between sources: 'thompson' (the share "
         "Thompson sampling gives the source more likely to be better) or 'proportional' (to the posterior mean "
-        "S.U.N. rates) [default: thompson with --objective sun].")) ] = None,
+        "S.U.N. rates) (default: thompson with --objective sun).")) ] = None,
     max_sd: Annotated[float | None, typer.Option(min=0.0, help=(
         "Cap (eV/atom) on the proxy's σ in the loop's acquisition (its generator reward and ranking, and the "
-        "round-0 scoring of random + proxy and GFN once); 0 leaves σ uncapped [default: 0.5 with --objective "
-        "sun, else uncapped].")) ] = None,
+        "round-0 scoring of random + proxy and GFN once); 0 leaves σ uncapped (default: 0.5 with --objective "
+        "sun, else uncapped).")) ] = None,
     family_weight: Annotated[float | None, typer.Option(min=0.0, help=(
         "--objective sun: eV/atom per unit of success probability that the loop's later rounds add to a "
         "substitution's score for its parent family's S.U.N. rate so far (sources.substitution.family_weight; 0: "
-        "off) [default: 3 with --objective sun].")) ] = None,
+        "off) (default: 3 with --objective sun).")) ] = None,
     family_std: Annotated[float, typer.Option(min=0.0, max=5.0, help=(
         "--objective sun: prior median (eV/atom) of an offset the loop's residual proxy shares between the "
         "crystals of one substitution family (proxy.residual_family_std; 0: off).")) ] = 0.0,

@@ -271,3 +271,17 @@ def test_bench_discovery_sun_command_end_to_end(tmp_path: Path) -> None:
     assert set(result["strategies"]["substitution_once"]["sun_by_source"]) == {"substitution"}
     assert "| loop round |" in (tmp_path / "bench" / "results.md").read_text()
     assert (tmp_path / "bench" / "discovery.png").stat().st_size > 1000
+
+
+def test_help_names_each_objective_default() -> None:
+    """The per-objective defaults are visible in --help (rich markup once swallowed a bracketed '[default: …]')."""
+    from typer.testing import CliRunner
+
+    from orchestration.bench_discovery import DEFAULT_SEEDS
+    from orchestration.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "discovery", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.replace("│", " ").split())
+    assert f"(default: {DEFAULT_SEEDS['sun']} with --objective sun, else {DEFAULT_SEEDS['hull']})" in text
+    assert "(default: 60 with --objective sun, else 24)" in text and "(default: 0.5 with --objective sun" in text
