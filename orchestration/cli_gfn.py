@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -15,11 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from orchestration.errors import fail
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import numpy as np
 
     from discovery.crystal import Crystal
+    from discovery.gfn import Reward
 
 app = typer.Typer(
     help="Crystal-GFN: train on a reward, sample crystal tables.\n\nExample: matloop gfn train --reward density --iterations 500 --out runs/gfn-density",
@@ -75,6 +76,19 @@ class ProxyReward:
         else:
             scores = greedy(post, maximize=self.maximize)
         return np.asarray(log_reward_from_acquisition(scores.float(), temperature=self.temperature).numpy(), dtype=float)
+
+
+def proxy_training_reward(proxy: object, settings: Mapping[str, Any]) -> Reward:
+    """The reward ``gfn train --reward proxy`` trains on, from its settings as ``train_report.json`` records them
+    (``transform``, ``temperature``, ``maximize``, ``target_value`` (None: 1.34), ``volume_prior``): a
+    :class:`ProxyReward` on ``proxy`` times the volume likelihood to the power ``volume_prior`` (0: none)."""
+    from discovery.gfn import VolumePriorReward
+
+    target = settings.get("target_value")
+    fn: Reward = ProxyReward(proxy, transform=settings["transform"], temperature=float(settings["temperature"]),
+                             maximize=bool(settings["maximize"]), target_value=1.34 if target is None else float(target))
+    weight = float(settings.get("volume_prior", 0.0))
+    return VolumePriorReward(fn, weight=weight) if weight > 0 else fn
 
 
 def _progress() -> Progress:
@@ -136,10 +150,10 @@ def train(
         PolicyConfig,
         SearchSpace,
         TrainConfig,
-        VolumePriorReward,
         cosine_lr_factor,
         uniform_reward,
     )
+    from discovery.proxy import EnsembleProxy
 
     torch.set_num_threads(threads)
     if lr_final is not None and not 0 < lr_final <= 1:
@@ -149,18 +163,18 @@ def train(
     if reward not in ("density", "uniform", "proxy"):
         fail(f"--reward {reward!r} is not known; choose density, uniform or proxy")
     reward_fn: Callable[[Sequence[Crystal]], np.ndarray]
+    reward_settings = {"transform": transform, "temperature": temperature,
+                       "target_value": target_value if transform == "target" else None,
+                       "maximize": maximize, "volume_prior": volume_prior}
     if reward == "proxy":
         if proxy is None:
             fail("--reward proxy needs --proxy DIR (a model from `matloop proxy fit`)")
         if transform not in ("boltzmann", "target"):
             fail(f"--transform {transform!r} is not known; choose boltzmann or target")
         try:
-            reward_fn = ProxyReward.load(proxy, transform=transform, target_value=target_value,  # type: ignore[arg-type]
-                                         temperature=temperature, maximize=maximize)
+            reward_fn = proxy_training_reward(EnsembleProxy.load(proxy), reward_settings)
         except (ValueError, FileNotFoundError) as exc:
             fail(str(exc))
-        if volume_prior > 0:
-            reward_fn = VolumePriorReward(reward_fn, weight=volume_prior)
     else:
         reward_fn = DensityReward(beta=beta) if reward == "density" else uniform_reward
     try:
@@ -179,9 +193,7 @@ def train(
                              train=TrainConfig(batch_size=batch_size, lr=lr, epsilon=epsilon, replay_capacity=replay))
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    info = {"reward": reward, **({"proxy": str(proxy), "transform": transform, "temperature": temperature,
-                                  "target_value": target_value if transform == "target" else None,
-                                  "maximize": maximize, "volume_prior": volume_prior} if reward == "proxy" else {}),
+    info = {"reward": reward, **({"proxy": str(proxy), **reward_settings} if reward == "proxy" else {}),
             "beta_max": gfn.policy_cfg.beta_max, "lr_final": lr_final}
     lr_factor = (None if lr_final is None
                  else cosine_lr_factor(start=gfn.iterations_done, iterations=iterations, final=lr_final))

@@ -185,28 +185,25 @@ def sun_labels_of(results: Sequence[OracleResult], crystals: Sequence[Crystal], 
             for r, c in zip(results, crystals, strict=True)]
 
 
-def reward_volume_fit(gfn: Any, checkpoint: Path, proxy: Path, crystals: Sequence[Crystal]) -> dict[str, Any]:
+def reward_volume_fit(gfn: Any, checkpoint: Path, proxy: Any, crystals: Sequence[Crystal], *,
+                      vrange: tuple[float, float]) -> dict[str, Any]:
     """:func:`discovery.gfn.volume_fit.volume_fit` of ``crystals`` under the reward ``checkpoint`` was trained on
-    (rebuilt from its ``train_report.json`` with ``proxy``), against MP-20's volume range; ``{"skipped": why}``
-    when that reward cannot be rebuilt (not a proxy reward, no report)."""
-    from discovery.gfn import Reward, VolumePriorReward
+    (rebuilt from its ``train_report.json`` on the loaded ``proxy`` model), against ``vrange`` (Å³/atom);
+    ``{"skipped": why}`` when that reward cannot be rebuilt (not a proxy reward, no report)."""
     from discovery.gfn.volume_fit import volume_fit
     from discovery.proxy.lattice import default_lattice_prior
-    from orchestration.cli_gfn import ProxyReward
+    from orchestration.cli_gfn import proxy_training_reward
 
     report = checkpoint / "train_report.json"
     info = json.loads(report.read_text()) if report.exists() else {}
     if info.get("reward") != "proxy":
         return {"skipped": f"{report} names no proxy reward ({info.get('reward')!r}); the reward cannot be rebuilt"}
-    reward: Reward = ProxyReward.load(
-        proxy, transform=info.get("transform", "boltzmann"), temperature=float(info.get("temperature", 0.125)),
-        maximize=bool(info.get("maximize", False)), target_value=float(info.get("target_value") or 1.34))
-    weight = float(info.get("volume_prior", 0.0))
-    if weight > 0:
-        reward = VolumePriorReward(reward, weight=weight)
-    fit = volume_fit(crystals, reward, ln_v0=default_lattice_prior().volume.predict(crystals),
-                     vrange=mp20_volume_range(), length_range=tuple(gfn.space.length_range))
-    return {**fit.as_dict(), "volume_prior": weight, "transform": info.get("transform", "boltzmann")}
+    # reports from before a setting was recorded: the defaults `gfn train` had then
+    settings = {"transform": "boltzmann", "temperature": 0.125, "maximize": False, "volume_prior": 0.0, **info}
+    reward = proxy_training_reward(proxy, settings)
+    fit = volume_fit(crystals, reward, ln_v0=default_lattice_prior().volume.predict(crystals), vrange=vrange,
+                     length_range=tuple(gfn.space.length_range))
+    return {**fit.as_dict(), "volume_prior": float(settings["volume_prior"]), "transform": settings["transform"]}
 
 
 def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64, seed: int = 0, workers: int = 2,
@@ -230,11 +227,12 @@ def run_check(*, checkpoint: Path, proxy: Path, n: int = 2000, n_relax: int = 64
     crystals = [Crystal(c.space_group, c.counts, *c.lattice, id=f"s{i:05d}") for i, c in enumerate(sampled)]
     fe = predict(prx, crystals)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "proxy": str(proxy), "seed": seed}
-    result["volume"] = volume_metrics(crystals, vrange=mp20_volume_range())
+    vrange = mp20_volume_range()
+    result["volume"] = volume_metrics(crystals, vrange=vrange)
     result["diversity"] = diversity_metrics(crystals)
     if volume_profile > 0:
         say(f"reward-implied volumes of {min(volume_profile, n)} samples")
-        result["volume_fit"] = reward_volume_fit(gfn, checkpoint, proxy, crystals[:volume_profile])
+        result["volume_fit"] = reward_volume_fit(gfn, checkpoint, prx, crystals[:volume_profile], vrange=vrange)
     result["predicted_fe_median"] = float(np.median(fe))  # the proxy's first target (see proxy_target)
     result["proxy_target"] = str(prx.target_names[0])
     result["predicted_median"] = result["predicted_fe_median"]  # the same value, named for any proxy target
