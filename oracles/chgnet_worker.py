@@ -42,8 +42,10 @@ class CHGNetSettings(DecodingFields):
     engine: Literal["batched", "ase"] = Field(
         DEFAULT_ENGINE, description="relax mode: 'batched' (the default) relaxes many structures as one batched graph "
                                     "on torch-sim (oracles.batched); 'ase': one structure at a time through ASE. "
-                                    "Left out, it is 'ase' when an ASE-only option is asked for (optimizer other "
-                                    "than FIRE), else 'batched' (see resolved_engine)")
+                                    "Left out, it is 'ase' when optimizer: BFGS is asked for (configs written "
+                                    "before the batched engine had BFGS keep relaxing through ASE), else "
+                                    "'batched' (see resolved_engine); engine: batched with optimizer: BFGS runs "
+                                    "ASE's BFGS on the batch (oracles.batched.bfgs)")
     max_batch_atoms: int = Field(96, ge=1, description="batched engine on the CPU: atoms per batch (per process); "
                                                        "~100 keeps a CHGNet batch in a core's cache: 256 cost "
                                                        "~1.5× the time per atom on the 2-core box (on CUDA "
@@ -80,11 +82,11 @@ class CHGNetSettings(DecodingFields):
 
     @model_validator(mode="after")
     def _engine_supports(self) -> CHGNetSettings:
-        if self.engine == "batched" and self.optimizer != "FIRE":
-            fix = "set optimizer: FIRE or engine: ase" if "ase" in get_args(type(self).model_fields["engine"].annotation) \
-                else "set optimizer: FIRE (this oracle has no ASE engine)"
-            raise ValueError(f"optimizer: {self.optimizer} needs engine: ase (the batched engine runs torch-sim's "
-                             f"FIRE); {fix}")
+        if self.engine == "batched" and self.optimizer == "BFGS" and (not self.relax_cell or self.cell_filter != "unit"):
+            raise ValueError("optimizer: BFGS on the batched engine relaxes the cell with the unit-cell filter (as "
+                             "ASE's BFGS(UnitCellFilter)); set cell_filter: unit and relax_cell: true, or "
+                             "optimizer: FIRE" + (", or engine: ase" if "ase" in get_args(
+                                 type(self).model_fields["engine"].annotation) else ""))
         return self
 
     def relax_settings(self) -> RelaxSettings:

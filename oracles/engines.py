@@ -18,7 +18,9 @@ FORMER_DEFAULT_ENGINE: Engine = "ase"
 """The engine of a CHGNet oracle whose settings left it out before the default changed: campaigns stored
 then keep it when they are resumed (:func:`orchestration.config.schema.stored_reading`)."""
 ASE_ONLY_OPTIMIZERS = frozenset({"BFGS"})
-"""``optimizer`` values that only the ASE engine runs (the batched engine runs torch-sim's FIRE)."""
+"""``optimizer`` values that, with ``engine`` left out, resolve to the ASE engine: the batched engine ran only
+torch-sim's FIRE until 2026-12-05 and configs written before then keep their engine; ``engine: batched`` with
+``optimizer: BFGS`` runs ASE's BFGS on the batch (:mod:`oracles.batched.bfgs`)."""
 
 
 def resolved_engine(settings: Mapping[str, Any]) -> Engine:

@@ -61,6 +61,9 @@ def bench_discovery(
     rattle: Annotated[float | None, typer.Option(min=0.0, max=0.5, help=(
         "Å the CHGNet oracle moves decoded atoms off their special positions before relaxing, for every strategy "
         "(default: 0.05 with --objective sun, else 0).")) ] = None,
+    optimizer: Annotated[str, typer.Option(help=(
+        "The CHGNet oracle's optimizer for every strategy: FIRE (torch-sim's) or BFGS (ASE's, on the same batched "
+        "engine).")) ] = "FIRE",
     split_rule: Annotated[str | None, typer.Option(help=(
         "--objective sun: how the loop's later rounds split the batch between sources: 'thompson' (the share "
         "Thompson sampling gives the source more likely to be better) or 'proportional' (to the posterior mean "
@@ -124,6 +127,7 @@ def bench_discovery(
                                  oracle_weight=oracle_weight, seed_rows=seed_rows,
                                  substitution_share=substitution_share,
                                  decode_rattle=DEFAULT_RATTLE[objective] if rattle is None else rattle,
+                                 optimizer=optimizer,  # type: ignore[arg-type]  # checked by BenchSettings
                                  split_rule=(DEFAULT_SPLIT_RULE[objective] if split_rule is None  # type: ignore[arg-type]
                                              else split_rule),  # checked by BenchSettings
                                  max_sd=DEFAULT_MAX_SD[objective] if max_sd is None else (max_sd or None),

@@ -405,7 +405,8 @@ def check(
                                                          "or frechet (FrechetCellFilter, CHGNet's own relaxer's) "
                                                          "(default: the oracle's, unit).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="Optimizer of the relaxation: FIRE or BFGS (BFGS runs on the "
-                                                       "ase engine) (default: the oracle's, FIRE).")] = None,
+                                                       "ase engine unless --engine batched is given) (default: the "
+                                                       "oracle's, FIRE).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Wall-time limit per structure (decode + relax), s.")] = 300.0,
     volume_profile: Annotated[int, typer.Option(min=0, help="Profile this many samples' training reward along an "
                                                            "isotropic volume scale: the share in MP-20's range the "

@@ -116,8 +116,8 @@ def relaxation_check(crystals: Sequence[Crystal], predicted_fe: np.ndarray, *, w
 
     ``engine``: the CHGNet oracle's relaxation engine (``None``: its default); ``cell_filter``: its cell filter
     (``"unit"``: ASE's ``UnitCellFilter``, ``"frechet"``: ``FrechetCellFilter``, CHGNet's own relaxer's choice;
-    ``None``: the oracle's default); ``optimizer``: its optimizer (``"BFGS"`` runs on the ASE engine; ``None``: the
-    oracle's default, FIRE); ``timeout_s``: its wall-time limit per structure (decode + relax), s."""
+    ``None``: the oracle's default); ``optimizer``: its optimizer (``"BFGS"`` runs on the ASE engine unless ``engine`` is
+    ``"batched"``; ``None``: the oracle's default, FIRE); ``timeout_s``: its wall-time limit per structure (decode + relax), s."""
     from oracles.base import Candidate
     from oracles.registry import get_oracle
 

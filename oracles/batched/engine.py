@@ -1,4 +1,5 @@
-"""Batched relaxation: torch-sim's FIRE with a cell filter over many structures at once.
+"""Batched relaxation: torch-sim's FIRE (or ASE's BFGS, :mod:`oracles.batched.bfgs`) with a cell filter over many
+structures at once.
 
 :func:`relax_batch` relaxes a list of structures with any torch-sim ``ModelInterface`` (CHGNet through
 :mod:`oracles.batched.chgnet_adapter`, SevenNet through torch-sim's own interface). torch-sim supplies the
@@ -57,6 +58,9 @@ class EngineSettings:
     steps: int = 200
     relax_cell: bool = True
     cell_filter: Literal["unit", "frechet"] = "unit"
+    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
+    """``BFGS``: ASE's BFGS with the unit-cell filter (:mod:`oracles.batched.bfgs`; needs ``relax_cell`` and
+    ``cell_filter="unit"``)."""
     max_volume_change: float = 4.0
     min_distance_ratio: float = 0.35
     timeout_s: float = 300.0
@@ -66,8 +70,20 @@ class EngineSettings:
     init_chunk: int = 32
 
 
-def _optimizer(model: Any, settings: EngineSettings) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def _optimizer(model: Any, settings: EngineSettings
+               ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[list[int]], None]]:
+    """``(init, step, release)``: ``release(tags)`` lets the optimizer forget structures that left the batch (BFGS
+    keeps a Hessian per structure; FIRE keeps nothing outside the state)."""
     import inspect
+
+    if settings.optimizer == "BFGS":
+        if not settings.relax_cell or settings.cell_filter != "unit":
+            raise ValueError("the batched BFGS relaxes the cell with the unit-cell filter: set relax_cell true and "
+                             "cell_filter unit, or optimizer FIRE")
+        from oracles.batched.bfgs import UnitCellBFGS
+
+        bfgs = UnitCellBFGS(model)
+        return bfgs.init, bfgs.step, bfgs.release
 
     from torch_sim.optimizers import fire, frechet_cell_fire, unit_cell_fire
 
@@ -75,7 +91,7 @@ def _optimizer(model: Any, settings: EngineSettings) -> tuple[Callable[..., Any]
     init_fn, step_fn = make(model=model, md_flavor="ase_fire")
     defaults = {k: float(v.default) for k, v in inspect.signature(make).parameters.items()
                 if k in ("dt_start", "f_dec", "alpha_start")}
-    return init_fn, independent_steps(step_fn, **defaults)
+    return init_fn, independent_steps(step_fn, **defaults), lambda tags: None
 
 
 def independent_steps(step_fn: Callable[[Any], Any], *, dt_start: float, f_dec: float, alpha_start: float
@@ -192,7 +208,7 @@ def relax_batch(structures: Iterable[Structure], *, model: Any, settings: Engine
             entered = track.entered[i] if math.isfinite(track.entered[i]) else t_start
             on_done(i, outcome, time.perf_counter() - entered, track.model_s[i])
 
-    init_fn, step_fn = _optimizer(model, settings)
+    init_fn, step_fn, release = _optimizer(model, settings)
     converged_fn = generate_force_convergence_fn(settings.fmax, include_cell_forces=settings.relax_cell)
     on_cuda = torch.device(model.device).type == "cuda"
     cap = math.inf if on_cuda else float(settings.max_batch_atoms)
@@ -257,6 +273,8 @@ def relax_batch(structures: Iterable[Structure], *, model: Any, settings: Engine
             ids = [order[k] for k in current]
             done = _check(state, ids, track, converged_fn, finish)
             if done.any():
+                if (tags := getattr(state, "tag", None)) is not None:
+                    release(tags[done].tolist())
                 state, _, current = batcher.next_batch(state, done)
                 continue
             state = _step(state, ids, step_fn, model, track, finish)
@@ -269,7 +287,7 @@ def model_time(model: Any) -> float:
 
 def _step(state: Any, ids: list[int], step_fn: Callable[[Any], Any], model: Any, track: _Tracker,
           finish: Callable[[int, Outcome], None]) -> Any:
-    """One FIRE step of the whole batch (see :func:`_safe_apply`); a structure whose step raises alone is
+    """One optimizer step of the whole batch (see :func:`_safe_apply`); a structure whose step raises alone is
     recorded as failed and carried unchanged (it leaves the batch at the next check, being done)."""
     t0, t_wall = model_time(model), time.perf_counter()
     before = state.clone()

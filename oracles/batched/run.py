@@ -36,7 +36,8 @@ def torch_sim_version() -> str:
 def engine_settings(settings: Any) -> EngineSettings:
     """The engine settings of a CHGNet/SevenNet oracle's settings."""
     return EngineSettings(fmax=settings.fmax, steps=settings.steps, relax_cell=settings.relax_cell,
-                          cell_filter=settings.cell_filter, max_volume_change=settings.max_volume_change,
+                          cell_filter=settings.cell_filter, optimizer=settings.optimizer,
+                          max_volume_change=settings.max_volume_change,
                           timeout_s=settings.timeout_s, max_batch_atoms=settings.max_batch_atoms)
 
 
@@ -66,6 +67,9 @@ def batched_model(state: dict[str, Any]) -> Any:
 
 
 def engine_provenance(settings: Any) -> dict[str, Any]:
+    if settings.optimizer == "BFGS":
+        return {"engine": "batched", "engine_detail": f"torch-sim {torch_sim_version()} state and InFlightAutoBatcher, "
+                                                      "ASE's BFGS with the unit-cell filter (oracles.batched.bfgs)"}
     flt = {"unit": "unit_cell_fire", "frechet": "frechet_cell_fire"}[settings.cell_filter] if settings.relax_cell \
         else "fire"
     return {"engine": "batched", "engine_detail": f"torch-sim {torch_sim_version()} {flt} (ASE flavour), "

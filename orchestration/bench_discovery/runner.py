@@ -16,7 +16,12 @@ from discovery.crystal import Crystal
 from oracles.batched.engine import ENGINE_REVISION
 from orchestration.bench_discovery.metrics import strategy_metrics
 from orchestration.bench_discovery.report import markdown, plot
-from orchestration.bench_discovery.settings import BenchSettings, Evaluated, sun_loop_features
+from orchestration.bench_discovery.settings import (
+    BenchSettings,
+    Evaluated,
+    oracle_optimizer,
+    sun_loop_features,
+)
 from orchestration.bench_discovery.statistics import summarize
 from orchestration.bench_discovery.strategies import (
     evaluate,
@@ -132,7 +137,7 @@ def run_benchmark(settings: BenchSettings, out_dir: Path, *,
     report = progress or (lambda _d, _i, _n: None)
     oracle = CHGNetOracle(workers=settings.workers, fmax=settings.fmax, steps=settings.steps,
                           timeout_s=settings.oracle_timeout_s, device=settings.device, reference=settings.reference,
-                          decode_rattle=settings.decode_rattle)
+                          decode_rattle=settings.decode_rattle, **oracle_optimizer(settings))
     try:
         for seed in range(settings.seeds):
             loop_dir = out_dir / f"loop-s{seed}"

@@ -61,6 +61,12 @@ def default_strategies(objective: str) -> tuple[str, ...]:
     return SUN_STRATEGIES if objective == "sun" else STRATEGIES
 
 
+def oracle_optimizer(settings: BenchSettings) -> dict[str, Any]:
+    """The CHGNet oracle's optimizer settings of the benchmark: nothing for FIRE (the oracle's default, so that
+    the loop's config stays as before), else the optimizer on the batched engine."""
+    return {} if settings.optimizer == "FIRE" else {"optimizer": settings.optimizer, "engine": "batched"}
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """What the benchmark runs. ``budget``: oracle calls per strategy and seed; ``strategies``: empty for the
@@ -86,6 +92,7 @@ class BenchSettings:
     seed_rows: int | None = None  # seed_data.max_rows: fewer labelled MP-20 rows for the round-0 proxy (a cold start)
     substitution_share: float = 0.5  # sun: the loop's sources.substitution.share (1.0: substitutions only, every round)
     decode_rattle: float = 0.0  # Å: the CHGNet oracle's decode_rattle, for every strategy (0: off)
+    optimizer: Literal["FIRE", "BFGS"] = "FIRE"  # the CHGNet oracle's optimizer, for every strategy (both on the batched engine)
     split_rule: SplitRule = "proportional"  # sun: sources.substitution.split_rule
     max_sd: float | None = None  # eV/atom: the loop config's acquisition.max_sd (None: σ uncapped)
     family_weight: float = 0.0  # sun: sources.substitution.family_weight (rounds ≥ 1 only: baselines do not depend on it)
@@ -123,6 +130,8 @@ class BenchSettings:
             raise ValueError(f"substitution_share must be in [0, 1], not {self.substitution_share}")
         if not 0 <= self.decode_rattle <= 0.5:
             raise ValueError(f"decode_rattle must be in [0, 0.5] Å, not {self.decode_rattle}")
+        if self.optimizer not in ("FIRE", "BFGS"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose FIRE or BFGS")
         if self.split_rule not in SPLIT_RULES:
             raise ValueError(f"unknown split rule {self.split_rule!r}; choose {' or '.join(SPLIT_RULES)}")
         if self.max_sd is not None and not self.max_sd > 0:
@@ -200,7 +209,8 @@ def campaign_config(settings: BenchSettings, seed: int, directory: Path) -> dict
         "oracle": {"name": "chgnet", "settings": {"fmax": settings.fmax, "steps": settings.steps, "device": settings.device,
                                                   "reference": settings.reference,
                                                   **({"decode_rattle": settings.decode_rattle}
-                                                     if settings.decode_rattle else {})},
+                                                     if settings.decode_rattle else {}),
+                                                  **oracle_optimizer(settings)},
                    "retries": 1, "retry_delay_s": 1, "timeout_s": settings.oracle_timeout_s},
         "rounds": settings.rounds,
         "stopping": {"max_oracle_calls": settings.budget},

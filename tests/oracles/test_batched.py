@@ -317,8 +317,10 @@ def test_a_crashing_pool_worker_loses_only_its_own_candidate(mp20_dir: Path) -> 
 
 
 def test_settings_name_the_field_and_fix() -> None:
-    with pytest.raises(ValidationError, match="needs engine: ase"):
-        CHGNetOracle(engine="batched", optimizer="BFGS")
+    with pytest.raises(ValidationError, match="relax_cell: true, or optimizer: FIRE, or engine: ase"):
+        CHGNetOracle(engine="batched", optimizer="BFGS", relax_cell=False)
     with pytest.raises(ValidationError, match="engine"):
         CHGNetOracle(engine="torch")
     assert CHGNetOracle(engine="batched").provenance()["engine"] == "batched"
+    bfgs = CHGNetOracle(engine="batched", optimizer="BFGS").provenance()
+    assert bfgs["engine"] == "batched" and bfgs["settings"]["optimizer"] == "BFGS"

@@ -35,7 +35,7 @@ def test_decoded_candidates_record_how_they_were_decoded(chgnet_fast: CHGNetOrac
     assert res.targets["formation_energy_per_atom"] == pytest.approx(-2.1, abs=0.15)  # MP: −2.10 eV/atom
 
 
-def test_the_engine_is_batched_unless_an_ase_only_optimizer_is_asked_for() -> None:
+def test_the_engine_is_batched_unless_bfgs_is_asked_for_without_one() -> None:
     from pydantic import ValidationError
 
     from oracles.chgnet import CHGNetSettings
@@ -44,8 +44,10 @@ def test_the_engine_is_batched_unless_an_ase_only_optimizer_is_asked_for() -> No
     assert CHGNetSettings().engine == "batched" and CHGNetSettings(engine=None).engine == "batched"
     assert CHGNetSettings(optimizer="BFGS").engine == "ase"  # an existing `optimizer: BFGS` config keeps ASE
     assert CHGNetSettings(engine="ase").engine == "ase"
-    with pytest.raises(ValidationError, match=r"optimizer: BFGS needs engine: ase .*set optimizer: FIRE or engine: ase"):
-        CHGNetSettings(engine="batched", optimizer="BFGS")
-    assert SevenNetSettings().engine == "batched"
-    with pytest.raises(ValidationError, match="set optimizer: FIRE \\(this oracle has no ASE engine\\)"):
-        SevenNetSettings(optimizer="BFGS")
+    assert CHGNetSettings(engine="batched", optimizer="BFGS").engine == "batched"  # oracles.batched.bfgs
+    with pytest.raises(ValidationError, match=r"optimizer: BFGS on the batched engine .*set cell_filter: unit .*"
+                                              r"or engine: ase"):
+        CHGNetSettings(engine="batched", optimizer="BFGS", cell_filter="frechet")
+    assert SevenNetSettings().engine == "batched" and SevenNetSettings(optimizer="BFGS").optimizer == "BFGS"
+    with pytest.raises(ValidationError, match=r"relax_cell: true, or optimizer: FIRE \[type"):
+        SevenNetSettings(optimizer="BFGS", relax_cell=False)

@@ -171,6 +171,11 @@ def test_loop_config_is_a_valid_campaign_with_the_budget_as_cap(tmp_path: Path) 
     assert len(build_search_space(cfg).elements) == 22
     with pytest.raises(ValueError, match="unknown strategies"):
         BenchSettings(strategies=("loop", "bayes"))
+    assert "optimizer" not in cfg.oracle.settings  # FIRE: the oracle's default, the loop's config as before
+    bfgs = CampaignConfig.model_validate(campaign_config(BenchSettings(optimizer="BFGS"), 0, tmp_path))
+    assert bfgs.oracle.settings["optimizer"] == "BFGS" and bfgs.oracle.settings["engine"] == "batched"
+    with pytest.raises(ValueError, match="unknown optimizer 'LBFGS'; choose FIRE or BFGS"):
+        BenchSettings(optimizer="LBFGS")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
@@ -206,6 +211,7 @@ def test_finished_baselines_are_cached_per_seed_and_settings(tmp_path: Path) -> 
     assert _load_cache(path, BenchSettings(budget=9, seeds=2)) is None  # other settings: run again
     assert _load_cache(path, BenchSettings(budget=6, oracle_weight=20)) is not None  # the loop's refit only
     assert _load_cache(path, BenchSettings(budget=6, seed_rows=200)) is None  # another round-0 proxy
+    assert _load_cache(path, BenchSettings(budget=6, optimizer="BFGS")) is None  # another relaxer
     older = json.loads(path.read_text())
     del older["settings"]["seed_rows"]  # a cache written before the setting existed had its default
     path.write_text(json.dumps(older))
