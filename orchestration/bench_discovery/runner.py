@@ -179,7 +179,8 @@ def run_benchmark(settings: BenchSettings, out_dir: Path, *,
         "budget_per_strategy_per_seed": settings.budget,
         "seeds": settings.seeds,
         "settings": asdict(settings),
-        "oracle": f"chgnet relax (fmax {settings.fmax} eV/Å, ≤ {settings.steps} steps), hull reference {settings.reference}",
+        "oracle": f"chgnet relax ({settings.optimizer}, fmax {settings.fmax} eV/Å, ≤ {settings.steps} steps), hull "
+                  f"reference {settings.reference}",
         "objective": OBJECTIVE_TEXT[settings.objective],
         "unique": "pymatgen StructureMatcher (ltol 0.2, stol 0.3, angle_tol 5) on relaxed structures, per strategy and seed",
         "sun_definition": ("S.U.N. (discovery.sun): status ok, E_hull <= 0.1 eV/atom, no StructureMatcher match among the "
