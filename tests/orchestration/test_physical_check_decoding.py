@@ -40,13 +40,18 @@ def test_relaxation_check_passes_the_cell_filter() -> None:
 
 
 def test_relaxation_check_passes_the_optimizer() -> None:
-    """BFGS reaches the oracle, which runs it on the ASE engine (and both are named)."""
+    """BFGS reaches the oracle, which runs it on the ASE engine unless the batched one is named (and both are
+    named in the summary); both relax the strained LiF cell to the same energy."""
     a = 4.0 * 1.2 ** (1 / 3)
     lif = Crystal(225, {"Li": 4, "F": 4}, a, a, a, 90, 90, 90, id="lif")
     summary, rows = relaxation_check([lif], np.array([-3.0]), workers=0, optimizer="BFGS",
                                      decoding=CheckDecoding(rattle=0.05))
     assert summary["optimizer"] == "BFGS" and summary["engine"] == "ase" and rows[0]["status"] == "ok"
     assert abs(rows[0]["chgnet_fe"] - (-3.0)) < 0.5
+    batched, brows = relaxation_check([lif], np.array([-3.0]), workers=0, optimizer="BFGS", engine="batched",
+                                      decoding=CheckDecoding(rattle=0.05))
+    assert batched["optimizer"] == "BFGS" and batched["engine"] == "batched" and brows[0]["status"] == "ok"
+    assert abs(brows[0]["chgnet_fe"] - rows[0]["chgnet_fe"]) < 2e-3
 
 
 def test_check_decoding_refuses_unknown_choices() -> None:
