@@ -65,9 +65,10 @@ class UnitCellBFGS:
                             device=st.positions.device)
         return UnitCellBFGSState(**vars(st), tag=tags)
 
-    def release(self, tags: list[int]) -> None:
-        """Forget the Hessians of these structures (they left the batch for good)."""
-        for t in tags:
+    def release(self, state: UnitCellBFGSState, done: torch.Tensor) -> None:
+        """Forget the Hessians of the systems of ``state`` marked in ``done`` [n_systems] (they leave the batch for
+        good)."""
+        for t in state.tag[done].tolist():
             self._memory.pop(int(t), None)
 
     def step(self, state: UnitCellBFGSState) -> UnitCellBFGSState:

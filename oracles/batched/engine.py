@@ -69,17 +69,19 @@ class EngineSettings:
     """CUDA: the largest batch (in copies of one structure) torch-sim's memory probe tries."""
     init_chunk: int = 32
 
+    def __post_init__(self) -> None:
+        if self.optimizer == "BFGS" and (not self.relax_cell or self.cell_filter != "unit"):
+            raise ValueError("the batched BFGS relaxes the cell with the unit-cell filter: set relax_cell true and "
+                             "cell_filter unit, or optimizer FIRE")
+
 
 def _optimizer(model: Any, settings: EngineSettings
-               ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[list[int]], None]]:
-    """``(init, step, release)``: ``release(tags)`` lets the optimizer forget structures that left the batch (BFGS
-    keeps a Hessian per structure; FIRE keeps nothing outside the state)."""
+               ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[Any, torch.Tensor], None]]:
+    """``(init, step, release)``: ``release(state, done)`` lets the optimizer forget the systems of ``state`` that
+    leave the batch (``done`` [n_systems] bool; BFGS keeps a Hessian per structure, FIRE nothing outside the state)."""
     import inspect
 
     if settings.optimizer == "BFGS":
-        if not settings.relax_cell or settings.cell_filter != "unit":
-            raise ValueError("the batched BFGS relaxes the cell with the unit-cell filter: set relax_cell true and "
-                             "cell_filter unit, or optimizer FIRE")
         from oracles.batched.bfgs import UnitCellBFGS
 
         bfgs = UnitCellBFGS(model)
@@ -91,7 +93,7 @@ def _optimizer(model: Any, settings: EngineSettings
     init_fn, step_fn = make(model=model, md_flavor="ase_fire")
     defaults = {k: float(v.default) for k, v in inspect.signature(make).parameters.items()
                 if k in ("dt_start", "f_dec", "alpha_start")}
-    return init_fn, independent_steps(step_fn, **defaults), lambda tags: None
+    return init_fn, independent_steps(step_fn, **defaults), lambda state, done: None
 
 
 def independent_steps(step_fn: Callable[[Any], Any], *, dt_start: float, f_dec: float, alpha_start: float
@@ -273,8 +275,7 @@ def relax_batch(structures: Iterable[Structure], *, model: Any, settings: Engine
             ids = [order[k] for k in current]
             done = _check(state, ids, track, converged_fn, finish)
             if done.any():
-                if (tags := getattr(state, "tag", None)) is not None:
-                    release(tags[done].tolist())
+                release(state, done)
                 state, _, current = batcher.next_batch(state, done)
                 continue
             state = _step(state, ids, step_fn, model, track, finish)
