@@ -30,10 +30,10 @@ def _far_from_minimum() -> list[Structure]:
     """Six small cells strained 6–10 % and rattled 0.15 Å: up to ~10 BFGS steps each, atoms and cell."""
     rng = np.random.default_rng(1)
     out = []
-    for s in _rattled()[:6]:
+    for i, s in enumerate(_rattled()[:6]):
         s = s.copy()
         s.apply_strain(float(rng.uniform(0.06, 0.1)))
-        s.perturb(0.15, min_distance=0.0) if len(s) > 1 else None
+        s.perturb(0.15, min_distance=0.0, seed=10 + i) if len(s) > 1 else None
         out.append(s)
     return out
 
@@ -74,7 +74,7 @@ def test_a_structure_relaxes_the_same_whoever_shares_its_batch(model: CHGNetMode
     joining = _outcomes(relax_batch(structures, model=model,
                                     settings=EngineSettings(steps=80, optimizer="BFGS", max_batch_atoms=4)))
     alone = [_outcomes(relax_batch([s], model=model, settings=BFGS))[0] for s in structures]
-    assert max(o.n_steps for o in alone) >= 8 and len({o.n_steps for o in alone}) > 2  # joins happen mid-way
+    assert max(o.n_steps for o in alone) >= 6 and len({o.n_steps for o in alone}) > 2  # joins happen mid-way (9 here)
     for runs in zip(alone, together, reverse, joining, strict=True):
         assert len({o.n_steps for o in runs}) == 1, [o.n_steps for o in runs]
         assert max(o.energy_total for o in runs) - min(o.energy_total for o in runs) < 1e-4
