@@ -23,7 +23,7 @@ from pymatgen.core import Structure
 from discovery.crystal import Crystal
 from oracles.base import OracleResult, failed, structure_to_cif
 from oracles.decode import DecodeError, DecodingFields, decode_crystal
-from oracles.engines import DEFAULT_ENGINE, resolved_engine
+from oracles.engines import DEFAULT_ENGINE, batched_cell_setting_fits, resolved_engine
 from oracles.reference import DEFAULT_REFERENCE, ReferenceName, corrected_energy, load_reference
 from oracles.relax import RelaxFault, RelaxSettings, load_chgnet_calculator, relax_structure, static_energies
 from oracles.sanity import Gates, check_structure, gate_message, model_cutoff
@@ -82,7 +82,8 @@ class CHGNetSettings(DecodingFields):
 
     @model_validator(mode="after")
     def _engine_supports(self) -> CHGNetSettings:
-        if self.engine == "batched" and self.optimizer == "BFGS" and (not self.relax_cell or self.cell_filter != "unit"):
+        if self.engine == "batched" and not batched_cell_setting_fits(
+                optimizer=self.optimizer, relax_cell=self.relax_cell, cell_filter=self.cell_filter):
             raise ValueError("optimizer: BFGS on the batched engine relaxes the cell with the unit-cell filter (as "
                              "ASE's BFGS(UnitCellFilter)); set cell_filter: unit and relax_cell: true, or "
                              "optimizer: FIRE" + (", or engine: ase" if "ase" in get_args(

@@ -23,6 +23,13 @@ torch-sim's FIRE until 2026-12-05 and configs written before then keep their eng
 ``optimizer: BFGS`` runs ASE's BFGS on the batch (:mod:`oracles.batched.bfgs`)."""
 
 
+def batched_cell_setting_fits(*, optimizer: str, relax_cell: bool, cell_filter: str) -> bool:
+    """Whether the batched engine runs ``optimizer`` with this cell setting: its BFGS (:mod:`oracles.batched.bfgs`)
+    is ASE's ``BFGS(UnitCellFilter)``, so it needs ``relax_cell`` and the unit filter; FIRE runs with any. The one
+    rule behind the oracle settings' check (config field names) and :class:`oracles.batched.engine.EngineSettings`'s."""
+    return optimizer != "BFGS" or (relax_cell and cell_filter == "unit")
+
+
 def resolved_engine(settings: Mapping[str, Any]) -> Engine:
     """The engine a CHGNet oracle with these settings (as written, e.g. a campaign's ``oracle.settings``)
     relaxes with: ``engine`` when given; else ``"ase"`` when an ASE-only option is asked for (``optimizer``

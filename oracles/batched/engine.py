@@ -33,6 +33,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from oracles.decode import min_distance_ratio
+from oracles.engines import batched_cell_setting_fits
 from oracles.relax import RelaxFault, RelaxOutcome
 
 ENGINE_REVISION = 2
@@ -70,7 +71,8 @@ class EngineSettings:
     init_chunk: int = 32
 
     def __post_init__(self) -> None:
-        if self.optimizer == "BFGS" and (not self.relax_cell or self.cell_filter != "unit"):
+        if not batched_cell_setting_fits(optimizer=self.optimizer, relax_cell=self.relax_cell,
+                                         cell_filter=self.cell_filter):
             raise ValueError("the batched BFGS relaxes the cell with the unit-cell filter: set relax_cell true and "
                              "cell_filter unit, or optimizer FIRE")
 
