@@ -76,8 +76,9 @@ class UnitCellBFGS:
         idx = state.system_idx
         f_grad = state.deform_grad()  # [S, 3, 3]
         cf = state.cell_factor.view(n_sys, 1, 1)
-        x_atoms = torch.linalg.solve(f_grad[idx], state.positions.unsqueeze(-1)).squeeze(-1)  # r F⁻ᵀ, [N, 3]
-        f_atoms = torch.bmm(state.forces.unsqueeze(1), f_grad[idx]).squeeze(1)  # f F, [N, 3]
+        f_per_atom = f_grad[idx]  # [N, 3, 3]
+        x_atoms = torch.linalg.solve(f_per_atom, state.positions.unsqueeze(-1)).squeeze(-1)  # r F⁻ᵀ, [N, 3]
+        f_atoms = torch.bmm(state.forces.unsqueeze(1), f_per_atom).squeeze(1)  # f F, [N, 3]
         x_cell = cf * f_grad  # [S, 3, 3]
         counts = torch.bincount(idx, minlength=n_sys).tolist()
         new_atoms, new_cell = [], []
